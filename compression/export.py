@@ -1,0 +1,131 @@
+"""Exporting the truly smaller artifact, in a container other tools can read.
+
+Parameters are written as a safetensors file: named tensors (float payloads,
+packed uint8 payloads, int8 values, index arrays, scales) plus, under the
+`__metadata__` key `compression_lab`, one JSON string that records for each
+parameter path the codec that wrote it, its shape and dtype, and the names of
+its tensors. Any safetensors reader can open the file; `load_params` decodes
+it back into the nested dict of arrays the model consumes.
+
+A codec is a pair `encode(array, **settings) -> (tensors, record)` and
+`decode(tensors, record) -> array`; techniques register theirs (packed
+integers, values + indices, factors) with `register_codec`, and an export
+names a codec per parameter path. `dense` (the array as it is) is built in.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable, Mapping, NamedTuple, Optional
+
+import jax
+import numpy as np
+from safetensors.numpy import load_file, safe_open, save_file
+
+from compression.selection import path_str
+
+METADATA_KEY = "compression_lab"
+FORMAT_VERSION = 1
+
+
+class Codec(NamedTuple):
+    """How one parameter is written to and read back from named tensors."""
+
+    encode: Callable[..., tuple[dict[str, np.ndarray], dict[str, Any]]]
+    decode: Callable[[Mapping[str, np.ndarray], Mapping[str, Any]], np.ndarray]
+
+
+_CODECS: dict[str, Codec] = {}
+
+
+def register_codec(name: str, codec: Codec) -> None:
+    """Makes `codec` available to exports under `name`."""
+    if name in _CODECS and _CODECS[name] != codec:
+        raise ValueError(f"a codec named {name!r} is already registered")
+    _CODECS[name] = codec
+
+
+def _codec(name: str) -> Codec:
+    if name not in _CODECS:
+        raise ValueError(f"unknown export codec {name!r}; registered codecs: {sorted(_CODECS)}")
+    return _CODECS[name]
+
+
+def _encode_dense(array: np.ndarray, dtype: Optional[str] = None) -> tuple[dict, dict]:
+    array = np.asarray(array if dtype is None else np.asarray(array).astype(dtype))
+    return {"": np.ascontiguousarray(array)}, {}
+
+
+def _decode_dense(tensors: Mapping[str, np.ndarray], record: Mapping[str, Any]) -> np.ndarray:
+    return tensors[""].astype(record["dtype"])
+
+
+register_codec("dense", Codec(_encode_dense, _decode_dense))
+
+
+def _tensor_name(path: str, part: str) -> str:
+    return path if part == "" else f"{path}:{part}"
+
+
+def export_params(path: str, params: Any, codecs: Optional[Mapping[str, tuple[str, dict]]] = None,
+                  metadata: Optional[Mapping[str, Any]] = None) -> int:
+    """Writes `params` to the safetensors file `path`; returns its size in bytes on disk.
+
+    `codecs` maps a parameter path to (codec name, settings); paths it does
+    not name are written `dense`. `metadata` (JSON-able) is stored beside the
+    per-parameter formats, e.g. the model config a structured export needs.
+    """
+    codecs = dict(codecs or {})
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    known = {path_str(kp) for kp, _ in flat}
+    unknown = sorted(set(codecs) - known)
+    if unknown:
+        raise ValueError(f"export codecs name parameters that do not exist: {unknown}")
+    tensors: dict[str, np.ndarray] = {}
+    formats: dict[str, Any] = {}
+    for kp, leaf in flat:
+        name = path_str(kp)
+        array = np.asarray(jax.device_get(leaf))
+        codec_name, settings = codecs.get(name, ("dense", {}))
+        parts, record = _codec(codec_name).encode(array, **settings)
+        for part, value in parts.items():
+            tensors[_tensor_name(name, part)] = np.ascontiguousarray(value)
+        formats[name] = {"codec": codec_name, "shape": list(array.shape), "dtype": str(array.dtype),
+                         "parts": sorted(parts), **record}
+    header = {"version": FORMAT_VERSION, "params": formats, "metadata": dict(metadata or {})}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    save_file(tensors, path, metadata={METADATA_KEY: json.dumps(header, sort_keys=True)})
+    return os.path.getsize(path)
+
+
+def read_header(path: str) -> dict[str, Any]:
+    """The JSON header an export recorded (per-parameter formats and metadata)."""
+    with safe_open(path, framework="numpy") as f:
+        raw = (f.metadata() or {}).get(METADATA_KEY)
+    if raw is None:
+        raise ValueError(f"{path} is a safetensors file but not a compression-lab export "
+                         f"(no {METADATA_KEY!r} metadata)")
+    return json.loads(raw)
+
+
+def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for path, value in flat.items():
+        node = tree
+        *parents, leaf = path.split("/")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return tree
+
+
+def load_params(path: str) -> dict[str, Any]:
+    """Reads an export back into a nested dict of numpy arrays, decoding each parameter."""
+    header = read_header(path)
+    tensors = load_file(path)
+    flat = {}
+    for name, record in header["params"].items():
+        parts = {part: tensors[_tensor_name(name, part)] for part in record["parts"]}
+        array = _codec(record["codec"]).decode(parts, record)
+        flat[name] = np.asarray(array).reshape(record["shape"])
+    return _nest(flat)

@@ -1,0 +1,108 @@
+"""The transform protocol: compression as a reparameterization of the parameter pytree.
+
+A `Transform` is a triple of pure functions, in the spirit of an optax
+`GradientTransformation`:
+
+    init(params, key, batches=None) -> (trainable, state)
+    apply(trainable, state)         -> params   # what the unmodified model sees
+    update(trainable, state, grads, step) -> (trainable, state)
+
+The optimizer sees `trainable`; gradients are taken with respect to it;
+`update` runs after each optimizer step (schedules, re-scoring, projections
+such as re-zeroing pruned weights). Masks, scales and schedule values are
+arrays in `state`, never Python constants, so a changing schedule does not
+recompile the train step. `batches` is an optional sequence of input
+batches for data-aware techniques (SNIP, calibration, DRONE).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+
+PyTree = Any
+
+
+class Transform(NamedTuple):
+    """A compression technique as three pure functions over parameter pytrees."""
+
+    init: Callable[..., tuple[PyTree, PyTree]]
+    apply: Callable[[PyTree, PyTree], PyTree]
+    update: Callable[[PyTree, PyTree, PyTree, Any], tuple[PyTree, PyTree]]
+
+
+def identity() -> Transform:
+    """The transform that changes nothing: trainable = params, state = ()."""
+
+    def init(params, key=None, batches=None):
+        del key, batches
+        return params, ()
+
+    def apply(trainable, state):
+        del state
+        return trainable
+
+    def update(trainable, state, grads, step):
+        del grads, step
+        return trainable, state
+
+    return Transform(init, apply, update)
+
+
+def chain(*transforms: Transform) -> Transform:
+    """Composes transforms so that chain(a, b) means "a, then b".
+
+    The algebra, for chain(a, b) over params P (longer chains nest the same
+    way: chain(a, b, c) = chain(a, chain(b, c))):
+
+        init:   (Tb, Sb) = b.init(P)                 # b reparameterizes the params
+                (Ta, Sa) = a.init(Tb)                # a reparameterizes b's trainable
+        apply:  b.apply(a.apply(Ta, Sa), Sb)         # the model sees b applied to what a produced
+        update: (Ta, Sa) = a.update(Ta, Sa, g, step)
+                (_,  Sb) = b.update(a.apply(Ta, Sa), Sb, g, step)
+
+    Only the first transform's trainable is stored and optimized; it holds
+    b's trainable leaves (b's learned scales, say) because a treats them as
+    parameters and selects by path. So prune-then-quantize, chain(prune,
+    quantize), makes the model see Q(W * m), and quantize-then-prune,
+    chain(quantize, prune), sees Q(W) * m, with masks scored on Q(W).
+    A later stage may change only its state in `update`: what it returns as
+    trainable is a function of the earlier stages' output, not a stored
+    array, so its invariants (a mask, a positive scale) must hold in its
+    `apply`, which every forward pass runs. Each stage's `update` sees the
+    gradient with respect to the chain's trainable.
+    """
+    if not transforms:
+        return identity()
+    if len(transforms) == 1:
+        return transforms[0]
+    first, rest = transforms[0], chain(*transforms[1:])
+
+    def init(params, key=None, batches=None):
+        key_first, key_rest = (None, None) if key is None else jax.random.split(key)
+        rest_trainable, rest_state = rest.init(params, key_rest, batches)
+        first_trainable, first_state = first.init(rest_trainable, key_first, batches)
+        return first_trainable, (first_state, rest_state)
+
+    def apply(trainable, state):
+        first_state, rest_state = state
+        return rest.apply(first.apply(trainable, first_state), rest_state)
+
+    def update(trainable, state, grads, step):
+        first_state, rest_state = state
+        trainable, first_state = first.update(trainable, first_state, grads, step)
+        _, rest_state = rest.update(first.apply(trainable, first_state), rest_state, grads, step)
+        return trainable, (first_state, rest_state)
+
+    return Transform(init, apply, update)
+
+
+def map_selected(fn: Callable[..., Any], selection: PyTree, tree: PyTree, *rest: PyTree) -> PyTree:
+    """Applies `fn(leaf, *rest_leaves)` where `selection` is True; other leaves pass through.
+
+    The reusable piece (like `optax.masked`) that lets a technique act on the
+    leaves its selector chose without re-implementing the selection.
+    """
+    return jax.tree_util.tree_map(
+        lambda chosen, leaf, *others: fn(leaf, *others) if chosen else leaf,
+        selection, tree, *rest)

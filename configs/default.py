@@ -1,0 +1,39 @@
+"""Defaults every experiment config starts from (Flax-examples style: import, then change a few fields)."""
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    """The shared defaults; an experiment config overrides dataset, model, optimizer and train."""
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    config.data_dir = ".data"
+
+    config.dataset = ml_collections.ConfigDict({"name": "fashion_mnist", "eval_split": "test"})
+    config.model = ml_collections.ConfigDict({"name": "mlp", "hidden": (300, 100)})
+
+    config.optimizer = ml_collections.ConfigDict({
+        "name": "adam", "learning_rate": 1e-3, "schedule": "cosine", "warmup_steps": 0, "grad_clip": 0.0})
+
+    config.train = ml_collections.ConfigDict({
+        "num_steps": 1000,
+        "batch_size": 128,
+        "eval_batch_size": 1000,
+        "log_every": 100,
+        "checkpoint_every": 1000,
+        "eval_every": 0,  # 0: evaluate at the end only
+        "eval_max_batches": 0,  # 0: the whole evaluation split
+        "stop_after": 0,  # > 0: stop (checkpointed) after this many steps; rerun to resume
+    })
+
+    # A (data, model) mesh; data=-1 takes all devices. Partition rules are
+    # first-match (regex over parameter paths, spec per axis); every
+    # parameter must match one.
+    config.mesh = ml_collections.ConfigDict({
+        "data": -1, "model": 1, "distributed": False,
+        "partition_rules": ((".*", ()),),
+    })
+
+    # Compression: a chain of registered techniques, each a dict
+    # {"technique": name, **settings}; chain(a, b) means "a, then b".
+    config.compression = ml_collections.ConfigDict({"stages": [], "init_batches": 0})
+    return config

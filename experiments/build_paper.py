@@ -1,0 +1,526 @@
+"""Builds the reproduction report in paper/ from committed results.json files.
+
+    python -m experiments.build_paper --results=paper/results --out=paper
+
+reads every `paper/results/NAME/results.json` (and `NAME/seed_K/results.json`)
+plus the published numbers in `paper/published.json`, and writes
+`paper/README.md` and the figures under `paper/figures/`. Nothing here reads
+runs/, checkpoints or the network, so the report rebuilds on a fresh machine.
+
+Adding a section (pruning, quantization, ...) is adding one function
+`def my_section(inputs: ReportInputs) -> str` that returns Markdown (and may
+write figures with `save_figure`), then appending `("Title", my_section)` to
+`SECTIONS`. No other code changes.
+
+Runs repeated over seeds are grouped (`NAME/seed_K` or `NAME_seedK` share the
+group `NAME`) and shown as mean ± sample standard deviation (ddof=1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import re
+import statistics
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from absl import app, flags
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+MISSING = "—"
+FIGURES_DIR = "figures"
+REPORT_FILE = "README.md"
+RESULTS_FILE = "results.json"
+# The contract in DESIGN.md: every run writes these sections (more is fine).
+REQUIRED_SECTIONS = ("config", "metrics", "compression", "timing", "versions")
+
+Results = Mapping[str, Mapping[str, Any]]
+Group = list[tuple[str, Mapping[str, Any]]]
+
+
+class ResultsError(ValueError):
+    """A results.json or published.json that does not follow the contract."""
+
+
+# --------------------------------------------------------------------------
+# Loading.
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        with path.open(encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ResultsError(f"{path}: cannot read JSON: {e}") from e
+
+
+def _check_result(path: Path, data: Any) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ResultsError(f"{path}: top level must be a JSON object, "
+                           f"got {type(data).__name__}")
+    for key in REQUIRED_SECTIONS:
+        if not isinstance(data.get(key), dict):
+            raise ResultsError(f"{path}: missing or non-object section {key!r} "
+                               f"(required: {', '.join(REQUIRED_SECTIONS)})")
+    return data
+
+
+def load_results(results_dir: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+    """Reads every results.json below `results_dir`, keyed by its run name.
+
+    The run name is the folder path relative to `results_dir`, e.g.
+    `baseline_lenet5` or `baseline_lenet5/seed_1`. A missing directory reads as
+    no results; a file that is not valid JSON or lacks a contract section
+    raises `ResultsError` naming its path (nothing is skipped silently).
+    """
+    root = Path(results_dir)
+    if not root.is_dir():
+        return {}
+    results: dict[str, dict[str, Any]] = {}
+    for path in sorted(root.rglob(RESULTS_FILE)):
+        rel = path.parent.relative_to(root)
+        if rel == Path("."):
+            raise ResultsError(f"{path}: results must live in {root}/NAME/, "
+                               "the folder name is the run's name")
+        results[rel.as_posix()] = _check_result(path, _read_json(path))
+    return dict(sorted(results.items()))
+
+
+def load_published(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Reads the published-numbers file: a list of entries with unique ids.
+
+    Every entry needs an `id`, a non-empty `citation` and a numeric `value`;
+    anything else raises `ResultsError` naming the file and the entry.
+    """
+    path = Path(path)
+    data = _read_json(path)
+    if not isinstance(data, list):
+        raise ResultsError(f"{path}: expected a JSON list of entries")
+    seen: set[str] = set()
+    for i, entry in enumerate(data):
+        where = f"{path}: entry {i}"
+        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
+            raise ResultsError(f"{where}: needs a string 'id'")
+        where = f"{path}: entry {entry['id']!r}"
+        if entry["id"] in seen:
+            raise ResultsError(f"{where}: duplicate id")
+        seen.add(entry["id"])
+        if not isinstance(entry.get("citation"), str) or not entry["citation"].strip():
+            raise ResultsError(f"{where}: needs a non-empty 'citation'")
+        if not is_number(entry.get("value")):
+            raise ResultsError(f"{where}: 'value' must be a number")
+    return data
+
+
+# --------------------------------------------------------------------------
+# Small pure helpers shared by sections.
+
+
+def is_number(x: Any) -> bool:
+    """True for int/float values (bool excluded: True is not a measurement)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def get_path(data: Mapping[str, Any], dotted: str) -> Any:
+    """`get_path(r, "config.model.name")`: nested .get, None when absent."""
+    node: Any = data
+    for key in dotted.split("."):
+        if not isinstance(node, Mapping):
+            return None
+        node = node.get(key)
+    return node
+
+
+_SEED_RE = re.compile(r"^(?P<base>.+?)(?:/seed_(?P<a>\d+)|_seed(?P<b>\d+))$")
+
+
+def split_seed(name: str) -> tuple[str, int | None]:
+    """`a/seed_2` and `a_seed2` -> ("a", 2); a name without a seed -> (name, None)."""
+    m = _SEED_RE.match(name)
+    if not m:
+        return name, None
+    return m.group("base"), int(m.group("a") or m.group("b"))
+
+
+def group_seeds(results: Results) -> dict[str, Group]:
+    """Groups runs that differ only by seed, sorted by group then seed.
+
+    Returns {group name: [(run name, results), ...]}; a run without a seed
+    suffix forms (or joins) the group of its own name.
+    """
+    groups: dict[str, list[tuple[int, str, Mapping[str, Any]]]] = {}
+    for name, result in results.items():
+        base, seed = split_seed(name)
+        # Runs without a seed sort first; -1 never collides with a real seed.
+        groups.setdefault(base, []).append((-1 if seed is None else seed, name, result))
+    return {base: [(n, r) for _, n, r in sorted(members, key=lambda t: (t[0], t[1]))]
+            for base, members in sorted(groups.items())}
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (ddof=1); std is None for one value."""
+    if not values:
+        raise ValueError("mean_std of no values")
+    mean = statistics.fmean(values)
+    return mean, (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def format_stat(values: Iterable[Any], fmt: str = "{:.2f}", *,
+                collapse_equal: bool = False) -> str:
+    """Formats one value, or `mean ± std` over several; MISSING when none.
+
+    Non-numbers (absent fields) are ignored. With `collapse_equal`, identical
+    values print once: a parameter count repeated over seeds is not a spread.
+    """
+    xs = [float(v) for v in values if is_number(v)]
+    if not xs:
+        return MISSING
+    if len(xs) == 1 or (collapse_equal and all(x == xs[0] for x in xs)):
+        return fmt.format(xs[0])
+    mean, std = mean_std(xs)
+    return f"{fmt.format(mean)} ± {fmt.format(std)}"
+
+
+def format_seconds(values: Iterable[Any]) -> str:
+    """Wall time in s, min or h (unit chosen from the mean), mean ± std."""
+    xs = [float(v) for v in values if is_number(v)]
+    if not xs:
+        return MISSING
+    mean = statistics.fmean(xs)
+    scale, unit = (1.0, "s") if mean < 120 else (60.0, "min") if mean < 7200 else (3600.0, "h")
+    return f"{format_stat([x / scale for x in xs], '{:.1f}')} {unit}"
+
+
+def distinct_text(values: Iterable[Any]) -> str:
+    """Distinct non-empty values joined in sorted order, MISSING when none."""
+    texts = sorted({str(v) for v in values if v not in (None, "")})
+    return ", ".join(texts) if texts else MISSING
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub-flavoured Markdown table; `|` inside cells is escaped."""
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ")
+                                 for c in cells) + " |"
+    return "\n".join([line(headers), line(["---"] * len(headers))]
+                     + [line(r) for r in rows])
+
+
+def short_cite(entry: Mapping[str, Any]) -> str:
+    """`Han et al. 2015` from a published entry's `paper` field."""
+    paper = entry.get("paper") or {}
+    authors = [a.strip() for a in str(paper.get("authors", "")).split(",") if a.strip()]
+    if not authors:
+        return str(entry.get("id", MISSING))
+    surname = authors[0].split()[-1]
+    if len(authors) == 2:
+        surname = f"{surname} & {authors[1].split()[-1]}"
+    elif len(authors) > 2:
+        surname = f"{surname} et al."
+    year = paper.get("year")
+    return f"{surname} {year}" if year else surname
+
+
+def published_accuracy_percent(entry: Mapping[str, Any]) -> float | None:
+    """A published entry as test accuracy in %, or None if it is not one.
+
+    Accuracy is stored as a fraction (Fashion-MNIST README) or in %, error in %
+    (Han et al.); converting here keeps published.json in the papers' own units.
+    """
+    metric, unit, value = entry.get("metric"), entry.get("unit"), entry.get("value")
+    if not is_number(value):
+        return None
+    if metric in ("test_accuracy", "top1_accuracy"):
+        return 100.0 * value if unit == "fraction" else float(value) if unit == "%" else None
+    if metric == "test_error" and unit == "%":
+        return 100.0 - value
+    return None
+
+
+def format_published(entry: Mapping[str, Any]) -> str:
+    """`90.0 % accuracy` / `1.64 % error`, in the paper's own measure."""
+    value, unit, metric = entry["value"], entry.get("unit", ""), entry.get("metric", "")
+    if metric == "test_accuracy" and unit == "fraction":
+        text = f"{100 * value:.1f} % accuracy"
+    elif metric == "test_accuracy" and unit == "%":
+        text = f"{value:g} % accuracy"
+    elif metric == "test_error" and unit == "%":
+        text = f"{value:.2f} % error"
+    else:
+        text = f"{value:g} {unit}".strip()
+    return text if entry.get("checked", True) else f"{text} (unchecked)"
+
+
+class References:
+    """Numbers citations in order of first use, for a section's reference list."""
+
+    def __init__(self) -> None:
+        self._order: list[Mapping[str, Any]] = []
+
+    def cite(self, entry: Mapping[str, Any]) -> str:
+        """Returns `Han et al. 2015 [n]`, numbering the citation on first use."""
+        citations = [e["citation"] for e in self._order]
+        if entry["citation"] not in citations:
+            self._order.append(entry)
+            citations.append(entry["citation"])
+        return f"{short_cite(entry)} [{citations.index(entry['citation']) + 1}]"
+
+    def markdown(self) -> str:
+        """The numbered reference list, empty when nothing was cited."""
+        return "\n".join(f"{i}. {e['citation']}" for i, e in enumerate(self._order, 1))
+
+
+def save_figure(fig: Figure, path: Path) -> None:
+    """Writes a PNG through the Agg canvas with no version stamp, so reruns
+    (and other matplotlib versions) produce byte-identical files."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
+    fig.savefig(path, format="png", dpi=120, metadata={"Software": None})
+
+
+# --------------------------------------------------------------------------
+# Sections.
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportInputs:
+    """What every section sees: all results, published entries, where figures go."""
+    results: Results
+    published: Sequence[Mapping[str, Any]]
+    figures_dir: Path
+
+    @property
+    def groups(self) -> dict[str, Group]:
+        return group_seeds(self.results)
+
+    def published_by_id(self, entry_id: str) -> Mapping[str, Any]:
+        for entry in self.published:
+            if entry["id"] == entry_id:
+                return entry
+        raise KeyError(f"published.json has no entry {entry_id!r}")
+
+    def figure_link(self, filename: str) -> str:
+        """Path of a figure relative to the report (README sits above figures/)."""
+        return f"{self.figures_dir.name}/{filename}"
+
+
+# Published references a baseline stands beside, keyed by the normalised
+# model name (lowercase alphanumerics), so `lenet_300_100` and `LeNet300`
+# both find them. First the same-dataset reference, then the paper's MNIST one.
+BASELINE_REFERENCES: dict[str, tuple[str, ...]] = {
+    "lenet300": ("xiao2017_fmnist_mlp_accuracy", "han2015_lenet300_dense_error"),
+    "lenet300100": ("xiao2017_fmnist_mlp_accuracy", "han2015_lenet300_dense_error"),
+    "lenet5": ("xiao2017_fmnist_cnn2_accuracy", "han2015_lenet5_dense_error"),
+    "lenet5caffe": ("xiao2017_fmnist_cnn2_accuracy", "han2015_lenet5_dense_error"),
+}
+BASELINE_PREFIX = "baseline_"
+BASELINE_FIGURE = "baselines_accuracy.png"
+
+
+def _normalise(name: Any) -> str:
+    return re.sub(r"[^a-z0-9]", "", str(name).lower())
+
+
+def baseline_reference_ids(group: str, model_names: Iterable[Any]) -> tuple[str, ...]:
+    """Published ids for a baseline: by its config's model name, else its run name."""
+    for candidate in [*sorted(map(str, model_names)), group.removeprefix(BASELINE_PREFIX)]:
+        ids = BASELINE_REFERENCES.get(_normalise(candidate))
+        if ids:
+            return ids
+    return ()
+
+
+def _accuracy_percents(members: Group) -> list[float]:
+    return [100.0 * v for _, r in members
+            if is_number(v := get_path(r, "metrics.test_accuracy"))]
+
+
+def _lm_metric(members: Group) -> str:
+    loss = [get_path(r, "metrics.val_loss_nats") for _, r in members]
+    entropy = [get_path(r, "metrics.unigram_entropy_nats") for _, r in members]
+    # The reduction is taken per run, then averaged: seeds may validate on the
+    # same text, but the ratio is the claim, so its spread is what we report.
+    reduction = [100.0 * (1.0 - l / h) for l, h in zip(loss, entropy)
+                 if is_number(l) and is_number(h) and h]
+    text = f"val loss {format_stat(loss, '{:.3f}')} nats"
+    text += f"; unigram entropy {format_stat(entropy, '{:.3f}', collapse_equal=True)} nats"
+    text += f"; {format_stat(reduction, '{:.1f}')} % below unigram"
+    return text
+
+
+def baseline_metric(members: Group) -> str:
+    """Our headline number for a baseline group: accuracy %, or LM loss in nats."""
+    acc = _accuracy_percents(members)
+    if acc:
+        return f"{format_stat(acc)} % accuracy"
+    if any(is_number(get_path(r, "metrics.val_loss_nats")) for _, r in members):
+        return _lm_metric(members)
+    return MISSING
+
+
+def _baseline_row(inputs: ReportInputs, group: str, members: Group,
+                  refs: References) -> list[str]:
+    def col(dotted: str) -> list[Any]:
+        return [get_path(r, dotted) for _, r in members]
+
+    models = [m for m in col("config.model.name") if m is not None]
+    ref_entries = [inputs.published_by_id(i) for i in baseline_reference_ids(group, models)]
+    run = group if len(members) == 1 else f"{group} ({len(members)} seeds)"
+    return [
+        run,
+        distinct_text(models),
+        distinct_text(col("config.dataset.name")),
+        baseline_metric(members),
+        "; ".join(f"{format_published(e)} ({e.get('setting', MISSING)})"
+                  for e in ref_entries) or MISSING,
+        "; ".join(refs.cite(e) for e in ref_entries) or MISSING,
+        format_stat(col("compression.params_total"), "{:,.0f}", collapse_equal=True),
+        format_stat(col("compression.bytes_exported"), "{:,.0f}", collapse_equal=True),
+        format_stat(col("compression.bits_per_weight"), "{:.2f}", collapse_equal=True),
+        format_stat(col("timing.train_step_ms_median"), "{:.2f}"),
+        format_seconds(col("timing.wall_s")),
+    ]
+
+
+def _same_dataset(entry: Mapping[str, Any], datasets: Sequence[Any]) -> bool:
+    # A run with no recorded dataset keeps every reference rather than none.
+    known = {_normalise(d) for d in datasets if d}
+    return not known or _normalise(entry.get("dataset", "")) in known
+
+
+def _baseline_chart(inputs: ReportInputs, groups: Mapping[str, Group]) -> bool:
+    """Draws our accuracy per baseline beside the published accuracy on the
+    same dataset (the table lists the rest); False if there is nothing to draw."""
+    bars: list[tuple[str, float, float, str]] = []  # label, value, std, colour
+    for group, members in groups.items():
+        acc = _accuracy_percents(members)
+        if not acc:
+            continue
+        mean, std = mean_std(acc)
+        bars.append((f"{group} (ours)", mean, std or 0.0, "tab:blue"))
+        models = [m for _, r in members if (m := get_path(r, "config.model.name")) is not None]
+        datasets = [get_path(r, "config.dataset.name") for _, r in members]
+        for entry_id in baseline_reference_ids(group, models):
+            entry = inputs.published_by_id(entry_id)
+            ref = published_accuracy_percent(entry)
+            if ref is not None and _same_dataset(entry, datasets):
+                # The setting is in the table; a long tick label squeezes the axes.
+                label = f"{short_cite(entry)} ({entry.get('dataset', 'published')})"
+                bars.append((label, ref, 0.0, "tab:gray"))
+    if not bars:
+        return False
+    fig = Figure(figsize=(7.0, 0.45 * len(bars) + 1.2))
+    ax = fig.add_subplot()
+    ys = list(range(len(bars)))[::-1]  # first bar on top, as in the table
+    ax.barh(ys, [b[1] for b in bars], color=[b[3] for b in bars])
+    spread = [(y, b) for y, b in zip(ys, bars) if b[2] > 0]
+    if spread:
+        ax.errorbar([b[1] for _, b in spread], [y for y, _ in spread],
+                    xerr=[b[2] for _, b in spread], fmt="none", ecolor="black", capsize=3)
+    ax.set_yticks(ys, [b[0] for b in bars], fontsize=7)
+    low = min(b[1] - b[2] for b in bars)
+    # Accuracies sit in a narrow band near 100 %; a zero-based axis hides the gaps.
+    ax.set_xlim(max(0.0, math.floor(low) - 2.0), 100.0)
+    ax.set_xlabel("test accuracy (%)")
+    ax.set_title("ours (blue, mean ± std over seeds) vs published (grey)", fontsize=9)
+    for y, (_, value, std, _) in zip(ys, bars):
+        label = f" {value:.2f}" + (f" ± {std:.2f}" if std else "")
+        ax.text(value + std, y, label, va="center", fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, inputs.figures_dir / BASELINE_FIGURE)
+    return True
+
+
+def baselines_section(inputs: ReportInputs) -> str:
+    """The dense baselines (runs named `baseline_*`) beside published references."""
+    groups = {g: m for g, m in inputs.groups.items() if g.startswith(BASELINE_PREFIX)}
+    if not groups:
+        return f"No baseline results (`{BASELINE_PREFIX}*`) yet."
+    refs = References()
+    rows = [_baseline_row(inputs, g, m, refs) for g, m in groups.items()]
+    headers = ["run", "model", "dataset", "ours", "published", "source",
+               "params", "bytes exported", "bits/weight", "step ms (median)", "wall time"]
+    parts = [
+        "Dense models trained from scratch, exported in fp32. The published "
+        "numbers come from other datasets or setups (the papers used MNIST; "
+        "the Fashion-MNIST README lists submitted, untested benchmarks), so "
+        "they show where a baseline should land, not a number to match. "
+        "Several seeds show as mean ± sample std.",
+        markdown_table(headers, rows),
+    ]
+    if _baseline_chart(inputs, groups):
+        parts.append(f"![Baseline accuracy, ours vs published]"
+                     f"({inputs.figure_link(BASELINE_FIGURE)})")
+    if refs.markdown():
+        parts.append("References:\n\n" + refs.markdown())
+    return "\n\n".join(parts)
+
+
+Section = tuple[str, Callable[[ReportInputs], str]]
+
+# The report, in order. A later issue adds its section here.
+SECTIONS: list[Section] = [
+    ("Baselines", baselines_section),
+]
+
+
+# --------------------------------------------------------------------------
+# The report.
+
+
+def build_report(inputs: ReportInputs, results_label: str,
+                 sections: Sequence[Section] = SECTIONS) -> str:
+    """The whole Markdown report: title, provenance paragraph, then each section."""
+    parts = [
+        "# Reproductions",
+        f"Every number in this report comes from `{results_label}/*/results.json` "
+        "produced by the command recorded in that file's config; published "
+        "numbers come from `published.json` with their citations. This file is "
+        "generated by `make paper` (`python -m experiments.build_paper`); "
+        "edit the results or the builder, not this file.",
+    ]
+    for title, section in sections:
+        parts.append(f"## {title}\n\n{section(inputs).strip()}")
+    return "\n\n".join(parts) + "\n"
+
+
+def write_paper(results_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str],
+                published_path: str | os.PathLike[str] | None = None) -> Path:
+    """Loads everything, writes `out_dir/README.md` and figures; returns the report path.
+
+    PNGs already in `out_dir/figures/` are removed first: every figure there is
+    generated, and one whose results are gone must not outlive them.
+    """
+    out = Path(out_dir)
+    published = load_published(published_path or out / "published.json")
+    results = load_results(results_dir)
+    figures_dir = out / FIGURES_DIR
+    for stale in sorted(figures_dir.glob("*.png")):
+        stale.unlink()
+    inputs = ReportInputs(results=results, published=published, figures_dir=figures_dir)
+    report = build_report(inputs, results_label=Path(results_dir).as_posix())
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / REPORT_FILE
+    path.write_text(report, encoding="utf-8")
+    return path
+
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("results", "paper/results", "Folder of NAME/results.json files.")
+flags.DEFINE_string("out", "paper", "Where README.md and figures/ are written.")
+flags.DEFINE_string("published", None, "Published numbers; default OUT/published.json.")
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    path = write_paper(FLAGS.results, FLAGS.out, FLAGS.published)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,219 @@
+"""The lab's models: ordinary Flax Linen modules, looked up by name from the config.
+
+Compression never edits these classes: techniques transform their parameter
+pytrees. Every model maps `inputs` to logits and takes `train` (dropout).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+
+def _as_float_images(x: jnp.ndarray) -> jnp.ndarray:
+    # Images travel as uint8 (4x less host-to-device traffic) and become [0, 1] floats here.
+    return x.astype(jnp.float32) / 255.0 if jnp.issubdtype(x.dtype, jnp.integer) else x
+
+
+class MLP(nn.Module):
+    """A ReLU multilayer perceptron on flattened inputs.
+
+    LeNet-300-100 (LeCun et al. 1998; the pruning papers' 266,610-parameter
+    net) is `hidden=(300, 100)`; Hinton et al. 2015's MNIST teacher is
+    `hidden=(1200, 1200)` with dropout, its student `(800, 800)` without.
+    """
+
+    hidden: Sequence[int]
+    num_classes: int = 10
+    dropout_rate: float = 0.0
+
+    @nn.compact
+    def __call__(self, inputs: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
+        x = _as_float_images(inputs).reshape((inputs.shape[0], -1))
+        for width in self.hidden:
+            x = nn.relu(nn.Dense(width)(x))
+            x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+        return nn.Dense(self.num_classes)(x)
+
+
+class LeNet5(nn.Module):
+    """LeNet-5 in the Caffe form the pruning papers use, not LeCun's 6-16-120-84 original.
+
+    conv 20@5x5 -> maxpool 2 -> conv 50@5x5 -> maxpool 2 -> dense 500 -> ReLU
+    -> dense 10, valid padding and no nonlinearity after the convolutions, as
+    in Caffe's lenet_train_test.prototxt: 431,080 parameters on 28x28x1
+    inputs (Han et al. 2015; Lee et al. 2019).
+    """
+
+    num_classes: int = 10
+    conv_features: Sequence[int] = (20, 50)
+    dense_features: int = 500
+    dropout_rate: float = 0.0
+
+    @nn.compact
+    def __call__(self, inputs: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
+        x = _as_float_images(inputs)
+        for features in self.conv_features:
+            x = nn.Conv(features, (5, 5), padding="VALID")(x)
+            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = x.reshape((x.shape[0], -1))
+        x = nn.relu(nn.Dense(self.dense_features)(x))
+        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+        return nn.Dense(self.num_classes)(x)
+
+
+class VGG(nn.Module):
+    """A small VGG-style CNN: stages of 3x3 conv + ReLU, 2x2 max pool after each stage.
+
+    `stages=((64, 64), (128, 128), (256, 256))` with `dense=(512,)` is close
+    to the VGG-7 of the TWN paper (Li et al. 2016) without batch norm.
+    """
+
+    stages: Sequence[Sequence[int]] = ((32, 32), (64, 64))
+    dense: Sequence[int] = (256,)
+    num_classes: int = 10
+    dropout_rate: float = 0.0
+
+    @nn.compact
+    def __call__(self, inputs: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
+        x = _as_float_images(inputs)
+        for stage in self.stages:
+            for features in stage:
+                x = nn.relu(nn.Conv(features, (3, 3), padding="SAME")(x))
+            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = x.reshape((x.shape[0], -1))
+        for width in self.dense:
+            x = nn.relu(nn.Dense(width)(x))
+            x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+        return nn.Dense(self.num_classes)(x)
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention whose head count is a field of its own.
+
+    Projections keep heads on their own kernel axis, query/key/value kernels
+    (width, heads, head_dim) and the output kernel (heads, head_dim, width),
+    so pruning a head removes one slice of each and the smaller model is the
+    same module with fewer heads.
+    """
+
+    num_heads: int
+    head_dim: int
+    dropout_rate: float = 0.0
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
+        width = x.shape[-1]
+        if self.num_heads == 0:  # every head pruned: the block's attention contributes nothing
+            return jnp.zeros_like(x)
+        proj = lambda name: nn.DenseGeneral((self.num_heads, self.head_dim), name=name)(x)
+        q, k, v = proj("query"), proj("key"), proj("value")
+        length = x.shape[-2]
+        causal = jnp.tril(jnp.ones((length, length), dtype=bool))
+        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(self.head_dim).astype(q.dtype)
+        scores = jnp.where(causal, scores, jnp.finfo(scores.dtype).min)
+        weights = nn.Dropout(self.dropout_rate, deterministic=not train)(nn.softmax(scores, axis=-1))
+        heads = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+        return nn.DenseGeneral(width, axis=(-2, -1), name="out")(heads)
+
+
+class DecoderBlock(nn.Module):
+    """A pre-LayerNorm Transformer decoder block: x + attn(ln(x)), then x + ffn(ln(x))."""
+
+    num_heads: int
+    head_dim: int
+    ffn_dim: int
+    dropout_rate: float = 0.0
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
+        drop = nn.Dropout(self.dropout_rate, deterministic=not train)
+        h = CausalSelfAttention(self.num_heads, self.head_dim, self.dropout_rate, name="attn")(
+            nn.LayerNorm(name="ln_attn")(x), train=train)
+        x = x + drop(h)
+        h = nn.LayerNorm(name="ln_ffn")(x)
+        if self.ffn_dim > 0:
+            h = nn.Dense(self.ffn_dim, name="ffn_in")(h)
+            h = nn.Dense(x.shape[-1], name="ffn_out")(nn.gelu(h))
+            x = x + drop(h)
+        return x
+
+
+class CharTransformer(nn.Module):
+    """A causal decoder Transformer over characters (or any token ids).
+
+    Heads and FFN width are lists with one entry per layer, since head
+    pruning and architecture search produce non-uniform layers; `embed_dim`
+    (ALBERT's E) may differ from the model width, in which case the token
+    embedding is factorized as vocab x E followed by an E x width projection
+    (Lan et al. 2019).
+    """
+
+    vocab_size: int
+    max_len: int
+    width: int
+    num_heads: Sequence[int]
+    ffn_dims: Sequence[int]
+    head_dim: int = 32
+    embed_dim: Optional[int] = None
+    dropout_rate: float = 0.0
+
+    def setup_check(self) -> None:
+        if len(self.num_heads) != len(self.ffn_dims):
+            raise ValueError(f"num_heads {list(self.num_heads)} and ffn_dims {list(self.ffn_dims)} "
+                             f"must have one entry per layer")
+
+    @nn.compact
+    def __call__(self, tokens: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
+        self.setup_check()
+        if tokens.shape[-1] > self.max_len:
+            raise ValueError(f"sequence length {tokens.shape[-1]} exceeds max_len {self.max_len}")
+        embed_dim = self.embed_dim or self.width
+        x = nn.Embed(self.vocab_size, embed_dim, name="embed")(tokens)
+        if embed_dim != self.width:
+            x = nn.Dense(self.width, use_bias=False, name="embed_proj")(x)
+        positions = self.param("pos_embed", nn.initializers.normal(0.02), (self.max_len, self.width))
+        x = x + positions[: tokens.shape[-1]]
+        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+        for i, (heads, ffn) in enumerate(zip(self.num_heads, self.ffn_dims)):
+            x = DecoderBlock(heads, self.head_dim, ffn, self.dropout_rate, name=f"block_{i}")(x, train=train)
+        return nn.Dense(self.vocab_size, name="head")(nn.LayerNorm(name="ln_final")(x))
+
+
+def _per_layer(value: Any, num_layers: int, name: str) -> tuple[int, ...]:
+    if isinstance(value, int):
+        return (value,) * num_layers
+    value = tuple(int(v) for v in value)
+    if len(value) != num_layers:
+        raise ValueError(f"model.{name} has {len(value)} entries but model.num_layers is {num_layers}")
+    return value
+
+
+def _char_transformer(num_classes: int, *, num_layers: int, num_heads: Any, ffn_dim: Any,
+                      **kwargs: Any) -> nn.Module:
+    return CharTransformer(vocab_size=num_classes, num_heads=_per_layer(num_heads, num_layers, "num_heads"),
+                           ffn_dims=_per_layer(ffn_dim, num_layers, "ffn_dim"), **kwargs)
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "mlp": lambda num_classes, **kw: MLP(num_classes=num_classes, **kw),
+    "lenet5": lambda num_classes, **kw: LeNet5(num_classes=num_classes, **kw),
+    "vgg": lambda num_classes, **kw: VGG(num_classes=num_classes, **kw),
+    "char_transformer": _char_transformer,
+}
+
+
+def build_model(model_config: Any, num_classes: int) -> nn.Module:
+    """Builds the model named by `model_config.name` with the config's other fields as settings."""
+    settings = dict(model_config)
+    name = settings.pop("name", None)
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; available models: {sorted(MODELS)}")
+    for key, value in list(settings.items()):
+        if isinstance(value, list):
+            settings[key] = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+    try:
+        return MODELS[name](num_classes, **settings)
+    except TypeError as e:
+        raise ValueError(f"model {name!r} does not accept settings {sorted(settings)}: {e}") from e

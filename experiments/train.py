@@ -1,0 +1,434 @@
+"""The one driver: a jitted, sharded train/eval loop for every experiment.
+
+A technique enters through the config (`config.compression.stages`, a chain
+of registered transforms), never through a branch here. The loop keeps
+metrics on the device and reads them every `log_every` steps; after
+dispatching step i it waits on step i-1 only (see STYLE.md: a host sync each
+step costs 2-3x on a GPU, free-running dispatch can abort on a CPU mesh).
+Training batches are pure functions of (seed, step) and the train state is
+checkpointed with orbax, so a resumed run ends exactly where an
+uninterrupted one would.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import platform
+import subprocess
+import time
+from typing import Any, Callable, Optional
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from tqdm import tqdm
+
+from compression import accounting, export, registry
+from compression.selection import match_rules, path_str
+from compression.transform import Transform
+from experiments import data as data_lib
+from experiments import models
+from experiments.metrics_log import MetricsLog
+
+# ---------------------------------------------------------------- mesh and sharding
+
+
+def create_mesh(mesh_config: Any) -> Mesh:
+    """A (data, model) device mesh; `data = -1` takes every device not used by `model`."""
+    devices = jax.devices()
+    model = int(mesh_config.get("model", 1))
+    data = int(mesh_config.get("data", -1))
+    if model < 1:
+        raise ValueError(f"mesh.model must be >= 1 (got {model})")
+    if data == -1:
+        data = max(1, len(devices) // model)
+    if data < 1 or data * model > len(devices):
+        raise ValueError(f"mesh data={data} x model={model} needs {data * model} devices but "
+                         f"{len(devices)} are available (on CPU, set XLA_FLAGS="
+                         f"--xla_force_host_platform_device_count=N before jax is imported)")
+    return Mesh(np.asarray(devices[:data * model]).reshape(data, model), ("data", "model"))
+
+
+def param_specs(tree: Any, rules: Any, mesh: Mesh) -> Any:
+    """PartitionSpecs for every leaf of `tree` from first-match (regex, spec) rules.
+
+    A leaf no rule matches is an error (policies cover every parameter), and
+    so is a sharded dimension that the mesh axis does not divide.
+    """
+    rules = [(pattern, tuple(spec)) for pattern, spec in rules]
+    specs = match_rules(tree, [(p, _Spec(s)) for p, s in rules], what="mesh.partition_rules",
+                        allow_unused=True)
+
+    def check(kp, leaf, spec):
+        axes = spec.axes
+        if len(axes) > np.ndim(leaf):
+            raise ValueError(f"partition rule {axes} has more axes than {path_str(kp)} of shape {np.shape(leaf)}")
+        for dim, axis in zip(np.shape(leaf), axes):
+            if axis is not None and dim % mesh.shape[axis]:
+                raise ValueError(f"{path_str(kp)} of shape {np.shape(leaf)} cannot be split over mesh "
+                                 f"axis {axis!r} of size {mesh.shape[axis]} (rule {axes}); change "
+                                 f"mesh.partition_rules or the mesh")
+        return PartitionSpec(*axes)
+
+    return jax.tree_util.tree_map_with_path(check, tree, specs)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Spec:
+    """A partition spec held as one pytree leaf (a bare tuple would be flattened)."""
+
+    axes: tuple
+
+
+# ---------------------------------------------------------------- optimizer, loss, steps
+
+
+def build_optimizer(config: Any, num_steps: int) -> optax.GradientTransformation:
+    """The optax optimizer of `config.optimizer`: name, learning rate schedule, clipping, weight decay."""
+    oc = config.optimizer
+    lr = float(oc.learning_rate)
+    warmup = int(oc.get("warmup_steps", 0))
+    schedule_name = oc.get("schedule", "constant")
+    if schedule_name == "constant":
+        schedule = optax.constant_schedule(lr) if not warmup else optax.join_schedules(
+            [optax.linear_schedule(0.0, lr, warmup), optax.constant_schedule(lr)], [warmup])
+    elif schedule_name == "cosine":
+        schedule = optax.warmup_cosine_decay_schedule(0.0 if warmup else lr, lr, warmup, max(num_steps, warmup + 1))
+    else:
+        raise ValueError(f"unknown optimizer.schedule {schedule_name!r}; use 'constant' or 'cosine'")
+    name = oc.get("name", "adam")
+    makers = {
+        "adam": lambda: optax.adam(schedule),
+        "adamw": lambda: optax.adamw(schedule, weight_decay=float(oc.get("weight_decay", 1e-4))),
+        "sgd": lambda: optax.sgd(schedule, momentum=float(oc.get("momentum", 0.9)) or None),
+    }
+    if name not in makers:
+        raise ValueError(f"unknown optimizer.name {name!r}; available: {sorted(makers)}")
+    parts = []
+    if float(oc.get("grad_clip", 0.0)) > 0:
+        parts.append(optax.clip_by_global_norm(float(oc.grad_clip)))
+    parts.append(makers[name]())
+    return optax.chain(*parts)
+
+
+def cross_entropy(logits: jnp.ndarray, targets: jnp.ndarray, mask: Optional[jnp.ndarray] = None):
+    """Sum of softmax cross-entropy, sum of correct predictions and count, over (masked) examples.
+
+    Works for one target per example (logits [B, C]) and one per position
+    (logits [B, L, V]); the mask weights examples.
+    """
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+    correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
+    weights = jnp.ones_like(losses) if mask is None else jnp.broadcast_to(
+        mask.reshape(mask.shape + (1,) * (losses.ndim - mask.ndim)), losses.shape)
+    return (losses * weights).sum(), (correct * weights).sum(), weights.sum()
+
+
+def make_train_step(model: Any, transform: Transform, optimizer: optax.GradientTransformation) -> Callable:
+    """train_step(state, batch) -> (state, metrics): one optimizer step on the transform's trainable."""
+
+    def loss_fn(trainable, comp_state, batch, rng):
+        params = transform.apply(trainable, comp_state)
+        logits = model.apply({"params": params}, batch["inputs"], train=True, rngs={"dropout": rng})
+        loss_sum, correct, count = cross_entropy(logits, batch["targets"])
+        return loss_sum / count, {"accuracy": correct / count}
+
+    def train_step(state, batch):
+        rng = jax.random.fold_in(state["rng"], state["step"])
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state["trainable"], state["comp_state"], batch, rng)
+        updates, opt_state = optimizer.update(grads, state["opt_state"], state["trainable"])
+        trainable = optax.apply_updates(state["trainable"], updates)
+        trainable, comp_state = transform.update(trainable, state["comp_state"], grads, state["step"])
+        new_state = dict(state, step=state["step"] + 1, trainable=trainable, comp_state=comp_state,
+                         opt_state=opt_state)
+        return new_state, {"loss": loss, **aux}
+
+    return train_step
+
+
+def make_eval_step(model: Any) -> Callable:
+    """eval_step(params, batch) -> (loss_sum, correct_sum, count) over the batch's mask."""
+
+    def eval_step(params, batch):
+        logits = model.apply({"params": params}, batch["inputs"], train=False)
+        return jnp.stack(cross_entropy(logits, batch["targets"], batch["mask"]))
+
+    return eval_step
+
+
+# ---------------------------------------------------------------- the run
+
+
+@dataclasses.dataclass
+class Run:
+    """Everything built once from a config: data, model, transform, mesh, jitted steps and the state."""
+
+    config: Any
+    dataset: data_lib.Dataset
+    model: Any
+    transform: Transform
+    mesh: Mesh
+    batch_sharding: NamedSharding
+    state: Any
+    train_step: Any
+    eval_step: Any
+    apply_transform: Any
+    num_steps: int
+
+
+def _example_input(config: Any, dataset: data_lib.Dataset) -> np.ndarray:
+    if dataset.kind == "language_model":
+        return np.zeros((1, int(config.dataset.seq_len)), np.int32)
+    return dataset.train["inputs"][:1]
+
+
+def _put_batch(batch: dict, sharding: NamedSharding) -> dict:
+    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+
+
+def build_run(config: Any, dataset: Optional[data_lib.Dataset] = None) -> Run:
+    """Builds the run `config` describes, with freshly initialized parameters placed on the mesh."""
+    dataset = dataset or data_lib.load_dataset(config.dataset, config.get("data_dir", ".data"))
+    model = models.build_model(config.model, dataset.num_classes)
+    transform = registry.build_chain(list(config.compression.get("stages", [])))
+    mesh = create_mesh(config.mesh)
+    num_steps = int(config.train.num_steps)
+    if num_steps < 1:
+        raise ValueError(f"train.num_steps must be >= 1 (got {num_steps})")
+    batch_size = int(config.train.batch_size)
+    if batch_size % mesh.shape["data"]:
+        raise ValueError(f"train.batch_size {batch_size} is not divisible by mesh data axis {mesh.shape['data']}")
+    optimizer = build_optimizer(config, num_steps)
+
+    example = _example_input(config, dataset)
+    init_key, transform_key, rng = jax.random.split(jax.random.PRNGKey(int(config.seed)), 3)
+    abstract = jax.eval_shape(lambda k: model.init(k, example)["params"], init_key)
+    specs = param_specs(abstract, config.mesh.partition_rules, mesh)
+    shardings = jax.tree_util.tree_map(lambda s: NamedSharding(mesh, s), specs)
+    params = jax.jit(lambda k: model.init(k, example)["params"], out_shardings=shardings)(init_key)
+
+    # Data-aware techniques (SNIP, calibration) read a few training batches at init.
+    init_batches = [data_lib.train_batch(dataset, int(config.seed), -(i + 1) % 1_000_003, batch_size,
+                                         int(config.dataset.get("seq_len", 0)))
+                    for i in range(int(config.compression.get("init_batches", 0)))]
+    trainable, comp_state = transform.init(params, transform_key, init_batches or None)
+    state = {"step": jnp.zeros((), jnp.int32), "trainable": trainable, "comp_state": comp_state,
+             "opt_state": jax.jit(optimizer.init)(trainable), "rng": rng}
+    # Every leaf lives on the mesh (scalars and keys replicated), and the step
+    # returns the same shardings it takes, so it compiles once per run.
+    replicated = NamedSharding(mesh, PartitionSpec())
+    state_shardings = jax.tree_util.tree_map(
+        lambda x: x.sharding if isinstance(x.sharding, NamedSharding) and x.sharding.mesh == mesh
+        else replicated, state)
+    state = jax.device_put(state, state_shardings)
+    batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
+    train_step = jax.jit(make_train_step(model, transform, optimizer), donate_argnums=0,
+                         out_shardings=(state_shardings, None))
+    return Run(config, dataset, model, transform, mesh, batch_sharding, state, train_step,
+               jax.jit(make_eval_step(model)), jax.jit(transform.apply), num_steps)
+
+
+def evaluate(run: Run, trainable: Any, comp_state: Any, max_batches: int = 0) -> dict[str, float]:
+    """Mean loss and accuracy of the effective params on the evaluation split (sums stay on device)."""
+    params = run.apply_transform(trainable, comp_state)
+    return evaluate_params(run, params, max_batches)
+
+
+def evaluate_params(run: Run, params: Any, max_batches: int = 0) -> dict[str, float]:
+    """Mean loss and accuracy of `params` on the evaluation split."""
+    totals = jnp.zeros(3)
+    for batch in data_lib.eval_batches(run.dataset, int(run.config.train.eval_batch_size),
+                                       int(run.config.dataset.get("seq_len", 0)), max_batches,
+                                       jax.process_index(), jax.process_count()):
+        totals = totals + run.eval_step(params, _put_batch(batch, run.batch_sharding))
+    loss_sum, correct, count = (float(v) for v in jax.device_get(totals))
+    return {"loss": loss_sum / count, "accuracy": correct / count}
+
+
+def _checkpoint_manager(workdir: str, config: Any) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(
+        save_interval_steps=max(1, int(config.train.checkpoint_every)), max_to_keep=2,
+        enable_async_checkpointing=True)
+    return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")), options=options)
+
+
+def restore_latest(manager: ocp.CheckpointManager, state: Any) -> tuple[Any, int]:
+    """The newest checkpoint in the manager restored onto `state`'s shapes and shardings, and its step."""
+    step = manager.latest_step()
+    if step is None:
+        return state, 0
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state)
+    return manager.restore(step, args=ocp.args.StandardRestore(abstract)), int(step)
+
+
+def _raise_on_nan(step: int, history: list[dict], last_finite: Optional[dict]) -> None:
+    for i, metrics in enumerate(history):
+        if not all(math.isfinite(v) for v in metrics.values()):
+            raise FloatingPointError(
+                f"non-finite metrics {metrics} at step {step - len(history) + i + 1}; "
+                f"last finite metrics: {last_finite}. No results.json was written.")
+
+
+def train_loop(run: Run, workdir: str, log: Optional[MetricsLog] = None, progress: bool = True,
+               batches: Optional[Callable[[int], dict]] = None) -> dict[str, Any]:
+    """Trains `run` from its newest checkpoint in `workdir` to `train.num_steps` (or `train.stop_after`).
+
+    `batches(step)` overrides the data pipeline (the step benchmark passes
+    in-memory batches). Returns timing: per-step wall times measured after
+    the lag-1 wait, the compile count of the train step, and whether the run
+    reached num_steps.
+    """
+    config = run.config
+    manager = _checkpoint_manager(workdir, config)
+    state, start = restore_latest(manager, run.state)
+    stop_after = int(config.train.get("stop_after", 0))
+    end = run.num_steps if stop_after <= 0 else min(run.num_steps, start + stop_after)
+    log_every = max(1, int(config.train.log_every))
+    seed, batch_size = int(config.seed), int(config.train.batch_size)
+    seq_len = int(config.dataset.get("seq_len", 0))
+    make_batch = batches or (lambda s: data_lib.train_batch(
+        run.dataset, seed, s, batch_size, seq_len, jax.process_index(), jax.process_count()))
+
+    pending: list[dict] = []
+    last_finite: Optional[dict] = None
+    step_times: list[float] = []
+    bar = tqdm(total=run.num_steps, initial=start, desc="train", disable=not progress,
+               mininterval=1.0, dynamic_ncols=True)
+    previous_loss = None
+    next_batch = _put_batch(make_batch(start), run.batch_sharding) if start < end else None
+    step = start
+    tick = time.perf_counter()
+    try:
+        while step < end:
+            state, metrics = run.train_step(state, next_batch)
+            step += 1
+            # Host work for the next step overlaps the device's work on this one.
+            next_batch = _put_batch(make_batch(step), run.batch_sharding) if step < end else None
+            if previous_loss is not None:
+                previous_loss.block_until_ready()
+            previous_loss = metrics["loss"]
+            now = time.perf_counter()
+            step_times.append(now - tick)
+            tick = now
+            pending.append(metrics)
+            if step % log_every == 0 or step == end:
+                history = [{k: float(v) for k, v in m.items()} for m in jax.device_get(pending)]
+                pending = []
+                _raise_on_nan(step, history, last_finite)
+                last_finite = history[-1]
+                if log is not None:
+                    log.write(step, {f"train_{k}": float(np.mean([h[k] for h in history]))
+                                     for k in history[-1]})
+                bar.set_postfix(loss=f"{last_finite['loss']:.4f}", refresh=False)
+            eval_every = int(config.train.get("eval_every", 0))
+            if eval_every and step % eval_every == 0 and step < run.num_steps:
+                ev = evaluate(run, state["trainable"], state["comp_state"],
+                              int(config.train.get("eval_max_batches", 0)))
+                if log is not None:
+                    log.write(step, {f"eval_{k}": v for k, v in ev.items()})
+            manager.save(step, args=ocp.args.StandardSave(state))
+            bar.update(1)
+    except KeyboardInterrupt:
+        # Nothing lost on interruption: keep the state reached so far, then stop.
+        jax.block_until_ready(state)
+        manager.save(step, args=ocp.args.StandardSave(state), force=True)
+        manager.wait_until_finished()
+        bar.close()
+        raise
+    jax.block_until_ready(state)
+    if step > start:
+        manager.save(step, args=ocp.args.StandardSave(state), force=True)
+    manager.wait_until_finished()
+    manager.close()
+    bar.close()
+    run.state = state
+    steady = step_times[2:] if len(step_times) > 4 else step_times
+    return {"train_step_ms_median": 1000 * float(np.median(steady)) if steady else float("nan"),
+            "compiles": int(run.train_step._cache_size()), "steps_this_invocation": step - start,
+            "finished": step >= run.num_steps, "step": step}
+
+
+# ---------------------------------------------------------------- results
+
+
+def versions() -> dict[str, str]:
+    """Python, jax, flax, optax versions and the git commit of the working tree."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                cwd=os.path.dirname(os.path.abspath(__file__)), timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=os.path.dirname(os.path.abspath(__file__)), timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = "", ""
+    return {"python": platform.python_version(), "jax": jax.__version__, "flax": flax.__version__,
+            "optax": optax.__version__, "git_commit": (commit + ("-dirty" if dirty else "")) or "unknown"}
+
+
+def export_run(run: Run, workdir: str) -> tuple[str, dict]:
+    """Exports the effective params to DIR/export/params.safetensors; returns the path and size report."""
+    params = jax.device_get(run.apply_transform(run.state["trainable"], run.state["comp_state"]))
+    path = os.path.join(workdir, "export", "params.safetensors")
+    export.export_params(path, params, metadata={"model": run.config.model.to_dict()})
+    return path, accounting.size_report(params, path)
+
+
+def final_metrics(run: Run) -> dict[str, float]:
+    """The results.json `metrics` block: test accuracy/loss, or validation loss in nats per character."""
+    ev = evaluate(run, run.state["trainable"], run.state["comp_state"])
+    if run.dataset.kind == "language_model":
+        entropy = float(run.dataset.info["unigram_entropy_nats"])
+        return {"val_loss_nats": ev["loss"], "val_accuracy": ev["accuracy"],
+                "unigram_entropy_nats": entropy, "val_loss_below_unigram": 1.0 - ev["loss"] / entropy}
+    return {"test_accuracy": ev["accuracy"], "test_loss": ev["loss"]}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, progress: bool = True) -> Optional[dict]:
+    """Runs the experiment `config` in `workdir`; writes and returns results.json (None if stopped early)."""
+    start_time = time.time()
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    run = build_run(config)
+    log = MetricsLog(workdir)
+    try:
+        timing = train_loop(run, workdir, log, progress)
+        if not timing["finished"]:
+            print(f"stopped at step {timing['step']} of {run.num_steps} (train.stop_after); "
+                  f"run the same command again to resume from the checkpoint in {workdir}")
+            return None
+        metrics = final_metrics(run)
+        log.write(timing["step"], {f"final_{k}": v for k, v in metrics.items()})
+    finally:
+        log.close()
+    export_path, size = export_run(run, workdir)
+    results = {
+        "config": config.to_dict(),
+        "metrics": metrics,
+        "compression": size,
+        "timing": {"train_step_ms_median": timing["train_step_ms_median"], "compiles": timing["compiles"],
+                   "wall_s": time.time() - start_time,
+                   "steps_this_invocation": timing["steps_this_invocation"]},
+        "versions": versions(),
+        "dataset": {"name": run.dataset.name, **{k: v for k, v in run.dataset.info.items()}},
+        "artifacts": {"export": os.path.relpath(export_path, workdir), "metrics": "metrics.jsonl",
+                      "tensorboard": "tensorboard"},
+    }
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+        json.dump(results, f, indent=2, sort_keys=True, default=_json_default)
+    return results
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.generic,)):
+        return value.item()
+    if isinstance(value, (tuple, set)):
+        return list(value)
+    return str(value)

@@ -1,0 +1,248 @@
+"""Tests for the paper builder on hand-written results.json files."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from experiments import build_paper as bp
+
+REPO = Path(__file__).resolve().parents[1]
+PUBLISHED = REPO / "paper" / "published.json"
+# Rows PAPERS.md marks *check*: not confirmed from the paper's own table.
+UNCHECKED_PAPERS = {"courbariaux2015", "chen2021", "esser2019", "zhu2016"}
+
+
+def make_result(accuracy: float | None = None, *, model: str = "lenet300",
+                dataset: str = "fashion_mnist", params: int = 266_610,
+                bytes_exported: int = 1_066_854, bits: float = 32.01,
+                step_ms: float = 1.23, wall_s: float = 45.6,
+                metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A results.json in the DESIGN.md shape, plus an extra key to be ignored."""
+    if metrics is None:
+        metrics = {"test_accuracy": accuracy, "test_loss": 0.3}
+    return {
+        "config": {"model": {"name": model}, "dataset": {"name": dataset}, "seed": 0},
+        "metrics": metrics,
+        "compression": {"params_total": params, "params_nonzero": params,
+                        "bits_per_weight": bits, "bytes_dense_fp32": 4 * params,
+                        "bytes_exported": bytes_exported,
+                        "ratio": 4 * params / bytes_exported},
+        "timing": {"train_step_ms_median": step_ms, "compiles": 1, "wall_s": wall_s},
+        "versions": {"python": "3.11", "jax": "0", "flax": "0", "optax": "0",
+                     "git_commit": "abc"},
+        "extra_key_from_a_later_issue": [1, 2, 3],
+    }
+
+
+def write(results_dir: Path, name: str, data: Any) -> Path:
+    path = results_dir / name / "results.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(data if isinstance(data, str) else json.dumps(data), encoding="utf-8")
+    return path
+
+
+def build(results_dir: Path, out: Path) -> str:
+    return bp.write_paper(results_dir, out, PUBLISHED).read_text(encoding="utf-8")
+
+
+def table_row(report: str, run: str) -> str:
+    rows = [l for l in report.splitlines() if l.startswith(f"| {run} ")]
+    assert len(rows) == 1, (run, rows)
+    return rows[0]
+
+
+def published_entry(entry_id: str) -> dict[str, Any]:
+    return next(e for e in json.loads(PUBLISHED.read_text()) if e["id"] == entry_id)
+
+
+def test_baselines_table_has_our_numbers_beside_published(tmp_path):
+    results = tmp_path / "results"
+    write(results, "baseline_lenet300", make_result(0.8912))
+    write(results, "baseline_lenet5", make_result(
+        0.9034, model="lenet5", params=431_080, bytes_exported=1_725_000,
+        bits=32.02, step_ms=4.5, wall_s=600.0))
+    report = build(results, tmp_path / "paper")
+
+    row = table_row(report, "baseline_lenet300")
+    for text in ["lenet300", "fashion_mnist", "89.12 % accuracy", "266,610",
+                 "1,066,854", "32.01", "1.23", "45.6 s",
+                 "90.0 % accuracy", "1.64 % error", "Xiao et al. 2017 [1]",
+                 "Han et al. 2015 [2]"]:
+        assert text in row, (text, row)
+    row = table_row(report, "baseline_lenet5")
+    for text in ["90.34 % accuracy", "431,080", "1,725,000", "10.0 min",
+                 "91.6 % accuracy", "0.80 % error"]:
+        assert text in row, (text, row)
+    # Full citations are listed once each, numbered in order of first use.
+    assert f"1. {published_entry('xiao2017_fmnist_mlp_accuracy')['citation']}" in report
+    assert f"2. {published_entry('han2015_lenet300_dense_error')['citation']}" in report
+
+
+def test_language_model_row_reports_loss_entropy_and_reduction(tmp_path):
+    results = tmp_path / "results"
+    write(results, "baseline_char_transformer", make_result(
+        model="char_transformer", dataset="shakespeare",
+        metrics={"val_loss_nats": 1.5, "unigram_entropy_nats": 3.0}))
+    row = table_row(build(results, tmp_path / "paper"), "baseline_char_transformer")
+    assert "val loss 1.500 nats" in row
+    assert "unigram entropy 3.000 nats" in row
+    assert "50.0 % below unigram" in row  # 1 - 1.5 / 3.0
+
+
+def test_seed_groups_show_mean_and_sample_std(tmp_path):
+    results = tmp_path / "results"
+    # NAME/seed_K form: 90, 91, 95 % -> mean 92, sample var (4+1+9)/2 = 7.
+    for seed, acc, wall in [(0, 0.90, 10.0), (1, 0.91, 20.0), (2, 0.95, 30.0)]:
+        write(results, f"baseline_lenet5/seed_{seed}",
+              make_result(acc, model="lenet5", wall_s=wall))
+    # NAME_seedK form: 88, 89 % -> mean 88.5, sample std sqrt(0.5).
+    write(results, "baseline_lenet300_seed1", make_result(0.88))
+    write(results, "baseline_lenet300_seed2", make_result(0.89))
+    report = build(results, tmp_path / "paper")
+
+    row = table_row(report, "baseline_lenet5 (3 seeds)")
+    assert f"92.00 ± {math.sqrt(7):.2f} % accuracy" in row  # 2.65
+    assert "20.0 ± 10.0 s" in row  # wall times 10, 20, 30
+    assert "266,610 ± " not in row
+    row = table_row(report, "baseline_lenet300 (2 seeds)")
+    assert f"88.50 ± {math.sqrt(0.5):.2f} % accuracy" in row  # 0.71
+    # Identical parameter counts over seeds are one number, not "x ± 0".
+    assert "266,610 ± " not in row
+
+
+def test_group_seeds_orders_groups_and_seeds_numerically():
+    results = {"b_seed10": {}, "b_seed2": {}, "a/seed_1": {}, "a/seed_0": {}, "c": {}}
+    groups = bp.group_seeds(results)
+    assert list(groups) == ["a", "b", "c"]
+    assert [n for n, _ in groups["a"]] == ["a/seed_0", "a/seed_1"]
+    assert [n for n, _ in groups["b"]] == ["b_seed2", "b_seed10"]
+    assert [n for n, _ in groups["c"]] == ["c"]
+    assert bp.split_seed("x_seed3") == ("x", 3)
+    assert bp.split_seed("x/seed_4") == ("x", 4)
+    assert bp.split_seed("seedless") == ("seedless", None)
+
+
+def test_format_stat_hand_computed():
+    assert bp.format_stat([1.0, 2.0, 3.0]) == "2.00 ± 1.00"
+    assert bp.format_stat([5.0]) == "5.00"
+    assert bp.format_stat([None, "x"]) == bp.MISSING
+    assert bp.format_stat([7, 7], "{:,.0f}", collapse_equal=True) == "7"
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]",
+                                     json.dumps({"config": {}, "metrics": {}})])
+def test_malformed_results_raise_naming_the_path(tmp_path, content):
+    results = tmp_path / "results"
+    write(results, "baseline_lenet300", make_result(0.9))
+    bad = write(results, "baseline_broken", content)
+    with pytest.raises(bp.ResultsError, match=str(bad).replace("\\", "\\\\")):
+        bp.load_results(results)
+
+
+def test_missing_fields_show_a_dash(tmp_path):
+    results = tmp_path / "results"
+    data = make_result(0.9)
+    data["config"] = {}
+    data["timing"] = {}
+    write(results, "baseline_lenet300", data)
+    row = table_row(build(results, tmp_path / "paper"), "baseline_lenet300")
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == cells[2] == bp.MISSING  # model, dataset
+    assert cells[-1] == cells[-2] == bp.MISSING  # step ms, wall time
+    # The run name alone still finds the published reference.
+    assert "90.0 % accuracy" in row
+
+
+@pytest.mark.parametrize("make_dir", [True, False])
+def test_no_results_gives_one_line_and_no_figure(tmp_path, make_dir):
+    results = tmp_path / "results"
+    if make_dir:
+        results.mkdir()
+        write(results, "prune_something", make_result(0.9))  # not a baseline
+    out = tmp_path / "paper"
+    report = build(results, out)
+    section = report.split("## Baselines\n\n", 1)[1]
+    assert section == "No baseline results (`baseline_*`) yet.\n"
+    assert not (out / "figures" / bp.BASELINE_FIGURE).exists()
+
+
+def test_output_is_deterministic_and_png_written(tmp_path):
+    results = tmp_path / "results"
+    write(results, "baseline_lenet5/seed_1", make_result(0.91, model="lenet5"))
+    write(results, "baseline_lenet5/seed_0", make_result(0.90, model="lenet5"))
+    write(results, "baseline_lenet300", make_result(0.89))
+    out = tmp_path / "paper"
+    png = out / "figures" / bp.BASELINE_FIGURE
+
+    first, first_png = build(results, out), png.read_bytes()
+    second, second_png = build(results, out), png.read_bytes()
+    assert first == second
+    assert first_png == second_png
+    assert first_png.startswith(b"\x89PNG\r\n\x1a\n")
+    assert f"](figures/{bp.BASELINE_FIGURE})" in first
+    assert first.index("| baseline_lenet300 ") < first.index("| baseline_lenet5 ")
+
+
+def test_stale_figure_is_removed_when_its_results_go(tmp_path):
+    results = tmp_path / "results"
+    path = write(results, "baseline_lenet300", make_result(0.89))
+    out = tmp_path / "paper"
+    build(results, out)
+    assert (out / "figures" / bp.BASELINE_FIGURE).exists()
+    path.unlink()
+    build(results, out)
+    assert not (out / "figures" / bp.BASELINE_FIGURE).exists()
+
+
+def test_sections_registry_adds_a_section_without_other_changes(tmp_path):
+    inputs = bp.ReportInputs(results={}, published=bp.load_published(PUBLISHED),
+                             figures_dir=tmp_path / "figures")
+    extra = ("Pruning", lambda _: "pruning table here")
+    report = bp.build_report(inputs, "paper/results", [*bp.SECTIONS, extra])
+    assert report.index("## Baselines") < report.index("## Pruning\n\npruning table here")
+    assert "every number" in report.lower() and "paper/results/*/results.json" in report
+
+
+def test_published_entries_have_citation_and_numeric_value():
+    entries = bp.load_published(PUBLISHED)  # also checks unique ids
+    assert entries
+    for e in entries:
+        assert isinstance(e["citation"], str) and e["citation"].strip(), e["id"]
+        assert bp.is_number(e["value"]) and math.isfinite(e["value"]), e["id"]
+        for key in ("setting", "metric", "unit", "claim"):
+            assert isinstance(e[key], str) and e[key], (e["id"], key)
+        assert {"authors", "year", "title"} <= set(e["paper"]), e["id"]
+        assert isinstance(e["checked"], bool), e["id"]
+        unchecked = any(e["id"].startswith(p) for p in UNCHECKED_PAPERS)
+        assert e["checked"] is not unchecked, e["id"]
+
+
+def test_baseline_references_exist_in_published():
+    ids = {e["id"] for e in bp.load_published(PUBLISHED)}
+    for refs in bp.BASELINE_REFERENCES.values():
+        assert set(refs) <= ids
+    assert published_entry("xiao2017_fmnist_mlp_accuracy")["value"] == 0.900
+    assert published_entry("xiao2017_fmnist_cnn2_accuracy")["value"] == 0.916
+    assert published_entry("han2015_lenet300_dense_error")["value"] == 1.64
+    assert published_entry("han2015_lenet5_dense_error")["value"] == 0.80
+
+
+def test_published_json_rejects_entry_without_citation(tmp_path):
+    path = tmp_path / "published.json"
+    path.write_text(json.dumps([{"id": "x", "citation": "", "value": 1}]))
+    with pytest.raises(bp.ResultsError, match="'x'.*citation"):
+        bp.load_published(path)
+
+
+def test_published_values_convert_to_accuracy_percent():
+    assert bp.published_accuracy_percent(
+        published_entry("xiao2017_fmnist_mlp_accuracy")) == pytest.approx(90.0)
+    assert bp.published_accuracy_percent(
+        published_entry("han2015_lenet300_dense_error")) == pytest.approx(98.36)
+    assert bp.published_accuracy_percent(
+        published_entry("han2016_lenet300_compressed_size")) is None
