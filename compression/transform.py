@@ -65,7 +65,11 @@ def chain(*transforms: Transform) -> Transform:
     b's trainable leaves (b's learned scales, say) because a treats them as
     parameters and selects by path. So prune-then-quantize, chain(prune,
     quantize), makes the model see Q(W * m), and quantize-then-prune,
-    chain(quantize, prune), sees Q(W) * m, with masks scored on Q(W).
+    chain(quantize, prune), sees Q(W) * m, with masks scored on W at init
+    (b.init sees the params) and on Q(W) when prune re-scores in `update`
+    (b.update sees a.apply's output). So a mask fixed at init and an
+    elementwise Q with Q(0) = 0 give the same params in either order; the
+    orders differ once the mask is re-scored.
     A later stage may change only its state in `update`: what it returns as
     trainable is a function of the earlier stages' output, not a stored
     array, so its invariants (a mask, a positive scale) must hold in its

@@ -159,14 +159,14 @@ class CharTransformer(nn.Module):
     embed_dim: Optional[int] = None
     dropout_rate: float = 0.0
 
-    def setup_check(self) -> None:
+    def _check_layers(self) -> None:
         if len(self.num_heads) != len(self.ffn_dims):
             raise ValueError(f"num_heads {list(self.num_heads)} and ffn_dims {list(self.ffn_dims)} "
                              f"must have one entry per layer")
 
     @nn.compact
     def __call__(self, tokens: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
-        self.setup_check()
+        self._check_layers()
         if tokens.shape[-1] > self.max_len:
             raise ValueError(f"sequence length {tokens.shape[-1]} exceeds max_len {self.max_len}")
         embed_dim = self.embed_dim or self.width

@@ -269,6 +269,14 @@ def restore_latest(manager: ocp.CheckpointManager, state: Any) -> tuple[Any, int
     return manager.restore(step, args=ocp.args.StandardRestore(abstract)), int(step)
 
 
+def _save_final(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
+    """Checkpoints `state` at `step` unless the cadence already did, and waits for the write."""
+    jax.block_until_ready(state)
+    if manager.latest_step() != step:
+        manager.save(step, args=ocp.args.StandardSave(state), force=True)
+    manager.wait_until_finished()
+
+
 def _raise_on_nan(step: int, history: list[dict], last_finite: Optional[dict]) -> None:
     for i, metrics in enumerate(history):
         if not all(math.isfinite(v) for v in metrics.values()):
@@ -338,15 +346,10 @@ def train_loop(run: Run, workdir: str, log: Optional[MetricsLog] = None, progres
             bar.update(1)
     except KeyboardInterrupt:
         # Nothing lost on interruption: keep the state reached so far, then stop.
-        jax.block_until_ready(state)
-        manager.save(step, args=ocp.args.StandardSave(state), force=True)
-        manager.wait_until_finished()
+        _save_final(manager, step, state)
         bar.close()
         raise
-    jax.block_until_ready(state)
-    if step > start:
-        manager.save(step, args=ocp.args.StandardSave(state), force=True)
-    manager.wait_until_finished()
+    _save_final(manager, step, state)
     manager.close()
     bar.close()
     run.state = state
@@ -421,9 +424,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, progress
         "artifacts": {"export": os.path.relpath(export_path, workdir), "metrics": "metrics.jsonl",
                       "tensorboard": "tensorboard"},
     }
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-        json.dump(results, f, indent=2, sort_keys=True, default=_json_default)
+    write_results(os.path.join(workdir, "results.json"), results)
     return results
+
+
+def write_results(path: str, results: dict) -> None:
+    """Writes a results dict as sorted, indented JSON (numpy scalars and tuples made plain)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(results, f, indent=2, sort_keys=True, default=_json_default)
 
 
 def _json_default(value: Any) -> Any:

@@ -1,0 +1,254 @@
+"""The step benchmark: the whole driver loop per step against a minimal hand-written jitted loop.
+
+    python -m experiments.benchmark_step [--repeats=3] [--steps=N] [--dataset=synthetic] [--out=FILE]
+
+For LeNet-300-100 (configs/baseline_lenet300.py, batch 128) and the char
+Transformer (configs/baseline_char_transformer.py, synthetic tokens), two
+loops train the same model with the same optimizer
+(`train.build_optimizer`), the same loss (`train.cross_entropy`) and the
+same in-memory batches (a pool of numpy batches from `data.train_batch`,
+batch `s` being pool[s % size]):
+
+- driver: `train.train_loop` exactly as a run uses it, with the config's own
+  train settings (log_every, checkpoint_every), the progress bar, a
+  MetricsLog and a fresh temporary workdir per repetition; only the data
+  pipeline is replaced, by `batches=`.
+- hand: `state, loss = step(state, batch)` in a Python for-loop, `step`
+  jitted with the state donated, numpy batches passed straight to it, no
+  metrics, no checkpoints and no host sync until the final
+  `block_until_ready`.
+
+Both run on one device (the config's mesh is set to 1 x 1; the hand loop
+has no mesh).
+
+Method. Compilation is excluded by a warm-up call of each loop before any
+timing (the driver's jitted step lives on its `Run`, so later `train_loop`
+calls reuse it; the compile counts are reported). T(n) is the wall time of
+one whole loop of n steps: for the driver, the `train_loop` call from entry
+to return (checkpoint manager, progress bar, every step, the final
+checkpoint written); for the hand loop, from before the first dispatch to the
+end of `block_until_ready`. The time per step is
+
+    (T(base + steps) - T(base)) / steps,
+
+measured the same way for both, so costs paid once per loop (creating the
+checkpoint manager, orbax's first checkpoint at step 1, the final save,
+pipeline fill and drain) cancel, and what remains is the steady-state cost of
+`steps` steps, the periodic costs included at the config's cadence: when
+`steps` >= log_every it is rounded up to a multiple of log_every and
+base = log_every, so the difference holds exactly steps / log_every metric
+fetches and every cadence checkpoint in (base, base + steps] (both counts
+are reported). `--steps=0` (the default) sizes `steps` per model so that one
+hand loop lasts about --seconds_per_run, from a calibration after the
+warm-up; the default finishes in 2-3 minutes on a 2-core CPU. Repetitions
+are interleaved (driver, hand, driver, hand, ...); the table gives the
+median ms/step of each and the ratio of the medians.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+import tempfile
+import time
+from typing import Any, Callable
+
+import jax
+import numpy as np
+import optax
+from absl import app, flags, logging
+
+from configs import baseline_char_transformer, baseline_lenet300
+from experiments import data as data_lib
+from experiments import models, train
+from experiments.metrics_log import MetricsLog
+
+FLAGS = flags.FLAGS
+flags.DEFINE_multi_enum("models", ["lenet300", "char_transformer"], ["lenet300", "char_transformer"],
+                        "Models to benchmark.")
+flags.DEFINE_enum("dataset", "synthetic", ["synthetic", "fashion_mnist"],
+                  "LeNet-300-100's data (fashion_mnist needs the TFDS data in --data_dir); the "
+                  "Transformer always uses synthetic tokens.")
+flags.DEFINE_string("data_dir", ".data", "TFDS data directory for --dataset=fashion_mnist.")
+flags.DEFINE_integer("repeats", 3, "Interleaved repetitions of each loop.")
+flags.DEFINE_integer("steps", 0, "Timed steps per repetition (after `base` steps); 0 sizes them per model "
+                     "from --seconds_per_run.")
+flags.DEFINE_float("seconds_per_run", 6.0, "With --steps=0: about how long one timed hand loop runs.")
+flags.DEFINE_bool("progress", True, "Show the driver's progress bar (it is part of the timed loop).")
+flags.DEFINE_string("out", None, "Optional JSON file for the numbers.")
+
+POOL_SIZE = 32  # distinct in-memory batches, cycled
+
+
+def benchmark_config(model_name: str, dataset_name: str = "synthetic", data_dir: str = ".data"):
+    """(config, dataset) for `model_name` ('lenet300' or 'char_transformer') on a one-device mesh."""
+    if model_name == "lenet300":
+        config = baseline_lenet300.get_config()
+        if dataset_name == "synthetic":
+            config.dataset = {"name": "synthetic", "input_shape": (28, 28, 1), "num_classes": 10,
+                              "train_size": 4096, "eval_size": 512}
+        elif dataset_name != config.dataset.name:
+            raise ValueError(f"LeNet-300-100 runs on 'synthetic' or 'fashion_mnist', not {dataset_name!r}")
+    elif model_name == "char_transformer":
+        config = baseline_char_transformer.get_config()
+        config.dataset = {"name": "synthetic", "kind": "language_model", "input_shape": (),
+                          "num_classes": 256, "seq_len": int(config.dataset.seq_len),
+                          "train_size": 1 << 16, "eval_size": 4096}
+    else:
+        raise ValueError(f"unknown model {model_name!r}; use 'lenet300' or 'char_transformer'")
+    config.data_dir = data_dir
+    config.mesh.data = 1
+    config.mesh.model = 1
+    return config, data_lib.load_dataset(config.dataset, data_dir)
+
+
+def batch_pool(config: Any, dataset: Any, size: int = POOL_SIZE) -> Callable[[int], dict]:
+    """batches(step) -> dict of numpy arrays, cycling through `size` training batches held in memory."""
+    pool = [data_lib.train_batch(dataset, int(config.seed), s, int(config.train.batch_size),
+                                 int(config.dataset.get("seq_len", 0))) for s in range(size)]
+    return lambda step: pool[step % size]
+
+
+def driver_loop(config: Any, dataset: Any, batches: Callable[[int], dict], progress: bool):
+    """loop(n) -> seconds of one `train.train_loop` call of n steps in a fresh workdir; loop.train_step."""
+    run = train.build_run(config, dataset)
+
+    def loop(num_steps: int) -> float:
+        run.config.train.stop_after = num_steps
+        run.num_steps = max(run.num_steps, num_steps)
+        with tempfile.TemporaryDirectory(prefix="benchmark_step_") as workdir:
+            log = MetricsLog(workdir)
+            try:
+                start = time.perf_counter()
+                timing = train.train_loop(run, workdir, log, progress, batches=batches)
+                seconds = time.perf_counter() - start
+            finally:
+                log.close()
+        if timing["steps_this_invocation"] != num_steps:
+            raise RuntimeError(f"the driver ran {timing['steps_this_invocation']} steps, not {num_steps}")
+        return seconds
+
+    loop.train_step = run.train_step
+    return loop
+
+
+def hand_loop(config: Any, dataset: Any, batches: Callable[[int], dict]):
+    """loop(n) -> seconds of n steps of a minimal jitted Flax + optax loop; loop.train_step."""
+    model = models.build_model(config.model, dataset.num_classes)
+    optimizer = train.build_optimizer(config, int(config.train.num_steps))
+    params = model.init(jax.random.PRNGKey(int(config.seed)), batches(0)["inputs"][:1])["params"]
+    state = (params, optimizer.init(params))
+
+    @functools.partial(jax.jit, donate_argnums=0)
+    def train_step(state, batch):
+        params, opt_state = state
+
+        def loss_fn(params):
+            logits = model.apply({"params": params}, batch["inputs"], train=True)
+            loss_sum, _, count = train.cross_entropy(logits, batch["targets"])
+            return loss_sum / count
+
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), loss
+
+    def loop(num_steps: int) -> float:
+        nonlocal state
+        start = time.perf_counter()
+        for s in range(num_steps):
+            state, loss = train_step(state, batches(s))
+        jax.block_until_ready((state, loss))
+        return time.perf_counter() - start
+
+    loop.train_step = train_step
+    return loop
+
+
+def timed_steps(hand_ms: float, seconds_per_run: float, log_every: int, steps: int = 0) -> tuple[int, int]:
+    """(base, steps): `steps` from the flag or sized from the hand loop's ms/step, and the base length."""
+    if steps <= 0:
+        steps = max(4, math.ceil(1000 * seconds_per_run / hand_ms))
+    if steps >= log_every:
+        return log_every, log_every * math.ceil(steps / log_every)
+    return 2, steps
+
+
+def benchmark_model(config: Any, dataset: Any, *, repeats: int = 3, steps: int = 0,
+                    seconds_per_run: float = 6.0, progress: bool = True) -> dict[str, Any]:
+    """Times the driver against the hand loop on `config`; returns ms/step per repetition, medians and ratio."""
+    batches = batch_pool(config, dataset)
+    driver = driver_loop(config, dataset, batches, progress)
+    hand = hand_loop(config, dataset, batches)
+    driver(2)  # compiles the driver's step (and warms orbax, tqdm, the log)
+    hand(2)
+    log_every = int(config.train.log_every)
+    checkpoint_every = int(config.train.checkpoint_every)
+    hand_ms = float("nan")
+    if steps <= 0:  # size the timed runs from the hand loop's ms/step
+        calibration, seconds = 2, 0.0
+        while seconds < 0.25:
+            seconds = hand(calibration)
+            calibration *= 2
+        hand_ms = 1000 * seconds / (calibration // 2)
+    base, steps = timed_steps(hand_ms, seconds_per_run, log_every, steps)
+
+    per_step = {"driver": [], "hand": []}
+    for _ in range(repeats):
+        for name, loop in (("driver", driver), ("hand", hand)):
+            short = loop(base)
+            long = loop(base + steps)
+            per_step[name].append(1000 * (long - short) / steps)
+    driver_ms, hand_ms = float(np.median(per_step["driver"])), float(np.median(per_step["hand"]))
+    return {
+        "model": config.model.name, "dataset": config.dataset.name,
+        "batch_size": int(config.train.batch_size), "device": jax.devices()[0].device_kind,
+        "steps": steps, "base_steps": base, "repeats": repeats,
+        "log_every": log_every, "checkpoint_every": checkpoint_every,
+        # Periodic events at steps in [base, base + steps): the long loop's extra ones.
+        "metric_fetches_timed": (base + steps - 1) // log_every - (base - 1) // log_every,
+        "checkpoints_timed": (base + steps - 1) // checkpoint_every - (base - 1) // checkpoint_every,
+        "driver_ms_per_step": per_step["driver"], "hand_ms_per_step": per_step["hand"],
+        "driver_ms_median": driver_ms, "hand_ms_median": hand_ms, "ratio": driver_ms / hand_ms,
+        "ratio_per_repeat": [d / h for d, h in zip(per_step["driver"], per_step["hand"])],
+        "driver_compiles": int(driver.train_step._cache_size()),
+        "hand_compiles": int(hand.train_step._cache_size()),
+    }
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """The printed table: model, driver and hand ms/step (medians), their ratio, the device."""
+    header = ("model", "dataset", "batch", "steps", "driver ms/step", "hand ms/step", "driver/hand", "device")
+    lines = [header] + [(r["model"], r["dataset"], str(r["batch_size"]), str(r["steps"]),
+                         f"{r['driver_ms_median']:.3f}", f"{r['hand_ms_median']:.3f}", f"{r['ratio']:.3f}",
+                         r["device"]) for r in rows]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines)
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
+    rows = []
+    for model_name in dict.fromkeys(FLAGS.models):
+        config, dataset = benchmark_config(model_name, FLAGS.dataset if model_name == "lenet300" else
+                                           "synthetic", FLAGS.data_dir)
+        rows.append(benchmark_model(config, dataset, repeats=FLAGS.repeats, steps=FLAGS.steps,
+                                    seconds_per_run=FLAGS.seconds_per_run, progress=FLAGS.progress))
+    print()
+    print(format_table(rows))
+    for r in rows:
+        print(f"{r['model']}: per repeat driver {[round(v, 3) for v in r['driver_ms_per_step']]} ms, "
+              f"hand {[round(v, 3) for v in r['hand_ms_per_step']]} ms; base {r['base_steps']} steps; "
+              f"timed difference holds {r['metric_fetches_timed']} metric fetches and "
+              f"{r['checkpoints_timed']} cadence checkpoints; compiles driver {r['driver_compiles']}, "
+              f"hand {r['hand_compiles']}")
+    if FLAGS.out:
+        with open(FLAGS.out, "w") as f:
+            json.dump({"jax": jax.__version__, "device": jax.devices()[0].device_kind, "results": rows}, f,
+                      indent=2)
+        print(f"wrote {FLAGS.out}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,46 @@
+"""The step benchmark runs end to end on synthetic data (a smoke test: no timing is asserted)."""
+import json
+import math
+
+import pytest
+
+from experiments import benchmark_step
+
+
+def _check(result, repeats):
+    assert len(result["driver_ms_per_step"]) == len(result["hand_ms_per_step"]) == repeats
+    assert all(ms > 0 for ms in result["driver_ms_per_step"] + result["hand_ms_per_step"])
+    assert result["ratio"] > 0 and math.isfinite(result["ratio"])
+    assert result["driver_compiles"] == 1 and result["hand_compiles"] == 1
+    json.dumps(result)  # what --out writes
+
+
+def test_lenet300_driver_and_hand_loop_give_positive_times_and_a_ratio():
+    config, dataset = benchmark_step.benchmark_config("lenet300")
+    assert config.train.batch_size == 128 and dict(config.mesh)["data"] == 1
+    result = benchmark_step.benchmark_model(config, dataset, repeats=2, steps=3, progress=False)
+    _check(result, 2)
+    assert result["steps"] == 3 and result["base_steps"] == 2
+
+
+def test_char_transformer_language_model_path_runs():
+    config, dataset = benchmark_step.benchmark_config("char_transformer")
+    assert dataset.kind == "language_model"
+    # The benchmark's own config, shrunk so the test takes seconds on a CPU.
+    config.model.update({"width": 32, "num_layers": 1, "num_heads": 2, "head_dim": 16, "ffn_dim": 64,
+                         "max_len": 16})
+    config.dataset.seq_len = 16
+    config.train.batch_size = 8
+    result = benchmark_step.benchmark_model(config, dataset, repeats=1, steps=3, progress=False)
+    _check(result, 1)
+
+
+def test_steps_are_rounded_to_whole_log_intervals_when_they_span_one():
+    assert benchmark_step.timed_steps(2.5, 4.0, 200) == (200, 1600)  # 1600 ms / 2.5 ms = 1600
+    assert benchmark_step.timed_steps(700.0, 6.0, 100) == (2, 9)
+    assert benchmark_step.timed_steps(float("nan"), 6.0, 100, steps=250) == (100, 300)
+
+
+def test_unknown_model_is_an_error():
+    with pytest.raises(ValueError, match="unknown model"):
+        benchmark_step.benchmark_config("resnet")
