@@ -37,7 +37,7 @@ pipeline fill and drain) cancel, and what remains is the steady-state cost of
 `steps` steps, the periodic costs included at the config's cadence: when
 `steps` >= log_every it is rounded up to a multiple of log_every and
 base = log_every, so the difference holds exactly steps / log_every metric
-fetches and every cadence checkpoint in (base, base + steps] (both counts
+fetches and every cadence checkpoint at steps in [base, base + steps) (both counts
 are reported). `--steps=0` (the default) sizes `steps` per model so that one
 hand loop lasts about --seconds_per_run, from a calibration after the
 warm-up; the default finishes in 2-3 minutes on a 2-core CPU. Repetitions
@@ -136,8 +136,9 @@ def hand_loop(config: Any, dataset: Any, batches: Callable[[int], dict]):
     """loop(n) -> seconds of n steps of a minimal jitted Flax + optax loop; loop.train_step."""
     model = models.build_model(config.model, dataset.num_classes)
     optimizer = train.build_optimizer(config, int(config.train.num_steps))
-    params = model.init(jax.random.PRNGKey(int(config.seed)), batches(0)["inputs"][:1])["params"]
-    state = (params, optimizer.init(params))
+    example = batches(0)["inputs"][:1]
+    params = jax.jit(lambda key: model.init(key, example)["params"])(jax.random.PRNGKey(int(config.seed)))
+    state = (params, jax.jit(optimizer.init)(params))
 
     @functools.partial(jax.jit, donate_argnums=0)
     def train_step(state, batch):
@@ -173,7 +174,7 @@ def timed_steps(hand_ms: float, seconds_per_run: float, log_every: int, steps: i
     return 2, steps
 
 
-def benchmark_model(config: Any, dataset: Any, *, repeats: int = 3, steps: int = 0,
+def benchmark_model(config: Any, dataset: Any, *, name: str = "", repeats: int = 3, steps: int = 0,
                     seconds_per_run: float = 6.0, progress: bool = True) -> dict[str, Any]:
     """Times the driver against the hand loop on `config`; returns ms/step per repetition, medians and ratio."""
     batches = batch_pool(config, dataset)
@@ -194,13 +195,13 @@ def benchmark_model(config: Any, dataset: Any, *, repeats: int = 3, steps: int =
 
     per_step = {"driver": [], "hand": []}
     for _ in range(repeats):
-        for name, loop in (("driver", driver), ("hand", hand)):
+        for which, loop in (("driver", driver), ("hand", hand)):
             short = loop(base)
             long = loop(base + steps)
-            per_step[name].append(1000 * (long - short) / steps)
+            per_step[which].append(1000 * (long - short) / steps)
     driver_ms, hand_ms = float(np.median(per_step["driver"])), float(np.median(per_step["hand"]))
     return {
-        "model": config.model.name, "dataset": config.dataset.name,
+        "model": name or config.model.name, "dataset": config.dataset.name,
         "batch_size": int(config.train.batch_size), "device": jax.devices()[0].device_kind,
         "steps": steps, "base_steps": base, "repeats": repeats,
         "log_every": log_every, "checkpoint_every": checkpoint_every,
@@ -233,7 +234,7 @@ def main(argv: list[str]) -> None:
     for model_name in dict.fromkeys(FLAGS.models):
         config, dataset = benchmark_config(model_name, FLAGS.dataset if model_name == "lenet300" else
                                            "synthetic", FLAGS.data_dir)
-        rows.append(benchmark_model(config, dataset, repeats=FLAGS.repeats, steps=FLAGS.steps,
+        rows.append(benchmark_model(config, dataset, name=model_name, repeats=FLAGS.repeats, steps=FLAGS.steps,
                                     seconds_per_run=FLAGS.seconds_per_run, progress=FLAGS.progress))
     print()
     print(format_table(rows))

@@ -191,6 +191,9 @@ def _example_input(config: Any, dataset: data_lib.Dataset) -> np.ndarray:
 
 
 def _put_batch(batch: dict, sharding: NamedSharding) -> dict:
+    """This process's numpy batch as global arrays (multi-host); one process hands numpy to jit as is."""
+    if jax.process_count() == 1:
+        return batch
     return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
 
 
@@ -204,8 +207,10 @@ def build_run(config: Any, dataset: Optional[data_lib.Dataset] = None) -> Run:
     if num_steps < 1:
         raise ValueError(f"train.num_steps must be >= 1 (got {num_steps})")
     batch_size = int(config.train.batch_size)
-    if batch_size % mesh.shape["data"]:
-        raise ValueError(f"train.batch_size {batch_size} is not divisible by mesh data axis {mesh.shape['data']}")
+    for key in ("batch_size", "eval_batch_size"):
+        if int(config.train[key]) % mesh.shape["data"]:
+            raise ValueError(f"train.{key} {config.train[key]} is not divisible by mesh data axis "
+                             f"{mesh.shape['data']}")
     optimizer = build_optimizer(config, num_steps)
 
     example = _example_input(config, dataset)
@@ -215,8 +220,8 @@ def build_run(config: Any, dataset: Optional[data_lib.Dataset] = None) -> Run:
     shardings = jax.tree_util.tree_map(lambda s: NamedSharding(mesh, s), specs)
     params = jax.jit(lambda k: model.init(k, example)["params"], out_shardings=shardings)(init_key)
 
-    # Data-aware techniques (SNIP, calibration) read a few training batches at init.
-    init_batches = [data_lib.train_batch(dataset, int(config.seed), -(i + 1) % 1_000_003, batch_size,
+    # Data-aware techniques (SNIP, calibration) read the first few training batches at init.
+    init_batches = [data_lib.train_batch(dataset, int(config.seed), i, batch_size,
                                          int(config.dataset.get("seq_len", 0)))
                     for i in range(int(config.compression.get("init_batches", 0)))]
     trainable, comp_state = transform.init(params, transform_key, init_batches or None)
@@ -230,10 +235,14 @@ def build_run(config: Any, dataset: Optional[data_lib.Dataset] = None) -> Run:
         else replicated, state)
     state = jax.device_put(state, state_shardings)
     batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
+    # With the batch sharding given here, a single process passes numpy batches
+    # straight in and the jitted call places them (cheaper than device_put).
     train_step = jax.jit(make_train_step(model, transform, optimizer), donate_argnums=0,
+                         in_shardings=(state_shardings, batch_sharding),
                          out_shardings=(state_shardings, None))
+    eval_step = jax.jit(make_eval_step(model), in_shardings=(None, batch_sharding))
     return Run(config, dataset, model, transform, mesh, batch_sharding, state, train_step,
-               jax.jit(make_eval_step(model)), jax.jit(transform.apply), num_steps)
+               eval_step, jax.jit(transform.apply), num_steps)
 
 
 def evaluate(run: Run, trainable: Any, comp_state: Any, max_batches: int = 0) -> dict[str, float]:
@@ -300,6 +309,8 @@ def train_loop(run: Run, workdir: str, log: Optional[MetricsLog] = None, progres
     stop_after = int(config.train.get("stop_after", 0))
     end = run.num_steps if stop_after <= 0 else min(run.num_steps, start + stop_after)
     log_every = max(1, int(config.train.log_every))
+    checkpoint_every = max(1, int(config.train.checkpoint_every))
+    eval_every = int(config.train.get("eval_every", 0))
     seed, batch_size = int(config.seed), int(config.train.batch_size)
     seq_len = int(config.dataset.get("seq_len", 0))
     make_batch = batches or (lambda s: data_lib.train_batch(
@@ -336,13 +347,14 @@ def train_loop(run: Run, workdir: str, log: Optional[MetricsLog] = None, progres
                     log.write(step, {f"train_{k}": float(np.mean([h[k] for h in history]))
                                      for k in history[-1]})
                 bar.set_postfix(loss=f"{last_finite['loss']:.4f}", refresh=False)
-            eval_every = int(config.train.get("eval_every", 0))
             if eval_every and step % eval_every == 0 and step < run.num_steps:
                 ev = evaluate(run, state["trainable"], state["comp_state"],
                               int(config.train.get("eval_max_batches", 0)))
                 if log is not None:
                     log.write(step, {f"eval_{k}": v for k, v in ev.items()})
-            manager.save(step, args=ocp.args.StandardSave(state))
+            # Orbax's own cadence check costs ~40 us a call: ask it only when a save is due.
+            if step % checkpoint_every == 0:
+                manager.save(step, args=ocp.args.StandardSave(state))
             bar.update(1)
     except KeyboardInterrupt:
         # Nothing lost on interruption: keep the state reached so far, then stop.
@@ -412,6 +424,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, progress
     finally:
         log.close()
     export_path, size = export_run(run, workdir)
+    # Multiply-add FLOPs of one forward pass on one example (one sequence for language models).
+    size["flops_per_example"] = accounting.count_flops(
+        lambda p, x: run.model.apply({"params": p}, x),
+        run.apply_transform(run.state["trainable"], run.state["comp_state"]), _example_input(config, run.dataset))
     results = {
         "config": config.to_dict(),
         "metrics": metrics,

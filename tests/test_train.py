@@ -35,6 +35,7 @@ def test_run_writes_results_json_with_the_contract_keys_and_compiles_once(tmp_pa
     assert size["params_total"] == 784 * 16 + 16 + 16 * 10 + 10
     assert size["bytes_exported"] == os.path.getsize(tmp_path / "export" / "params.safetensors")
     assert 32.0 < size["bits_per_weight"] < 33.0  # dense fp32 plus the container's header
+    assert size["flops_per_example"] == 2 * (784 * 16 + 16 * 10)
     lines = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
     assert [l["step"] for l in lines if "train_loss" in l] == [4, 8, 12]
     assert os.listdir(tmp_path / "tensorboard")
@@ -120,7 +121,8 @@ def test_a_nan_loss_stops_the_run_with_the_step_and_writes_no_results(tmp_path):
 
 @pytest.mark.parametrize("change, message", [
     (lambda c: c.mesh.update(data=16, model=1), "needs 16 devices"),
-    (lambda c: c.train.update(batch_size=30) or c.mesh.update(data=4), "not divisible by mesh data"),
+    (lambda c: c.train.update(batch_size=30) or c.mesh.update(data=4), "batch_size 30 is not divisible by mesh data"),
+    (lambda c: c.train.update(eval_batch_size=30) or c.mesh.update(data=4), "eval_batch_size 30 is not divisible"),
     (lambda c: c.model.update(name="resnet9000"), "unknown model 'resnet9000'"),
     (lambda c: c.compression.update(stages=[{"technique": "no_such_thing"}]), "unknown technique"),
     (lambda c: c.mesh.update(model=2, partition_rules=((".*/kernel", (None, "model")), (".*", ())))
