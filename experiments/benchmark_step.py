@@ -64,18 +64,22 @@ from experiments import models, train
 from experiments.metrics_log import MetricsLog
 
 FLAGS = flags.FLAGS
-flags.DEFINE_multi_enum("models", ["lenet300", "char_transformer"], ["lenet300", "char_transformer"],
-                        "Models to benchmark.")
-flags.DEFINE_enum("dataset", "synthetic", ["synthetic", "fashion_mnist"],
-                  "LeNet-300-100's data (fashion_mnist needs the TFDS data in --data_dir); the "
-                  "Transformer always uses synthetic tokens.")
-flags.DEFINE_string("data_dir", ".data", "TFDS data directory for --dataset=fashion_mnist.")
-flags.DEFINE_integer("repeats", 3, "Interleaved repetitions of each loop.")
-flags.DEFINE_integer("steps", 0, "Timed steps per repetition (after `base` steps); 0 sizes them per model "
-                     "from --seconds_per_run.")
-flags.DEFINE_float("seconds_per_run", 6.0, "With --steps=0: about how long one timed hand loop runs.")
-flags.DEFINE_bool("progress", True, "Show the driver's progress bar (it is part of the timed loop).")
-flags.DEFINE_string("out", None, "Optional JSON file for the numbers.")
+
+
+def define_flags() -> None:
+    """Defines this command's flags (here, not at import, so modules can be imported together)."""
+    flags.DEFINE_multi_enum("models", ["lenet300", "char_transformer"], ["lenet300", "char_transformer"],
+                            "Models to benchmark.")
+    flags.DEFINE_enum("dataset", "synthetic", ["synthetic", "fashion_mnist"],
+                      "LeNet-300-100's data (fashion_mnist needs the TFDS data in --data_dir); the "
+                      "Transformer always uses synthetic tokens.")
+    flags.DEFINE_string("data_dir", ".data", "TFDS data directory for --dataset=fashion_mnist.")
+    flags.DEFINE_integer("repeats", 3, "Interleaved repetitions of each loop.")
+    flags.DEFINE_integer("steps", 0, "Timed steps per repetition (after `base` steps); 0 sizes them per model "
+                         "from --seconds_per_run.")
+    flags.DEFINE_float("seconds_per_run", 6.0, "With --steps=0: about how long one timed hand loop runs.")
+    flags.DEFINE_bool("progress", True, "Show the driver's progress bar (it is part of the timed loop).")
+    flags.DEFINE_string("out", None, "Optional JSON file for the numbers.")
 
 POOL_SIZE = 32  # distinct in-memory batches, cycled
 
@@ -252,4 +256,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

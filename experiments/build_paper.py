@@ -512,9 +512,13 @@ def write_paper(results_dir: str | os.PathLike[str], out_dir: str | os.PathLike[
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("results", "paper/results", "Folder of NAME/results.json files.")
-flags.DEFINE_string("out", "paper", "Where README.md and figures/ are written.")
-flags.DEFINE_string("published", None, "Published numbers; default OUT/published.json.")
+
+
+def define_flags() -> None:
+    """Defines this command's flags (here, not at import, so modules can be imported together)."""
+    flags.DEFINE_string("results", "paper/results", "Folder of NAME/results.json files.")
+    flags.DEFINE_string("out", "paper", "Where README.md and figures/ are written.")
+    flags.DEFINE_string("published", None, "Published numbers; default OUT/published.json.")
 
 
 def main(argv: Sequence[str]) -> None:
@@ -525,4 +529,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

