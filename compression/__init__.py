@@ -7,7 +7,10 @@ really costs. Nothing here imports a model, a driver or a config.
 
 Python 3.14 added a standard-library package also named `compression`
 (`compression.zstd`, ...). `LAB_PACKAGE` marks this one, so a caller can tell
-which package it got (see `experiments.ensure_lab_package`).
+which package it got (see `experiments.ensure_lab_package`). jax itself tries
+`from compression import zstd` while it initializes, so this file imports no
+technique module (they use jax at import time); the registries load them on
+first use.
 """
 
 LAB_PACKAGE = "compression-lab"

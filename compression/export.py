@@ -14,6 +14,7 @@ names a codec per parameter path. `dense` (the array as it is) is built in.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from typing import Any, Callable, Mapping, NamedTuple, Optional
@@ -36,6 +37,8 @@ class Codec(NamedTuple):
 
 
 _CODECS: dict[str, Codec] = {}
+# Modules whose import registers codecs; loaded on first lookup (see compression/__init__.py).
+CODEC_MODULES = ("compression.sparse_export",)
 
 
 def register_codec(name: str, codec: Codec) -> None:
@@ -46,6 +49,8 @@ def register_codec(name: str, codec: Codec) -> None:
 
 
 def _codec(name: str) -> Codec:
+    for module in CODEC_MODULES:
+        importlib.import_module(module)
     if name not in _CODECS:
         raise ValueError(f"unknown export codec {name!r}; registered codecs: {sorted(_CODECS)}")
     return _CODECS[name]

@@ -6,11 +6,19 @@ so "prune then quantize" is a config, not a new script.
 """
 from __future__ import annotations
 
+import importlib
 from typing import Any, Callable, Mapping, Sequence
 
 from compression.transform import Transform, chain, identity
 
 _FACTORIES: dict[str, Callable[..., Transform]] = {}
+# Modules whose import registers techniques; loaded on first lookup (see compression/__init__.py).
+TECHNIQUE_MODULES = ("compression.pruning",)
+
+
+def _load_techniques() -> None:
+    for module in TECHNIQUE_MODULES:
+        importlib.import_module(module)
 
 
 def register(name: str) -> Callable[[Callable[..., Transform]], Callable[..., Transform]]:
@@ -27,11 +35,13 @@ def register(name: str) -> Callable[[Callable[..., Transform]], Callable[..., Tr
 
 def names() -> list[str]:
     """The registered technique names, sorted."""
+    _load_techniques()
     return sorted(_FACTORIES)
 
 
 def build(name: str, **settings: Any) -> Transform:
     """Builds the transform registered as `name` with `settings`."""
+    _load_techniques()
     if name not in _FACTORIES:
         raise ValueError(f"unknown technique {name!r}; registered techniques: {names()}")
     try:

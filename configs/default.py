@@ -36,4 +36,8 @@ def get_config() -> ml_collections.ConfigDict:
     # Compression: a chain of registered techniques, each a dict
     # {"technique": name, **settings}; chain(a, b) means "a, then b".
     config.compression = ml_collections.ConfigDict({"stages": [], "init_batches": 0})
+
+    # How the effective params are written: first-match (regex, codec) rules over
+    # parameter paths; codecs: dense, sparse (values + compact indices), ...
+    config.export = ml_collections.ConfigDict({"codecs": ((".*", "dense"),)})
     return config

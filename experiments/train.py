@@ -391,7 +391,10 @@ def export_run(run: Run, workdir: str) -> tuple[str, dict]:
     """Exports the effective params to DIR/export/params.safetensors; returns the path and size report."""
     params = jax.device_get(run.apply_transform(run.state["trainable"], run.state["comp_state"]))
     path = os.path.join(workdir, "export", "params.safetensors")
-    export.export_params(path, params, metadata={"model": run.config.model.to_dict()})
+    rules = run.config.get("export", {}).get("codecs", ((".*", "dense"),))
+    names = match_rules(params, [tuple(rule) for rule in rules], what="export.codecs", allow_unused=True)
+    codecs = {path_str(kp): (name, {}) for kp, name in jax.tree_util.tree_flatten_with_path(names)[0]}
+    export.export_params(path, params, codecs, metadata={"model": run.config.model.to_dict()})
     return path, accounting.size_report(params, path)
 
 

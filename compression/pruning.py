@@ -1,0 +1,178 @@
+"""Unstructured and N:M pruning as a transform: trainable = weights, state = masks.
+
+    apply(W, state)  = W * mask                       (selected leaves; others pass through)
+    update(W, state) = re-score every `update_every` steps at the schedule's
+                       sparsity, then W * mask        (a projection after the optimizer step)
+
+Criteria: `magnitude` |w| (Han et al. 2015), `random` (fixed random scores,
+the control), `taylor` (|g * w| accumulated over training, Molchanov et al.
+2017) and `movement` (-w * g accumulated, Sanh et al. 2020). Scopes: `layer`
+(each selected tensor pruned to the sparsity), `global` (one threshold over
+all selected tensors) and `nm` (N of every M consecutive inputs kept).
+Schedules (`compression.sparsity_schedules`): a float prunes from step 0; a
+dict {"kind": "one_shot" | "iterative" | "polynomial", ...} follows one of
+Han et al.'s prune-retrain or Zhu & Gupta 2017's gradual schedule.
+
+Masks only shrink: an entry once pruned is never scored back in (its score is
+-inf at every later re-scoring), so each re-scoring reaches the scheduled
+sparsity exactly. Optimizer state: the gradient of a pruned weight is zero
+(the model sees W * mask) and `update` re-zeroes pruned weights after every
+optimizer step, so neither momentum nor weight decay can revive them; the
+momentum left in Adam's state for a pruned entry moves only a weight that is
+zeroed again before any forward pass. Masks, scores and the sparsity target
+are arrays in the state: a changing schedule never recompiles the step.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Union
+
+import jax
+import jax.numpy as jnp
+
+from compression import pruning_masks, sparsity_schedules
+from compression.registry import register
+from compression.selection import Selector, path_str, select
+from compression.transform import Transform
+
+CRITERIA = ("magnitude", "random", "taylor", "movement")
+SCOPES = ("layer", "global", "nm")
+SCHEDULES = {
+    "constant": sparsity_schedules.constant_sparsity,
+    "one_shot": sparsity_schedules.one_shot_sparsity,
+    "iterative": sparsity_schedules.iterative_sparsity,
+    "polynomial": sparsity_schedules.polynomial_sparsity,
+}
+
+
+def make_schedule(spec: Union[float, Mapping[str, Any]]) -> Callable[[Any], jnp.ndarray]:
+    """A sparsity schedule from a config value: a float (constant) or {"kind": name, **arguments}."""
+    if isinstance(spec, (int, float)):
+        return sparsity_schedules.constant_sparsity(float(spec))
+    spec = dict(spec)
+    kind = spec.pop("kind", None)
+    if kind not in SCHEDULES:
+        raise ValueError(f"prune.sparsity schedule kind {kind!r} is not one of {sorted(SCHEDULES)}")
+    try:
+        return SCHEDULES[kind](**spec)
+    except TypeError as e:
+        raise ValueError(f"prune.sparsity schedule {kind!r} does not accept {sorted(spec)}: {e}") from e
+
+
+def _selected_paths(tree: Any, selector: Selector) -> list[str]:
+    chosen = jax.tree_util.tree_leaves(select(tree, selector, what="prune.select"))
+    return [p for p, c in zip((path_str(kp) for kp, _ in jax.tree_util.tree_flatten_with_path(tree)[0]), chosen)
+            if c]
+
+
+def _by_path(tree: Any) -> dict[str, Any]:
+    return {path_str(kp): leaf for kp, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _like(tree: Any, values: Mapping[str, Any], fill: Callable[[Any], Any]) -> Any:
+    """A tree shaped like `tree` holding values[path] where given and fill(leaf) elsewhere."""
+    return jax.tree_util.tree_map_with_path(
+        lambda kp, leaf: values[path_str(kp)] if path_str(kp) in values else fill(leaf), tree)
+
+
+@register("prune")
+def prune(select: Selector = ".*kernel", sparsity: Union[float, Mapping[str, Any]] = 0.5, *,
+          criterion: str = "magnitude", scope: str = "layer", n: int = 0, m: int = 0,
+          update_every: int = 1, seed: int = 0) -> Transform:
+    """Pruning of the leaves `select` matches; see the module docstring for criteria, scopes, schedules.
+
+    With scope='nm', N of every M consecutive entries along the input axis
+    (axis 0 of a Dense kernel) are kept from the first step the schedule is
+    above zero; the schedule's value itself is not used.
+    """
+    if criterion not in CRITERIA:
+        raise ValueError(f"prune.criterion {criterion!r} is not one of {list(CRITERIA)}")
+    if scope not in SCOPES:
+        raise ValueError(f"prune.scope {scope!r} is not one of {list(SCOPES)}")
+    if scope == "nm" and not (1 <= m and 0 <= n <= m):
+        raise ValueError(f"prune with scope='nm' needs 0 <= n <= m and m >= 1 (got n={n}, m={m})")
+    if update_every < 1:
+        raise ValueError(f"prune.update_every must be >= 1 (got {update_every})")
+    schedule = make_schedule(sparsity)
+
+    def new_masks(scores: dict, old: dict, target) -> dict:
+        # Pruned entries stay pruned: they rank below everything still alive.
+        live = {p: jnp.where(old[p], s, -jnp.inf) for p, s in scores.items()}
+        if scope == "global":
+            return pruning_masks.global_masks(live, target)
+        if scope == "nm":
+            masks = {p: pruning_masks.nm_mask(s, n, m, axis=0) for p, s in live.items()}
+            return {p: jnp.where(target > 0, mk & old[p], old[p]) for p, mk in masks.items()}
+        return {p: pruning_masks.layerwise_mask(s, target) for p, s in live.items()}
+
+    def scores_of(weights: dict, state: dict) -> dict:
+        if criterion == "magnitude":
+            return {p: pruning_masks.magnitude_scores(w) for p, w in weights.items()}
+        return {p: state["scores"][p] for p in weights}
+
+    def init(params, key=None, batches=None):
+        del batches
+        paths = _selected_paths(params, select)
+        if scope == "nm":
+            for p, w in _by_path(params).items():
+                if p in paths and (jnp.ndim(w) < 1 or jnp.shape(w)[0] % m):
+                    raise ValueError(f"prune: {p} of shape {jnp.shape(w)} cannot take {n}:{m} sparsity "
+                                     f"(its input axis 0 must be a multiple of {m})")
+        weights = {p: w for p, w in _by_path(params).items() if p in paths}
+        scalars = [p for p, w in weights.items() if jnp.ndim(w) == 0]
+        if scalars:
+            raise ValueError(f"prune.select matches scalar parameters {scalars}; select arrays (e.g. '.*kernel')")
+        key = jax.random.PRNGKey(seed) if key is None else key
+        if criterion == "random":
+            scores = {p: pruning_masks.random_scores(jax.random.fold_in(key, i), w.shape)
+                      for i, (p, w) in enumerate(sorted(weights.items()))}
+        else:
+            scores = {p: jnp.zeros(w.shape, jnp.float32) for p, w in weights.items()}
+        state = {"scores": scores, "sparsity": jnp.asarray(schedule(0), jnp.float32)}
+        ones = {p: jnp.ones(w.shape, bool) for p, w in weights.items()}
+        masks = new_masks(scores_of(weights, state), ones, state["sparsity"])
+        state["masks"] = masks
+        trainable = _like(params, {p: jnp.where(masks[p], w, jnp.zeros((), w.dtype)) for p, w in weights.items()},
+                          lambda x: x)
+        return trainable, _pack(params, state)
+
+    def apply(trainable, state):
+        masks = state["masks"]
+        # where, not w * mask: a pruned weight is +0.0 exactly (w * 0 would keep -0.0 for negatives).
+        return jax.tree_util.tree_map(lambda w, mk: jnp.where(mk, w, jnp.zeros((), w.dtype)), trainable, masks)
+
+    def update(trainable, state, grads, step):
+        flat = _unpack(state)
+        weights = {p: w for p, w in _by_path(trainable).items() if p in flat["masks"]}
+        g = _by_path(grads)
+        if criterion == "taylor":
+            flat["scores"] = {p: s + jnp.abs(g[p] * weights[p]) for p, s in flat["scores"].items()}
+        elif criterion == "movement":
+            flat["scores"] = {p: s - g[p] * weights[p] for p, s in flat["scores"].items()}
+        target = jnp.asarray(schedule(step + 1), jnp.float32)
+        due = (step + 1) % update_every == 0
+        masks = jax.lax.cond(due, lambda: new_masks(scores_of(weights, flat), flat["masks"], target),
+                             lambda: dict(flat["masks"]))
+        flat.update(masks=masks, sparsity=jnp.where(due, target, flat["sparsity"]))
+        packed = _pack(trainable, flat)
+        return apply(trainable, packed), packed
+
+    def _pack(tree, flat):
+        # Masks and scores are stored shaped like the params (scalars where nothing is pruned),
+        # so checkpoints and shardings follow the parameter tree.
+        return {"masks": _like(tree, flat["masks"], lambda leaf: jnp.ones((), bool)),
+                "scores": _like(tree, flat["scores"], lambda leaf: jnp.zeros((), jnp.float32)),
+                "sparsity": flat["sparsity"]}
+
+    def _unpack(state):
+        masks = {p: mk for p, mk in _by_path(state["masks"]).items() if jnp.ndim(mk) > 0}
+        scores = {p: s for p, s in _by_path(state["scores"]).items() if p in masks}
+        return {"masks": masks, "scores": scores, "sparsity": state["sparsity"]}
+
+    return Transform(init, apply, update)
+
+
+def mask_sparsity(state: Any) -> jnp.ndarray:
+    """The fraction of pruned entries over all masked (selected) tensors of a prune state."""
+    masks = [mk for mk in jax.tree_util.tree_leaves(state["masks"]) if jnp.ndim(mk) > 0]
+    total = sum(mk.size for mk in masks)
+    return 1.0 - sum(jnp.sum(mk) for mk in masks) / total

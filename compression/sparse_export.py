@@ -1,0 +1,70 @@
+"""Sparse weights stored as their nonzero values plus compact indices.
+
+Registers the export codec `sparse`: the nonzero values in row-major order
+and their positions, in whichever of two index formats is smaller for the
+array at hand:
+
+- `bitmap`: one bit per entry (np.packbits), n/8 bytes whatever the density;
+- `gaps`: relative indices as in Deep Compression (Han, Mao, Dally 2016):
+  the distance from the previous nonzero in `bits`-bit unsigned integers
+  (uint8 or uint16); a gap that does not fit is bridged by explicit zero
+  entries (filler values), so decoding is a cumulative sum.
+
+Decoding restores the dense array exactly (zeros included).
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from compression.export import Codec, register_codec
+
+
+def _gap_encoding(flat: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Values and gaps with zero fillers wherever a gap exceeds 2**bits - 1."""
+    limit = (1 << bits) - 1
+    positions = np.flatnonzero(flat)
+    gaps = np.diff(np.concatenate([[-1], positions]))
+    # A gap g > limit needs ceil(g / limit) - 1 fillers, each standing on a stored zero.
+    fillers = np.maximum(0, -(-gaps // limit) - 1)
+    per_nonzero = fillers + 1  # its fillers, then itself
+    owner = np.repeat(np.arange(len(positions)), per_nonzero)
+    rank = np.arange(len(owner)) - np.repeat(np.cumsum(per_nonzero) - per_nonzero, per_nonzero)
+    previous = positions - gaps
+    out_positions = np.where(rank < fillers[owner], previous[owner] + limit * (rank + 1), positions[owner])
+    out_gaps = np.diff(np.concatenate([[-1], out_positions])).astype(np.uint8 if bits == 8 else np.uint16)
+    return flat[out_positions], out_gaps
+
+
+def encode_sparse(array: np.ndarray, index: str = "auto") -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Values + indices of the nonzeros of `array`; `index` is 'bitmap', 'gaps8', 'gaps16' or 'auto' (smallest)."""
+    flat = np.asarray(array).reshape(-1)
+    candidates = {}
+    if index in ("auto", "bitmap"):
+        mask = flat != 0
+        candidates["bitmap"] = ({"values": flat[mask], "bitmap": np.packbits(mask)}, {"index": "bitmap"})
+    for bits in (8, 16):
+        if index in ("auto", f"gaps{bits}"):
+            values, gaps = _gap_encoding(flat, bits)
+            candidates[f"gaps{bits}"] = ({"values": values, "gaps": gaps}, {"index": f"gaps{bits}"})
+    if not candidates:
+        raise ValueError(f"sparse export index {index!r} is not one of 'auto', 'bitmap', 'gaps8', 'gaps16'")
+    size = lambda parts: sum(p.nbytes for p in parts.values())
+    return min(candidates.values(), key=lambda c: size(c[0]))
+
+
+def decode_sparse(tensors: Mapping[str, np.ndarray], record: Mapping[str, Any]) -> np.ndarray:
+    """The dense array back from values + indices."""
+    n = int(np.prod(record["shape"], dtype=np.int64))
+    dense = np.zeros(n, dtype=record["dtype"])
+    if record["index"] == "bitmap":
+        mask = np.unpackbits(tensors["bitmap"], count=n).astype(bool)
+        dense[mask] = tensors["values"]
+    else:
+        positions = np.cumsum(tensors["gaps"].astype(np.int64)) - 1
+        dense[positions] = tensors["values"]
+    return dense
+
+
+register_codec("sparse", Codec(encode_sparse, decode_sparse))
