@@ -5,7 +5,8 @@
                        sparsity, then W * mask        (a projection after the optimizer step)
 
 Criteria: `magnitude` |w| (Han et al. 2015), `random` (fixed random scores,
-the control), `taylor` (|g * w| accumulated over training, Molchanov et al.
+the control), `snip` (|g * w| on a few batches at initialization, fixed
+thereafter: Lee, Ajanthan, Torr 2019; needs `InitBatches`), `taylor` (|g * w| accumulated over training, Molchanov et al.
 2017) and `movement` (-w * g accumulated, Sanh et al. 2020). Scopes: `layer`
 (each selected tensor pruned to the sparsity), `global` (one threshold over
 all selected tensors) and `nm` (N of every M consecutive inputs kept).
@@ -34,7 +35,7 @@ from compression.registry import register
 from compression.selection import Selector, path_str, select
 from compression.transform import Transform
 
-CRITERIA = ("magnitude", "random", "taylor", "movement")
+CRITERIA = ("magnitude", "random", "taylor", "movement", "snip")
 SCOPES = ("layer", "global", "nm")
 SCHEDULES = {
     "constant": sparsity_schedules.constant_sparsity,
@@ -110,7 +111,6 @@ def prune(select: Selector = ".*kernel", sparsity: Union[float, Mapping[str, Any
         return {p: state["scores"][p] for p in weights}
 
     def init(params, key=None, batches=None):
-        del batches
         paths = _selected_paths(params, select)
         if scope == "nm":
             for p, w in _by_path(params).items():
@@ -125,6 +125,12 @@ def prune(select: Selector = ".*kernel", sparsity: Union[float, Mapping[str, Any
         if criterion == "random":
             scores = {p: pruning_masks.random_scores(jax.random.fold_in(key, i), w.shape)
                       for i, (p, w) in enumerate(sorted(weights.items()))}
+        elif criterion == "snip":
+            if batches is None:
+                raise ValueError("prune with criterion='snip' needs training batches at init: set "
+                                 "config.compression.init_batches to 1 or more")
+            grads = _by_path(batches.mean_gradient(params))
+            scores = {p: jnp.abs(grads[p] * w).astype(jnp.float32) for p, w in weights.items()}
         else:
             scores = {p: jnp.zeros(w.shape, jnp.float32) for p, w in weights.items()}
         state = {"scores": scores, "sparsity": jnp.asarray(schedule(0), jnp.float32)}

@@ -11,16 +11,34 @@ The optimizer sees `trainable`; gradients are taken with respect to it;
 `update` runs after each optimizer step (schedules, re-scoring, projections
 such as re-zeroing pruned weights). Masks, scales and schedule values are
 arrays in `state`, never Python constants, so a changing schedule does not
-recompile the train step. `batches` is an optional sequence of input
-batches for data-aware techniques (SNIP, calibration, DRONE).
+recompile the train step. `batches` is None or, for data-aware techniques
+(SNIP, calibration, DRONE), an `InitBatches`: a few training batches and
+the training loss over the model's params, which is a pure function, so a
+transform still never sees a model.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 
 PyTree = Any
+
+
+class InitBatches(NamedTuple):
+    """What a data-aware `init` reads: training batches and `loss_fn(params, batch) -> scalar`."""
+
+    batches: Sequence[Any]
+    loss_fn: Callable[[PyTree, Any], Any]
+
+    def mean_gradient(self, params: PyTree) -> PyTree:
+        """The gradient of the loss with respect to `params`, averaged over the batches."""
+        grad = jax.jit(jax.grad(self.loss_fn))
+        total = None
+        for batch in self.batches:
+            g = grad(params, batch)
+            total = g if total is None else jax.tree_util.tree_map(lambda a, b: a + b, total, g)
+        return jax.tree_util.tree_map(lambda x: x / len(self.batches), total)
 
 
 class Transform(NamedTuple):
@@ -85,7 +103,12 @@ def chain(*transforms: Transform) -> Transform:
     def init(params, key=None, batches=None):
         key_first, key_rest = (None, None) if key is None else jax.random.split(key)
         rest_trainable, rest_state = rest.init(params, key_rest, batches)
-        first_trainable, first_state = first.init(rest_trainable, key_first, batches)
+        first_batches = None
+        if batches is not None:
+            # The first stage's params are the rest's trainable: its loss goes through rest.apply.
+            first_batches = InitBatches(batches.batches,
+                                        lambda t, batch: batches.loss_fn(rest.apply(t, rest_state), batch))
+        first_trainable, first_state = first.init(rest_trainable, key_first, first_batches)
         return first_trainable, (first_state, rest_state)
 
     def apply(trainable, state):

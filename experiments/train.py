@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from compression import accounting, export, registry
 from compression.selection import match_rules, path_str
-from compression.transform import Transform
+from compression.transform import InitBatches, Transform
 from experiments import data as data_lib
 from experiments import models
 from experiments.metrics_log import MetricsLog
@@ -131,6 +131,17 @@ def cross_entropy(logits: jnp.ndarray, targets: jnp.ndarray, mask: Optional[jnp.
     return (losses * weights).sum(), (correct * weights).sum(), weights.sum()
 
 
+def make_loss(model: Any) -> Callable:
+    """loss(params, batch): the mean training cross-entropy of the model in eval mode (no dropout)."""
+
+    def loss(params, batch):
+        logits = model.apply({"params": params}, batch["inputs"], train=False)
+        loss_sum, _, count = cross_entropy(logits, batch["targets"])
+        return loss_sum / count
+
+    return loss
+
+
 def make_train_step(model: Any, transform: Transform, optimizer: optax.GradientTransformation) -> Callable:
     """train_step(state, batch) -> (state, metrics): one optimizer step on the transform's trainable."""
 
@@ -221,10 +232,11 @@ def build_run(config: Any, dataset: Optional[data_lib.Dataset] = None) -> Run:
     params = jax.jit(lambda k: model.init(k, example)["params"], out_shardings=shardings)(init_key)
 
     # Data-aware techniques (SNIP, calibration) read the first few training batches at init.
-    init_batches = [data_lib.train_batch(dataset, int(config.seed), i, batch_size,
-                                         int(config.dataset.get("seq_len", 0)))
-                    for i in range(int(config.compression.get("init_batches", 0)))]
-    trainable, comp_state = transform.init(params, transform_key, init_batches or None)
+    count = int(config.compression.get("init_batches", 0))
+    init_batches = InitBatches(
+        [data_lib.train_batch(dataset, int(config.seed), i, batch_size, int(config.dataset.get("seq_len", 0)))
+         for i in range(count)], make_loss(model)) if count > 0 else None
+    trainable, comp_state = transform.init(params, transform_key, init_batches)
     state = {"step": jnp.zeros((), jnp.int32), "trainable": trainable, "comp_state": comp_state,
              "opt_state": jax.jit(optimizer.init)(trainable), "rng": rng}
     # Every leaf lives on the mesh (scalars and keys replicated), and the step

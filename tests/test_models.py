@@ -79,3 +79,14 @@ def test_import_compression_is_the_lab_and_a_foreign_package_fails_loudly(monkey
     monkeypatch.setitem(sys.modules, "compression", types.ModuleType("compression"))
     with pytest.raises(ImportError, match="not the compression lab"):
         experiments.ensure_lab_package()
+
+
+def test_compression_imports_after_jax_and_jax_after_compression():
+    # jax 0.10.2 runs `from compression import zstd` while it initializes (for Python 3.14's
+    # standard library); our package must not import half-loaded jax modules at that moment.
+    import subprocess
+
+    for code in ("import jax; import compression; import compression.pruning",
+                 "import compression; import jax; import compression.pruning"):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]

@@ -166,3 +166,43 @@ def test_driver_runs_gradual_pruning_compiles_once_and_exports_a_smaller_sparse_
     expected = run.model.apply({"params": run.apply_transform(run.state["trainable"], run.state["comp_state"])}, x)
     loaded = export.load_params(str(tmp_path / "pruned" / "export" / "params.safetensors"))
     np.testing.assert_array_equal(np.asarray(run.model.apply({"params": loaded}, x)), np.asarray(expected))
+
+
+def test_snip_scores_are_gradient_times_weight_at_init_averaged_over_batches():
+    from compression.transform import InitBatches
+
+    w = jnp.array([1.0, -2.0, 3.0, -4.0])
+    # loss = sum(c * w) per batch, so dL/dw = c and the SNIP score is |c * w| averaged over batches.
+    batches = [jnp.array([1.0, 0.0, 0.1, 0.5]), jnp.array([1.0, 1.0, 0.1, 0.5])]
+    data = InitBatches(batches, lambda params, c: jnp.sum(c * params["k"]))
+    t = prune("k", 0.5, criterion="snip")
+    trainable, state = t.init({"k": w}, None, data)
+    np.testing.assert_allclose(state["scores"]["k"], [1.0, 1.0, 0.3, 2.0])
+    np.testing.assert_array_equal(state["masks"]["k"], [False, True, False, True])  # tie: lower index pruned first
+    with pytest.raises(ValueError, match="init_batches"):
+        t.init({"k": w})
+
+
+def test_snip_in_a_chain_differentiates_through_the_later_stage():
+    from compression.transform import InitBatches, Transform
+
+    double = Transform(lambda p, k=None, b=None: (p, ()), lambda t, s: {"k": 2 * t["k"]},
+                       lambda t, s, g, step: (t, s))
+    data = InitBatches([jnp.array([1.0, 0.0, 3.0, 1.0])], lambda params, c: jnp.sum(c * params["k"]))
+    t = chain(prune("k", 0.5, criterion="snip"), double)
+    trainable, state = t.init({"k": jnp.array([1.0, 1.0, 1.0, 5.0])}, None, data)
+    # The model sees 2 * W, so dL/dW = 2c and the scores are |2c * W| = [2, 0, 6, 10].
+    np.testing.assert_allclose(state[0]["scores"]["k"], [2.0, 0.0, 6.0, 10.0])
+
+
+def test_driver_prunes_at_initialization_with_snip(tmp_path):
+    config = tiny_config(num_steps=6)
+    config.compression.init_batches = 2
+    config.compression.stages = [{"technique": "prune", "select": ".*kernel", "sparsity": 0.9,
+                                  "criterion": "snip", "scope": "global"}]
+    run = train.build_run(config)
+    initial_mask = np.asarray(run.state["comp_state"]["masks"]["Dense_0"]["kernel"])  # the state is donated
+    assert float(mask_sparsity(run.state["comp_state"])) == pytest.approx(0.9, abs=1e-4)
+    train.train_loop(run, str(tmp_path), progress=False)
+    np.testing.assert_array_equal(run.state["comp_state"]["masks"]["Dense_0"]["kernel"],
+                                  initial_mask)  # fixed after init
