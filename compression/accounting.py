@@ -32,14 +32,27 @@ def bytes_dense_fp32(params: Any) -> int:
     return 4 * params_total(params)
 
 
+def weight_matrices(params: Any) -> list[Any]:
+    """The leaves with two or more axes (kernels, embeddings): what Han et al. 2015 count as weights."""
+    return [x for x in jax.tree_util.tree_leaves(params) if np.ndim(x) >= 2]
+
+
 def size_report(params: Any, exported_path: str) -> dict[str, float]:
-    """The `compression` block of results.json for `params` exported to `exported_path`."""
+    """The `compression` block of results.json for `params` exported to `exported_path`.
+
+    Besides the contract's keys it reports `weights_total` / `weights_nonzero`
+    over weight matrices only (biases and norms excluded), the measure of the
+    pruning papers (Han et al. 2015 count weights, not bytes).
+    """
     total = params_total(params)
     exported = os.path.getsize(exported_path)
     dense = bytes_dense_fp32(params)
+    matrices = weight_matrices(params)
     return {
         "params_total": total,
         "params_nonzero": params_nonzero(params),
+        "weights_total": params_total(matrices),
+        "weights_nonzero": params_nonzero(matrices),
         "bits_per_weight": 8.0 * exported / total,
         "bytes_dense_fp32": dense,
         "bytes_exported": exported,

@@ -1,8 +1,8 @@
 """Unstructured and N:M pruning as a transform: trainable = weights, state = masks.
 
     apply(W, state)  = W * mask                       (selected leaves; others pass through)
-    update(W, state) = re-score every `update_every` steps at the schedule's
-                       sparsity, then W * mask        (a projection after the optimizer step)
+    update(W, state) = re-score when the schedule's sparsity changes (checked every
+                       `update_every` steps), then W * mask   (a projection after the optimizer step)
 
 Criteria: `magnitude` |w| (Han et al. 2015), `random` (fixed random scores,
 the control), `snip` (|g * w| on a few batches at initialization, fixed
@@ -155,7 +155,9 @@ def prune(select: Selector = ".*kernel", sparsity: Union[float, Mapping[str, Any
         elif criterion == "movement":
             flat["scores"] = {p: s - g[p] * weights[p] for p, s in flat["scores"].items()}
         target = jnp.asarray(schedule(step + 1), jnp.float32)
-        due = (step + 1) % update_every == 0
+        # Re-scoring at an unchanged target keeps the same mask (pruned entries rank last), so
+        # the sort runs only when the schedule moves: a few times per run, not every step.
+        due = ((step + 1) % update_every == 0) & (target != flat["sparsity"])
         masks = jax.lax.cond(due, lambda: new_masks(scores_of(weights, flat), flat["masks"], target),
                              lambda: dict(flat["masks"]))
         flat.update(masks=masks, sparsity=jnp.where(due, target, flat["sparsity"]))

@@ -13,7 +13,7 @@ from compression.transform import Transform, chain, identity
 
 _FACTORIES: dict[str, Callable[..., Transform]] = {}
 # Modules whose import registers techniques; loaded on first lookup (see compression/__init__.py).
-TECHNIQUE_MODULES = ("compression.pruning",)
+TECHNIQUE_MODULES = ("compression.pruning", "compression.structured_pruning")
 
 
 def _load_techniques() -> None:

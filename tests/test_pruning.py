@@ -158,6 +158,7 @@ def test_driver_runs_gradual_pruning_compiles_once_and_exports_a_smaller_sparse_
     kernels = 784 * 64 + 64 * 10
     assert results["timing"]["compiles"] == 1
     assert size["params_nonzero"] == size["params_total"] - round(0.9 * kernels)
+    assert size["weights_total"] == kernels and size["weights_nonzero"] == kernels - round(0.9 * kernels)
     assert size["bytes_exported"] < 0.2 * size["bytes_dense_fp32"] and size["ratio"] > 5
     del dense
     run = train.build_run(config)

@@ -1,0 +1,47 @@
+"""Zhu & Gupta 2017, "To prune, or not to prune": gradual vs one-shot pruning, and large-sparse vs small-dense.
+
+Variants (`configs/zhu2017_lenet300.py:VARIANT`, append `_quick` for a CPU check):
+- `gradual_S`: global magnitude pruning to S% with the cubic schedule
+  s_t = s_f (1 - (t - t0)/(n dt))^3 from epoch 2 to epoch 12 every 50 steps, then fine-tuning to epoch 20;
+- `oneshot_S`: the same total training, all S% removed at once at epoch 12, then fine-tuning;
+- `smalldense_S`: a dense MLP whose hidden layers are scaled so it has about as many
+  parameters as LeNet-300-100 keeps at S% sparsity (the paper's small-dense baseline).
+S is one of 50, 75, 90, 95, 98.
+"""
+import math
+
+from configs import baseline_lenet300, pruning_common
+
+SPARSITIES = (50, 75, 90, 95, 98)
+
+
+def small_dense_hidden(sparsity: float) -> tuple:
+    """Hidden sizes (300f, 100f) whose parameter count is closest to (1 - sparsity) of LeNet-300-100's."""
+    target = (1 - sparsity) * 266_610
+    count = lambda f: 784 * round(300 * f) + round(300 * f) * round(100 * f) + round(100 * f) * 10 \
+        + round(300 * f) + round(100 * f) + 10
+    best = min((f / 1000 for f in range(5, 1001)), key=lambda f: abs(count(f) - target))
+    return (max(1, round(300 * best)), max(1, round(100 * best)))
+
+
+def get_config(variant: str = "gradual_90"):
+    quick = variant.endswith("_quick")
+    kind, _, level = variant.removesuffix("_quick").partition("_")
+    if kind not in ("gradual", "oneshot", "smalldense") or not level.isdigit() or int(level) not in SPARSITIES:
+        raise ValueError(f"unknown variant {variant!r}; use gradual_S, oneshot_S or smalldense_S with S in "
+                         f"{SPARSITIES}, optionally followed by _quick")
+    sparsity = int(level) / 100
+    scale = 10 if quick else 1
+    epoch = pruning_common.STEPS_PER_EPOCH // scale
+    config = baseline_lenet300.get_config()
+    config.train.num_steps = 20 * epoch
+    if kind == "smalldense":
+        config.model.hidden = small_dense_hidden(sparsity)
+        return config
+    if kind == "gradual":
+        schedule = {"kind": "polynomial", "final_sparsity": sparsity, "begin_step": 2 * epoch,
+                    "end_step": 12 * epoch, "frequency": max(1, 50 // scale)}
+    else:
+        schedule = {"kind": "one_shot", "sparsity": sparsity, "at_step": 12 * epoch}
+    pruning_common.set_pruning(config, pruning_common.prune_stage(schedule))
+    return config
