@@ -375,13 +375,18 @@ def structured_prune(groups: Sequence[Mapping[str, Any]], sparsity: Union[float,
     def update(trainable, state, grads, step):
         del grads
         target = jnp.asarray(schedule(step + 1), jnp.float32)
-        due = (step + 1) % update_every == 0
+        # As in `prune`: re-scoring at an unchanged target keeps the masks, so skip it.
+        due = ((step + 1) % update_every == 0) & (target != state["sparsity"])
         masks = jax.lax.cond(due, lambda: new_masks(trainable, state["masks"], target),
                              lambda: dict(state["masks"]))
         state = {"masks": masks, "sparsity": jnp.where(due, target, state["sparsity"])}
         return apply(trainable, state), state
 
-    return Transform(init, apply, update)
+    def export(params, state, model_config):
+        masks = {name: np.asarray(m) for name, m in state["masks"].items()}
+        return shrink_params(params, groups, masks), shrink_config(model_config, groups, masks)
+
+    return Transform(init, apply, update, export)
 
 
 # --------------------------------------------------------------------------- layer pruning
@@ -507,7 +512,11 @@ def layer_drop(layers: Sequence[str], drop: Any, *, zero: Sequence[str] = DEFAUL
         del grads, step
         return apply(trainable, state), state
 
-    return Transform(init, apply, update)
+    def export(params, state, model_config):
+        gone = [i for i, k in enumerate(np.asarray(state["kept"])) if not k]
+        return drop_layers_params(params, layers, gone), drop_layers_config(model_config, gone)
+
+    return Transform(init, apply, update, export)
 
 
 # --------------------------------------------------------------------------- export helpers

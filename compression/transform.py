@@ -18,7 +18,7 @@ transform still never sees a model.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import jax
 
@@ -42,11 +42,20 @@ class InitBatches(NamedTuple):
 
 
 class Transform(NamedTuple):
-    """A compression technique as three pure functions over parameter pytrees."""
+    """A compression technique as pure functions over parameter pytrees.
+
+    `export`, when a technique has one, makes the effective params physically
+    smaller for the exported artifact: export(params, state, model_config)
+    -> (params, model_config), e.g. structured pruning drops pruned units and
+    shrinks the model config to match, so the exported model loads as a
+    smaller instance of the same model. Without it the effective params are
+    exported as they are.
+    """
 
     init: Callable[..., tuple[PyTree, PyTree]]
     apply: Callable[[PyTree, PyTree], PyTree]
     update: Callable[[PyTree, PyTree, PyTree, Any], tuple[PyTree, PyTree]]
+    export: Optional[Callable[[PyTree, PyTree, dict], tuple[PyTree, dict]]] = None
 
 
 def identity() -> Transform:
@@ -78,6 +87,7 @@ def chain(*transforms: Transform) -> Transform:
         apply:  b.apply(a.apply(Ta, Sa), Sb)         # the model sees b applied to what a produced
         update: (Ta, Sa) = a.update(Ta, Sa, g, step)
                 (_,  Sb) = b.update(a.apply(Ta, Sa), Sb, g, step)
+        export: a.export, then b.export, on the effective params (each where defined)
 
     Only the first transform's trainable is stored and optimized; it holds
     b's trainable leaves (b's learned scales, say) because a treats them as
@@ -121,7 +131,17 @@ def chain(*transforms: Transform) -> Transform:
         _, rest_state = rest.update(first.apply(trainable, first_state), rest_state, grads, step)
         return trainable, (first_state, rest_state)
 
-    return Transform(init, apply, update)
+    def export(params, state, model_config):
+        # Stage order again: first's export, then the rest's, each with its own state.
+        first_state, rest_state = state
+        if first.export is not None:
+            params, model_config = first.export(params, first_state, model_config)
+        if rest.export is not None:
+            params, model_config = rest.export(params, rest_state, model_config)
+        return params, model_config
+
+    has_export = first.export is not None or rest.export is not None
+    return Transform(init, apply, update, export if has_export else None)
 
 
 def map_selected(fn: Callable[..., Any], selection: PyTree, tree: PyTree, *rest: PyTree) -> PyTree:

@@ -400,14 +400,46 @@ def versions() -> dict[str, str]:
 
 
 def export_run(run: Run, workdir: str) -> tuple[str, dict]:
-    """Exports the effective params to DIR/export/params.safetensors; returns the path and size report."""
+    """Exports the model to DIR/export/params.safetensors; returns the path and the size report.
+
+    The effective params are made physically smaller by the transform's
+    `export` where it has one (with the model config that reads them), each
+    parameter is written with the codec `config.export.codecs` names, and the
+    file is loaded back and run beside the trained model on evaluation inputs:
+    an export that does not predict what the trained model predicts is an error.
+    """
     params = jax.device_get(run.apply_transform(run.state["trainable"], run.state["comp_state"]))
+    model_config = run.config.model.to_dict()
+    exported = params
+    if run.transform.export is not None:
+        exported, model_config = run.transform.export(params, jax.device_get(run.state["comp_state"]), model_config)
     path = os.path.join(workdir, "export", "params.safetensors")
     rules = run.config.get("export", {}).get("codecs", ((".*", "dense"),))
-    names = match_rules(params, [tuple(rule) for rule in rules], what="export.codecs", allow_unused=True)
+    names = match_rules(exported, [tuple(rule) for rule in rules], what="export.codecs", allow_unused=True)
     codecs = {path_str(kp): (name, {}) for kp, name in jax.tree_util.tree_flatten_with_path(names)[0]}
-    export.export_params(path, params, codecs, metadata={"model": run.config.model.to_dict()})
-    return path, accounting.size_report(params, path)
+    export.export_params(path, exported, codecs, metadata={"model": model_config})
+    report = accounting.size_report(params, path)
+    report["params_exported"] = accounting.params_total(exported)
+    report["export_max_abs_logit_diff"] = _check_export(run, params, path)
+    return path, report
+
+
+def _check_export(run: Run, params: Any, path: str) -> float:
+    inputs = _eval_inputs(run)
+    loaded_model = models.build_model(ml_collections.ConfigDict(export.read_header(path)["metadata"]["model"]),
+                                      run.dataset.num_classes)
+    expected = np.asarray(run.model.apply({"params": params}, inputs))
+    got = np.asarray(loaded_model.apply({"params": export.load_params(path)}, inputs))
+    diff = float(np.max(np.abs(expected - got)))
+    if not diff <= 1e-4 * (1.0 + float(np.max(np.abs(expected)))):
+        raise AssertionError(f"the export at {path} predicts differently from the trained model "
+                             f"(max |logit difference| {diff}); this is a bug in an export codec or shrink")
+    return diff
+
+
+def _eval_inputs(run: Run, count: int = 16) -> np.ndarray:
+    batch = next(data_lib.eval_batches(run.dataset, count, int(run.config.dataset.get("seq_len", 0)), 1))
+    return batch["inputs"]
 
 
 def final_metrics(run: Run) -> dict[str, float]:

@@ -301,3 +301,22 @@ def test_bad_layer_drop_and_export_settings_raise():
         shrink_config(dict(TRANSFORMER, num_heads=4), structures.transformer_head_groups(1), masks)
     with pytest.raises(ValueError, match="no unit mask for group 'block_0_heads'"):
         shrink_params(params, structures.transformer_head_groups(1), {})
+
+
+def test_driver_exports_a_structurally_pruned_mlp_as_a_smaller_model(tmp_path):
+    from compression import export
+    from experiments import structures, train
+    from tests.helpers import tiny_config
+
+    config = tiny_config(num_steps=8)
+    config.model.hidden = (32, 16)
+    config.compression.stages = [{"technique": "structured_prune", "sparsity": 0.5,
+                                  "groups": structures.mlp_neuron_groups((32, 16))}]
+    results = train.train_and_evaluate(config, str(tmp_path), progress=False)
+    header = export.read_header(str(tmp_path / "export" / "params.safetensors"))
+    assert list(header["metadata"]["model"]["hidden"]) == [16, 8]
+    small = 784 * 16 + 16 + 16 * 8 + 8 + 8 * 10 + 10
+    assert results["compression"]["params_exported"] == small
+    assert results["compression"]["params_total"] == 784 * 32 + 32 + 32 * 16 + 16 + 16 * 10 + 10
+    assert results["compression"]["bytes_exported"] < 4 * small + 4096
+    assert results["compression"]["export_max_abs_logit_diff"] < 1e-4
