@@ -101,8 +101,20 @@ def build_optimizer(config: Any, num_steps: int) -> optax.GradientTransformation
             [optax.linear_schedule(0.0, lr, warmup), optax.constant_schedule(lr)], [warmup])
     elif schedule_name == "cosine":
         schedule = optax.warmup_cosine_decay_schedule(0.0 if warmup else lr, lr, warmup, max(num_steps, warmup + 1))
+    elif schedule_name == "cosine_restarts":
+        # One cosine decay per phase (e.g. Han et al.'s prune-then-retrain rounds): the first from
+        # `learning_rate`, each later one from `learning_rate * restart_scale`.
+        starts = [int(x) for x in oc.get("restarts", ())]
+        if not starts or starts != sorted(set(starts)) or starts[0] <= 0 or starts[-1] >= num_steps:
+            raise ValueError(f"optimizer.restarts must be increasing steps inside (0, {num_steps}) (got {starts})")
+        bounds = [0, *starts, num_steps]
+        scale = float(oc.get("restart_scale", 1.0))
+        schedule = optax.join_schedules(
+            [optax.cosine_decay_schedule(lr if i == 0 else lr * scale, bounds[i + 1] - bounds[i])
+             for i in range(len(bounds) - 1)], starts)
     else:
-        raise ValueError(f"unknown optimizer.schedule {schedule_name!r}; use 'constant' or 'cosine'")
+        raise ValueError(f"unknown optimizer.schedule {schedule_name!r}; use 'constant', 'cosine' or "
+                         f"'cosine_restarts'")
     name = oc.get("name", "adam")
     makers = {
         "adam": lambda: optax.adam(schedule),
