@@ -7,6 +7,8 @@ def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.seed = 0
     config.data_dir = ".data"
+    # Start from an earlier run's export (DIR/export/params.safetensors) instead of a random init.
+    config.init_from = ""
 
     config.dataset = ml_collections.ConfigDict({"name": "fashion_mnist", "eval_split": "test"})
     config.model = ml_collections.ConfigDict({"name": "mlp", "hidden": (300, 100)})

@@ -227,8 +227,8 @@ def build_run(config: Any, dataset: Optional[data_lib.Dataset] = None) -> Run:
     transform = registry.build_chain(list(config.compression.get("stages", [])))
     mesh = create_mesh(config.mesh)
     num_steps = int(config.train.num_steps)
-    if num_steps < 1:
-        raise ValueError(f"train.num_steps must be >= 1 (got {num_steps})")
+    if num_steps < 0:
+        raise ValueError(f"train.num_steps must be >= 0 (got {num_steps}; 0 evaluates and exports only)")
     batch_size = int(config.train.batch_size)
     for key in ("batch_size", "eval_batch_size"):
         if int(config.train[key]) % mesh.shape["data"]:
@@ -242,6 +242,8 @@ def build_run(config: Any, dataset: Optional[data_lib.Dataset] = None) -> Run:
     specs = param_specs(abstract, config.mesh.partition_rules, mesh)
     shardings = jax.tree_util.tree_map(lambda s: NamedSharding(mesh, s), specs)
     params = jax.jit(lambda k: model.init(k, example)["params"], out_shardings=shardings)(init_key)
+    if config.get("init_from"):
+        params = load_pretrained(config.init_from, abstract, shardings)
 
     # Data-aware techniques (SNIP, calibration) read the first few training batches at init.
     count = int(config.compression.get("init_batches", 0))
@@ -267,6 +269,25 @@ def build_run(config: Any, dataset: Optional[data_lib.Dataset] = None) -> Run:
     eval_step = jax.jit(make_eval_step(model), in_shardings=(None, batch_sharding))
     return Run(config, dataset, model, transform, mesh, batch_sharding, state, train_step,
                eval_step, jax.jit(transform.apply), num_steps)
+
+
+def load_pretrained(path: str, abstract: Any, shardings: Any) -> Any:
+    """Params from an earlier run's export (`config.init_from`), checked against the model's shapes.
+
+    Fine-tuning, post-training compression and pruning a trained model start here.
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"init_from {path!r} does not exist: run the config that trains it first "
+                                f"(its export is DIR/export/params.safetensors)")
+    loaded = export.load_params(path)
+    want = {path_str(kp): leaf.shape for kp, leaf in jax.tree_util.tree_flatten_with_path(abstract)[0]}
+    got = {path_str(kp): np.shape(leaf) for kp, leaf in jax.tree_util.tree_flatten_with_path(loaded)[0]}
+    if want != got:
+        diff = sorted(p for p in set(want) | set(got) if want.get(p) != got.get(p))[:10]
+        raise ValueError(f"init_from {path!r} does not fit the configured model; differing parameters "
+                         f"(path: model shape vs file shape): "
+                         + ", ".join(f"{p}: {want.get(p)} vs {got.get(p)}" for p in diff))
+    return jax.device_put(jax.tree_util.tree_map(jnp.asarray, loaded), shardings)
 
 
 def evaluate(run: Run, trainable: Any, comp_state: Any, max_batches: int = 0) -> dict[str, float]:
@@ -390,7 +411,7 @@ def train_loop(run: Run, workdir: str, log: Optional[MetricsLog] = None, progres
     bar.close()
     run.state = state
     steady = step_times[2:] if len(step_times) > 4 else step_times
-    return {"train_step_ms_median": 1000 * float(np.median(steady)) if steady else float("nan"),
+    return {"train_step_ms_median": 1000 * float(np.median(steady)) if steady else None,
             "compiles": int(run.train_step._cache_size()), "steps_this_invocation": step - start,
             "finished": step >= run.num_steps, "step": step}
 

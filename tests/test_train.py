@@ -129,10 +129,32 @@ def test_a_nan_loss_stops_the_run_with_the_step_and_writes_no_results(tmp_path):
      or c.model.update(hidden=(15,)), r"Dense_0/kernel of shape \(784, 15\) cannot be split"),
     (lambda c: c.mesh.update(partition_rules=((".*/kernel", ()),)), "no rule matches Dense_0/bias"),
     (lambda c: c.optimizer.update(name="adagradx"), "unknown optimizer.name"),
-    (lambda c: c.train.update(num_steps=0), "num_steps must be >= 1"),
+    (lambda c: c.train.update(num_steps=-1), "num_steps must be >= 0"),
 ])
 def test_bad_configs_fail_before_training_with_a_message_naming_the_fix(change, message):
     config = tiny_config()
     change(config)
     with pytest.raises(ValueError, match=message):
+        train.build_run(config)
+
+
+def test_a_run_can_start_from_an_export_and_zero_steps_only_evaluates_and_exports(tmp_path):
+    trained = train.train_and_evaluate(tiny_config(), str(tmp_path / "a"), progress=False)
+    config = tiny_config(num_steps=0)
+    config.init_from = str(tmp_path / "a" / "export" / "params.safetensors")
+    again = train.train_and_evaluate(config, str(tmp_path / "b"), progress=False)
+    assert again["metrics"] == trained["metrics"]
+    assert again["timing"]["steps_this_invocation"] == 0
+
+
+def test_init_from_a_missing_or_mismatched_export_says_what_is_wrong(tmp_path):
+    trained_dir = tmp_path / "a"
+    train.train_and_evaluate(tiny_config(num_steps=2), str(trained_dir), progress=False)
+    config = tiny_config()
+    config.init_from = str(tmp_path / "nothing.safetensors")
+    with pytest.raises(FileNotFoundError, match="run the config that trains it first"):
+        train.build_run(config)
+    config.init_from = str(trained_dir / "export" / "params.safetensors")
+    config.model.hidden = (8,)
+    with pytest.raises(ValueError, match=r"Dense_0/kernel: \(784, 8\) vs \(784, 16\)"):
         train.build_run(config)
