@@ -12,6 +12,7 @@ from configs import baseline_lenet300, pruning_common
 
 FINAL_SPARSITY = {"Dense_0/kernel": 0.92, "Dense_1/kernel": 0.91, "Dense_2/kernel": 0.74}
 ROUNDS = 4
+RETRAIN_EPOCHS = 5
 RETRAIN_LR_SCALE = 0.5
 
 
@@ -21,7 +22,7 @@ def get_config(variant: str = ""):
     scale = 10 if variant == "quick" else 1
     config = baseline_lenet300.get_config()
     dense_steps = 20 * pruning_common.STEPS_PER_EPOCH // scale
-    retrain_steps = 5 * pruning_common.STEPS_PER_EPOCH // scale
+    retrain_steps = RETRAIN_EPOCHS * pruning_common.STEPS_PER_EPOCH // scale
     starts = [dense_steps + i * retrain_steps for i in range(ROUNDS)]
     config.train.num_steps = dense_steps + ROUNDS * retrain_steps
     config.optimizer.schedule = "cosine_restarts"

@@ -539,10 +539,6 @@ def _signed_points(value: float | None) -> str:
     return MISSING if value is None else f"{value:+.2f}"
 
 
-def _error_to_accuracy(entry: Mapping[str, Any]) -> float | None:
-    return published_accuracy_percent(entry)
-
-
 def han_claim(fewer: float | None, change_points: float | None) -> str:
     """`yes` / `no (...)` for the issue's claim, MISSING when a number is absent.
 
@@ -763,7 +759,7 @@ def _snip_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Referenc
                 f"{', '.join(map(str, SNIP_SPARSITIES))}) yet.")
     dense = _mean_accuracy(groups, ZHU_DENSE_GROUP)
     dense_ref = inputs.published_by_id(SNIP_DENSE_REFERENCE)
-    paper_dense = _error_to_accuracy(dense_ref)
+    paper_dense = published_accuracy_percent(dense_ref)
     rows = []
     for s, members in found:
         acc = _mean_or_none(_accuracy_percents(members))
@@ -773,7 +769,7 @@ def _snip_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Referenc
         ref_id = SNIP_REFERENCES.get(s)
         if ref_id:
             entry = inputs.published_by_id(ref_id)
-            paper_acc = _error_to_accuracy(entry)
+            paper_acc = published_accuracy_percent(entry)
             paper_change = (None if paper_acc is None or paper_dense is None
                             else paper_acc - paper_dense)
             paper = (f"{format_published(entry)} ({_signed_points(paper_change)} points vs "
@@ -812,8 +808,9 @@ def pruning_section(inputs: ReportInputs) -> str:
         return (f"No pruning results (`han2015_*`, `{ZHU_PREFIX}*`, `{SNIP_PREFIX}*`) yet.")
     refs = References()
     parts = [
-        "These are Fashion-MNIST runs; the papers report MNIST, where every model "
-        "is about 8 points more accurate. So each paper is compared by its claim "
+        "These are Fashion-MNIST runs; the papers report MNIST, an easier dataset "
+        "on which the same models score several points higher. So each paper is "
+        "compared by its claim "
         "(the compression ratio, the accuracy gap to the dense model, the "
         "ordering of methods), not by its absolute numbers. Accuracies are test "
         "accuracy in %, mean ± sample std where there are several seeds, and "

@@ -166,8 +166,8 @@ def test_no_results_gives_one_line_and_no_figure(tmp_path, make_dir):
         write(results, "prune_something", make_result(0.9))  # not a baseline
     out = tmp_path / "paper"
     report = build(results, out)
-    section = report.split("## Baselines\n\n", 1)[1]
-    assert section == "No baseline results (`baseline_*`) yet.\n"
+    section = report.split("## Baselines\n\n", 1)[1].split("\n\n## ", 1)[0]
+    assert section == "No baseline results (`baseline_*`) yet."
     assert not (out / "figures" / bp.BASELINE_FIGURE).exists()
 
 
@@ -202,9 +202,10 @@ def test_stale_figure_is_removed_when_its_results_go(tmp_path):
 def test_sections_registry_adds_a_section_without_other_changes(tmp_path):
     inputs = bp.ReportInputs(results={}, published=bp.load_published(PUBLISHED),
                              figures_dir=tmp_path / "figures")
-    extra = ("Pruning", lambda _: "pruning table here")
+    extra = ("Quantization", lambda _: "quantization table here")
     report = bp.build_report(inputs, "paper/results", [*bp.SECTIONS, extra])
-    assert report.index("## Baselines") < report.index("## Pruning\n\npruning table here")
+    assert report.index("## Baselines") < report.index(
+        "## Quantization\n\nquantization table here")
     assert "every number" in report.lower() and "paper/results/*/results.json" in report
 
 
@@ -246,3 +247,169 @@ def test_published_values_convert_to_accuracy_percent():
         published_entry("han2015_lenet300_dense_error")) == pytest.approx(98.36)
     assert bp.published_accuracy_percent(
         published_entry("han2016_lenet300_compressed_size")) is None
+
+
+# --------------------------------------------------------------------------
+# Pruning section.
+
+
+def make_pruned(accuracy: float | None, *, weights_total: int = 266_200,
+                weights_nonzero: int = 21_000, params_total: int = 266_610,
+                params_nonzero: int | None = None, bytes_exported: int = 110_000,
+                model: str = "lenet300") -> dict[str, Any]:
+    """A pruned run's results.json: make_result plus the pruning counts."""
+    data = make_result(accuracy, model=model, params=params_total,
+                       bytes_exported=bytes_exported)
+    data["compression"].update(
+        weights_total=weights_total, weights_nonzero=weights_nonzero,
+        params_nonzero=(weights_nonzero + 410 if params_nonzero is None
+                        else params_nonzero))
+    return data
+
+
+def pruning_section(report: str) -> str:
+    return report.split("## Pruning\n\n", 1)[1].split("\n\n## ", 1)[0]
+
+
+def cells(row: str) -> list[str]:
+    return [c.strip() for c in row.strip().strip("|").split("|")]
+
+
+def test_pruning_section_follows_baselines_in_registry():
+    titles = [t for t, _ in bp.SECTIONS]
+    assert titles.index("Pruning") == titles.index("Baselines") + 1
+
+
+def test_pruning_published_ids_exist():
+    ids = {e["id"] for e in bp.load_published(PUBLISHED)}
+    for model in bp.HAN_MODELS:
+        for suffix in ("dense_error", "pruned_error", "dense_weights",
+                       "pruned_weights", "compression"):
+            assert f"{model.published_prefix}_{suffix}" in ids
+    assert bp.ZHU_REFERENCE in ids and bp.SNIP_DENSE_REFERENCE in ids
+    assert set(bp.SNIP_REFERENCES.values()) <= ids
+
+
+def test_han_row_numbers_from_results(tmp_path):
+    results = tmp_path / "results"
+    for seed, acc in enumerate([0.90, 0.91, 0.92]):  # dense mean 91.00
+        write(results, f"baseline_lenet300/seed_{seed}", make_result(acc))
+    # Pruned 90.50, 90.70: mean 90.60, sample std 0.14; change -0.40 points.
+    for seed, acc in enumerate([0.905, 0.907]):
+        write(results, f"han2015_lenet300/seed_{seed}", make_pruned(acc))
+    report = build(results, tmp_path / "paper")
+    row = cells(table_row(report, "LeNet-300-100"))
+    assert row[1] == "han2015_lenet300 (2 seeds)"
+    assert row[2] == "91.00 ± 1.00 (baseline_lenet300, 3 seeds)"
+    assert row[3] == "90.60 ± 0.14"
+    assert row[4] == "-0.40"
+    assert row[5] == "21,000 / 266,200 (7.89 %)"  # 100 * 21000 / 266200
+    assert row[6] == "12.7×"  # 266200 / 21000 = 12.68
+    assert row[7] == "110,000"
+    assert row[8] == f"{4 * 266_610 / 110_000:.2f}×"  # 9.69
+    for text in ["error 1.64 % → 1.59 %", "+0.05 points accuracy",
+                 "267K → 22K weights", "12× fewer", "MNIST"]:
+        assert text in row[9], (text, row[9])
+    assert row[10] == "Han et al. 2015 [1]"
+    assert row[11] == "no (drop 0.40 > 0.3 points)"
+    section = pruning_section(report)
+    assert "Not run yet: `han2015_lenet5`." in section
+    assert f"1. {published_entry('han2015_lenet300_dense_error')['citation']}" in section
+    assert "Fashion-MNIST" in section and "claim" in section
+
+
+@pytest.mark.parametrize("dense, pruned, nonzero, expected", [
+    (0.900, 0.898, 22_000, "yes"),                      # 12.1x, drop 0.2
+    (0.900, 0.897, 22_000, "yes"),                      # drop exactly 0.3
+    (0.900, 0.910, 22_000, "yes"),                      # a gain is within the claim
+    (0.900, 0.896, 22_000, "no (drop 0.40 > 0.3 points)"),
+    (0.900, 0.900, 30_000, "no (8.87× < 12×)"),         # 266200 / 30000
+    (0.900, 0.890, 30_000, "no (8.87× < 12×; drop 1.00 > 0.3 points)"),
+])
+def test_han_claim_column(tmp_path, dense, pruned, nonzero, expected):
+    results = tmp_path / "results"
+    write(results, "baseline_lenet5", make_result(dense, model="lenet5"))
+    write(results, "han2015_lenet5", make_pruned(
+        pruned, model="lenet5", weights_total=266_200, weights_nonzero=nonzero))
+    row = cells(table_row(build(results, tmp_path / "paper"), "LeNet-5"))
+    assert row[-1] == expected
+    assert "error 0.80 % → 0.77 %" in row[9] and "431K → 36K weights" in row[9]
+
+
+def test_han_claim_needs_both_numbers(tmp_path):
+    assert bp.han_claim(None, 0.0) == bp.han_claim(12.0, None) == bp.MISSING
+    results = tmp_path / "results"
+    write(results, "han2015_lenet300", make_pruned(0.89))  # no dense baseline
+    row = cells(table_row(build(results, tmp_path / "paper"), "LeNet-300-100"))
+    assert row[2] == row[4] == row[-1] == bp.MISSING
+    assert row[3] == "89.00"
+
+
+def test_zhu_table_with_missing_sparsity_and_figure(tmp_path):
+    results = tmp_path / "results"
+    write(results, "baseline_lenet300", make_result(0.90))
+    for s, grad, one, small in [(50, 0.899, 0.897, 0.893), (90, 0.893, 0.885, 0.874)]:
+        nonzero = round((1 - s / 100) * 266_200)
+        write(results, f"zhu2017_lenet300_gradual_{s}", make_pruned(
+            grad, weights_nonzero=nonzero, params_nonzero=nonzero + 410))
+        write(results, f"zhu2017_lenet300_oneshot_{s}", make_pruned(
+            one, weights_nonzero=nonzero, params_nonzero=nonzero + 410))
+        write(results, f"zhu2017_lenet300_smalldense_{s}", make_result(
+            small, params=nonzero + 500))
+    for seed, acc in enumerate([0.88, 0.86]):  # 95 %: gradual only, two seeds
+        write(results, f"zhu2017_lenet300_gradual_95/seed_{seed}",
+              make_pruned(acc, weights_nonzero=13_310, params_nonzero=13_720))
+    out = tmp_path / "paper"
+    report = build(results, out)
+    section = pruning_section(report)
+
+    assert cells(table_row(section, "50")) == [
+        "50", "89.90", "89.70", "89.30", "133,600", "133,510",
+        "gradual > one-shot > small-dense"]
+    assert cells(table_row(section, "90")) == [
+        "90", "89.30", "88.50", "87.40", "27,120", "27,030",
+        "gradual > one-shot > small-dense"]
+    assert cells(table_row(section, "95")) == [
+        "95", f"87.00 ± {math.sqrt(2):.2f}", bp.MISSING, bp.MISSING, bp.MISSING,
+        "13,720", bp.MISSING]
+    assert "| 75 " not in section and "| 98 " not in section
+    assert "Not run yet: 8 of 15 runs" in section and "`smalldense_95`" in section
+    assert "90.00 % (`baseline_lenet300`)" in section
+    assert "Zhu & Gupta 2017 [" in section
+
+    png = out / "figures" / bp.PRUNING_ZHU_FIGURE
+    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert f"](figures/{bp.PRUNING_ZHU_FIGURE})" in section
+
+
+def test_snip_rows_beside_paper(tmp_path):
+    results = tmp_path / "results"
+    write(results, "baseline_lenet300", make_result(0.90))
+    write(results, "lee2019_snip_lenet300_90", make_pruned(0.895, weights_nonzero=26_620))
+    write(results, "lee2019_snip_lenet300_95", make_pruned(0.887, weights_nonzero=13_310))
+    for seed, acc in enumerate([0.87, 0.88]):
+        write(results, f"lee2019_snip_lenet300_98/seed_{seed}",
+              make_pruned(acc, weights_nonzero=5_324))
+    section = pruning_section(build(results, tmp_path / "paper"))
+
+    row = cells(table_row(section, "lee2019_snip_lenet300_90"))
+    assert row[1:6] == ["90", "89.50", "-0.50", "26,620 / 266,200 (10.00 %)", "10.0×"]
+    assert row[6] == row[7] == bp.MISSING  # the paper reports 95 % and 98 % only
+    row = cells(table_row(section, "lee2019_snip_lenet300_95"))
+    assert row[1:6] == ["95", "88.70", "-1.30", "13,310 / 266,200 (5.00 %)", "20.0×"]
+    assert row[6].startswith("1.60 % error (+0.10 points vs its dense 1.70 % error")
+    assert row[7].startswith("Lee et al. 2019 [")
+    row = cells(table_row(section, "lee2019_snip_lenet300_98 (2 seeds)"))
+    assert row[2] == f"87.50 ± {math.sqrt(0.5):.2f}" and row[3] == "-2.50"
+    assert row[6].startswith("2.40 % error (-0.70 points")
+    assert "No Han et al. 2015 results" in section
+    assert "No Zhu & Gupta 2017 results" in section
+
+
+def test_no_pruning_results_says_so(tmp_path):
+    results = tmp_path / "results"
+    write(results, "baseline_lenet300", make_result(0.9))
+    out = tmp_path / "paper"
+    section = pruning_section(build(results, out))
+    assert section.startswith("No pruning results") and "\n" not in section.strip()
+    assert not (out / "figures" / bp.PRUNING_ZHU_FIGURE).exists()
