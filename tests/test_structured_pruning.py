@@ -320,3 +320,42 @@ def test_driver_exports_a_structurally_pruned_mlp_as_a_smaller_model(tmp_path):
     assert results["compression"]["params_total"] == 784 * 32 + 32 + 32 * 16 + 16 + 16 * 10 + 10
     assert results["compression"]["bytes_exported"] < 4 * small + 4096
     assert results["compression"]["export_max_abs_logit_diff"] < 1e-4
+
+
+def _tiny_lm_config(**train):
+    from tests.helpers import tiny_config
+
+    config = tiny_config(**train)
+    config.dataset = {"name": "synthetic", "kind": "language_model", "input_shape": (), "num_classes": 32,
+                      "train_size": 4096, "eval_size": 300, "seq_len": 16}
+    config.model = {"name": "char_transformer", "max_len": 16, "width": 32, "num_layers": 3,
+                    "num_heads": [4, 4, 4], "head_dim": 8, "ffn_dim": [32, 32, 32], "embed_dim": None,
+                    "dropout_rate": 0.0}
+    config.train.eval_batch_size = 8
+    return config
+
+
+@pytest.mark.parametrize("stage, model_check", [
+    ({"technique": "structured_prune", "scope": "global", "sparsity": 0.5, "groups": "heads"},
+     lambda m: sum(m["num_heads"]) == 6),
+    ({"technique": "layer_drop", "layers": "layers", "drop": {"policy": "top", "count": 2}},
+     lambda m: m["num_layers"] == 1 and list(m["num_heads"]) == [4]),
+])
+def test_pretrained_transformer_pruned_without_finetuning_exports_a_smaller_model(tmp_path, stage, model_check):
+    from compression import export
+    from experiments import structures, train
+
+    pretrained = train.train_and_evaluate(_tiny_lm_config(num_steps=4), str(tmp_path / "pre"), progress=False)
+    config = _tiny_lm_config(num_steps=0)
+    config.init_from = str(tmp_path / "pre" / "export" / "params.safetensors")
+    stage = dict(stage)
+    if stage.get("groups") == "heads":
+        stage["groups"] = structures.transformer_head_groups(3)
+    if stage.get("layers") == "layers":
+        stage["layers"] = structures.transformer_layers(3)
+    config.compression.stages = [stage]
+    results = train.train_and_evaluate(config, str(tmp_path / "pruned"), progress=False)
+    header = export.read_header(str(tmp_path / "pruned" / "export" / "params.safetensors"))
+    assert model_check(header["metadata"]["model"])
+    assert results["compression"]["params_exported"] < results["compression"]["params_total"]
+    assert results["metrics"]["val_loss_nats"] != pretrained["metrics"]["val_loss_nats"]
