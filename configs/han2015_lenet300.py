@@ -16,12 +16,8 @@ RETRAIN_EPOCHS = 10
 RETRAIN_LR_SCALE = 1.0
 
 
-def get_config(variant: str = ""):
-    if variant not in ("", "quick"):
-        raise ValueError(f"unknown variant {variant!r}; use ':quick' or nothing")
-    scale = 10 if variant == "quick" else 1
-    config = baseline_lenet300.get_config()
-    dense_steps = 20 * pruning_common.STEPS_PER_EPOCH // scale
+def add_prune_retrain(config, dense_steps: int, final_sparsity: dict, scale: int = 1) -> None:
+    """Appends ROUNDS prune-and-retrain rounds after `dense_steps` of dense training to `config`."""
     retrain_steps = RETRAIN_EPOCHS * pruning_common.STEPS_PER_EPOCH // scale
     starts = [dense_steps + i * retrain_steps for i in range(ROUNDS)]
     config.train.num_steps = dense_steps + ROUNDS * retrain_steps
@@ -29,10 +25,18 @@ def get_config(variant: str = ""):
     config.optimizer.restarts = starts
     config.optimizer.restart_scale = RETRAIN_LR_SCALE
     stages = []
-    for path, final in FINAL_SPARSITY.items():
+    for path, final in final_sparsity.items():
         rounds = [round(1 - (1 - final) ** ((k + 1) / ROUNDS), 4) for k in range(ROUNDS)]
         stages.append(pruning_common.prune_stage({"kind": "iterative", "sparsities": rounds, "steps": starts},
                                                  scope="layer", select=path))
     config.compression.stages = stages
     config.export.codecs = pruning_common.SPARSE_EXPORT
+
+
+def get_config(variant: str = ""):
+    if variant not in ("", "quick"):
+        raise ValueError(f"unknown variant {variant!r}; use ':quick' or nothing")
+    scale = 10 if variant == "quick" else 1
+    config = baseline_lenet300.get_config()
+    add_prune_retrain(config, 20 * pruning_common.STEPS_PER_EPOCH // scale, FINAL_SPARSITY, scale)
     return config

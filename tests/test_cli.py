@@ -28,6 +28,22 @@ def test_configs_resolve_and_quick_variants_are_smaller(name):
         module.get_config("nonsense")
 
 
+def _experiment_configs():
+    folder = os.path.join(ROOT, "configs")
+    return sorted(f[:-3] for f in os.listdir(folder)
+                  if f.endswith(".py") and f != "__init__.py" and f != "default.py" and "common" not in f)
+
+
+@pytest.mark.parametrize("name", _experiment_configs())
+def test_every_experiment_config_resolves_to_a_buildable_technique_chain(name):
+    from compression import registry
+
+    config = importlib.import_module(f"configs.{name}").get_config()
+    for stage in config.compression.stages:
+        assert stage["technique"] in registry.names(), (name, stage["technique"])
+    assert config.train.num_steps >= 0 and config.dataset.name and config.model.name
+
+
 def test_main_runs_a_config_with_overrides_on_real_data_and_writes_results(tmp_path):
     env = dict(os.environ, XLA_FLAGS="")  # one device, as a plain run on this machine
     cmd = [sys.executable, "-m", "experiments.main", "--config=configs/baseline_lenet300.py:quick",

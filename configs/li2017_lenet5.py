@@ -1,0 +1,122 @@
+"""Li, Kadav, Durdanovic, Samet, Graf 2017, "Pruning Filters for Efficient ConvNets": L1 filter pruning.
+
+Paper (CIFAR-10): removing the conv filters with the smallest L1 norms (sum
+of absolute kernel weights), with their feature maps and the next layer's
+matching input channels, then retraining, cuts inference FLOPs of VGG-16 by
+up to 34% and of ResNet-110 by up to 38% at close to the original accuracy;
+the pruned network stays dense, so it needs no sparse library to run faster.
+Ours (Fashion-MNIST, LeNet-5 in the Caffe form, 20-50 filters, dense 500):
+
+- `filters_P` (P in 25, 50, 75): P% of the filters of each conv layer and P%
+  of the 500 dense neurons (scope "layer": every group loses its own P%),
+  ranked by the L1 norm of their incoming weights, removed one-shot at step 0
+  (constant sparsity; all layers scored at once from the pretrained weights,
+  the paper's "independent" strategy), then fine-tuned. The export is the
+  smaller dense LeNet-5 itself (fewer filters and neurons in its config).
+  Counts follow the exact-count rule (float32, round half to even, see
+  `kept_units`): conv2 keeps 38 of 50 at P=25 and 12 at P=75.
+- `unstructured_P`: the same pretrained model pruned by global unstructured
+  magnitude over all kernels to the sparsity that leaves exactly as many
+  nonzero weights (kernel entries; biases are not pruned) as `filters_P`'s
+  shrunk model holds, with the same fine-tuning and a sparse export (values +
+  indices). Its export is small on disk but loads as dense tensors: the
+  comparison shows which kind of pruning gives speed
+  (experiments/benchmark_inference.py).
+
+Both start from the trained baseline's export,
+runs/baseline_lenet5/seed_0/export/params.safetensors, trained by
+`python -m experiments.reproduce --configs=baseline_lenet5 --seeds=0,1,2`
+(a single `--seeds=0` writes runs/baseline_lenet5/ without the seed_0
+folder; then set `--override=init_from=...` to that export). Fine-tuning:
+2 epochs (936 steps) of Adam at a constant 3e-4. Append `_quick` for a 10x
+shorter fine-tune (93 steps).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from configs import baseline_lenet5, pruning_common
+from experiments import structures
+
+PRETRAINED = "runs/baseline_lenet5/seed_0/export/params.safetensors"
+LEVELS = (25, 50, 75)
+KINDS = ("filters", "unstructured")
+FINETUNE_EPOCHS = 2
+LEARNING_RATE = 3e-4
+CONV_FEATURES = (20, 50)
+DENSE_FEATURES = 500
+NUM_CLASSES = 10
+KERNEL = 5 * 5
+FEATURE_MAP = 4 * 4  # 28 -> conv 24 -> pool 12 -> conv 8 -> pool 4
+
+
+def kept_units(n: int, fraction: float) -> int:
+    """Units of n that structured_prune (scope "layer") keeps at sparsity `fraction`.
+
+    The exact-count rule of compression.pruning_masks: round(float32(fraction)
+    * n) pruned, in float32 and rounded half to even (np.round, like
+    jnp.round), never all of them (at least one unit is kept).
+    """
+    pruned = int(np.round(np.float32(fraction) * np.float32(n)))
+    return n - min(max(pruned, 0), n - 1)
+
+
+def matching_sparsity(total: int, keep: int) -> float:
+    """The global sparsity that leaves exactly `keep` of `total` weights under the exact-count rule."""
+    if not 0 < keep <= total:
+        raise ValueError(f"cannot keep {keep} of {total} weights")
+    sparsity = (total - keep) / total
+    if int(np.round(np.float32(sparsity) * np.float32(total))) != total - keep:
+        raise ValueError(f"sparsity {sparsity!r} does not prune exactly {total - keep} of {total} in float32")
+    return sparsity
+
+
+def lenet5_weights(conv_features, dense_features: int) -> int:
+    """Kernel entries of a Caffe-form LeNet-5 on 28x28x1 inputs (the dense input is 4 * 4 * last conv)."""
+    c1, c2 = conv_features
+    return KERNEL * 1 * c1 + KERNEL * c1 * c2 + FEATURE_MAP * c2 * dense_features + dense_features * NUM_CLASSES
+
+
+def shrunk_shape(level: int) -> tuple[tuple[int, int], int]:
+    """(conv_features, dense_features) of filters_<level>'s exported model."""
+    fraction = level / 100
+    return tuple(kept_units(n, fraction) for n in CONV_FEATURES), kept_units(DENSE_FEATURES, fraction)
+
+
+def unstructured_sparsity(level: int) -> float:
+    """The global kernel sparsity whose nonzero weights equal filters_<level>'s shrunk kernel entries."""
+    conv, dense = shrunk_shape(level)
+    return matching_sparsity(lenet5_weights(CONV_FEATURES, DENSE_FEATURES), lenet5_weights(conv, dense))
+
+
+def parse_variant(variant: str, kinds: tuple, levels: tuple = LEVELS) -> tuple[str, int, bool]:
+    """KIND_P[_quick] -> (kind, P, quick)."""
+    quick = variant.endswith("_quick")
+    kind, _, level = variant.removesuffix("_quick").partition("_")
+    if kind not in kinds or not level.isdigit() or int(level) not in levels:
+        raise ValueError(f"unknown variant {variant!r}: use KIND_P with KIND one of {list(kinds)} and P "
+                         f"one of {list(levels)} (percent removed), optionally followed by _quick")
+    return kind, int(level), quick
+
+
+def finetune(config, pretrained: str, quick: bool) -> None:
+    """Start from `pretrained`; fine-tune FINETUNE_EPOCHS (10x fewer steps if quick) at a constant lr."""
+    config.init_from = pretrained
+    config.train.num_steps = FINETUNE_EPOCHS * pruning_common.STEPS_PER_EPOCH // (10 if quick else 1)
+    config.train.checkpoint_every = 500
+    config.optimizer.update(name="adam", schedule="constant", learning_rate=LEARNING_RATE, warmup_steps=0)
+
+
+def get_config(variant: str = "filters_50"):
+    kind, level, quick = parse_variant(variant, KINDS)
+    config = baseline_lenet5.get_config()
+    # Spelled out: a structured export writes the kept counts into these fields.
+    config.model = {"name": "lenet5", "conv_features": CONV_FEATURES, "dense_features": DENSE_FEATURES}
+    finetune(config, PRETRAINED, quick)
+    if kind == "filters":
+        config.compression.stages = [{
+            "technique": "structured_prune", "scope": "layer", "norm": 1, "sparsity": level / 100,
+            "groups": structures.lenet5_filter_groups(CONV_FEATURES) + structures.lenet5_neuron_groups()}]
+    else:
+        pruning_common.set_pruning(config, pruning_common.prune_stage(unstructured_sparsity(level), scope="global"))
+    return config
