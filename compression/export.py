@@ -23,7 +23,7 @@ import jax
 import numpy as np
 from safetensors.numpy import load_file, safe_open, save_file
 
-from compression.selection import path_str
+from compression.selection import nest_paths, path_str
 
 METADATA_KEY = "compression_lab"
 FORMAT_VERSION = 1
@@ -113,17 +113,6 @@ def read_header(path: str) -> dict[str, Any]:
     return json.loads(raw)
 
 
-def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
-    tree: dict[str, Any] = {}
-    for path, value in flat.items():
-        node = tree
-        *parents, leaf = path.split("/")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
-    return tree
-
-
 def load_params(path: str) -> dict[str, Any]:
     """Reads an export back into a nested dict of numpy arrays, decoding each parameter."""
     header = read_header(path)
@@ -133,4 +122,4 @@ def load_params(path: str) -> dict[str, Any]:
         parts = {part: tensors[_tensor_name(name, part)] for part in record["parts"]}
         array = _codec(record["codec"]).decode(parts, record)
         flat[name] = np.asarray(array).reshape(record["shape"])
-    return _nest(flat)
+    return nest_paths(flat)

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 
 from compression import pruning_masks, sparsity_schedules
 from compression.registry import register
-from compression.selection import Selector, path_str, select
+from compression.selection import Selector, leaves_by_path, path_str, selected_paths
 from compression.transform import Transform
 
 CRITERIA = ("magnitude", "random", "taylor", "movement", "snip")
@@ -57,16 +57,6 @@ def make_schedule(spec: Union[float, Mapping[str, Any]]) -> Callable[[Any], jnp.
         return SCHEDULES[kind](**spec)
     except TypeError as e:
         raise ValueError(f"prune.sparsity schedule {kind!r} does not accept {sorted(spec)}: {e}") from e
-
-
-def _selected_paths(tree: Any, selector: Selector) -> list[str]:
-    chosen = jax.tree_util.tree_leaves(select(tree, selector, what="prune.select"))
-    return [p for p, c in zip((path_str(kp) for kp, _ in jax.tree_util.tree_flatten_with_path(tree)[0]), chosen)
-            if c]
-
-
-def _by_path(tree: Any) -> dict[str, Any]:
-    return {path_str(kp): leaf for kp, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 def _like(tree: Any, values: Mapping[str, Any], fill: Callable[[Any], Any]) -> Any:
@@ -111,13 +101,13 @@ def prune(select: Selector = ".*kernel", sparsity: Union[float, Mapping[str, Any
         return {p: state["scores"][p] for p in weights}
 
     def init(params, key=None, batches=None):
-        paths = _selected_paths(params, select)
+        paths = selected_paths(params, select, what="prune.select")
         if scope == "nm":
-            for p, w in _by_path(params).items():
+            for p, w in leaves_by_path(params).items():
                 if p in paths and (jnp.ndim(w) < 1 or jnp.shape(w)[0] % m):
                     raise ValueError(f"prune: {p} of shape {jnp.shape(w)} cannot take {n}:{m} sparsity "
                                      f"(its input axis 0 must be a multiple of {m})")
-        weights = {p: w for p, w in _by_path(params).items() if p in paths}
+        weights = {p: w for p, w in leaves_by_path(params).items() if p in paths}
         scalars = [p for p, w in weights.items() if jnp.ndim(w) == 0]
         if scalars:
             raise ValueError(f"prune.select matches scalar parameters {scalars}; select arrays (e.g. '.*kernel')")
@@ -129,7 +119,7 @@ def prune(select: Selector = ".*kernel", sparsity: Union[float, Mapping[str, Any
             if batches is None:
                 raise ValueError("prune with criterion='snip' needs training batches at init: set "
                                  "config.compression.init_batches to 1 or more")
-            grads = _by_path(batches.mean_gradient(params))
+            grads = leaves_by_path(batches.mean_gradient(params))
             scores = {p: jnp.abs(grads[p] * w).astype(jnp.float32) for p, w in weights.items()}
         else:
             scores = {p: jnp.zeros(w.shape, jnp.float32) for p, w in weights.items()}
@@ -148,8 +138,8 @@ def prune(select: Selector = ".*kernel", sparsity: Union[float, Mapping[str, Any
 
     def update(trainable, state, grads, step):
         flat = _unpack(state)
-        weights = {p: w for p, w in _by_path(trainable).items() if p in flat["masks"]}
-        g = _by_path(grads)
+        weights = {p: w for p, w in leaves_by_path(trainable).items() if p in flat["masks"]}
+        g = leaves_by_path(grads)
         if criterion == "taylor":
             flat["scores"] = {p: s + jnp.abs(g[p] * weights[p]) for p, s in flat["scores"].items()}
         elif criterion == "movement":
@@ -172,8 +162,8 @@ def prune(select: Selector = ".*kernel", sparsity: Union[float, Mapping[str, Any
                 "sparsity": flat["sparsity"]}
 
     def _unpack(state):
-        masks = {p: mk for p, mk in _by_path(state["masks"]).items() if jnp.ndim(mk) > 0}
-        scores = {p: s for p, s in _by_path(state["scores"]).items() if p in masks}
+        masks = {p: mk for p, mk in leaves_by_path(state["masks"]).items() if jnp.ndim(mk) > 0}
+        scores = {p: s for p, s in leaves_by_path(state["scores"]).items() if p in masks}
         return {"masks": masks, "scores": scores, "sparsity": state["sparsity"]}
 
     return Transform(init, apply, update)

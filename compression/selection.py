@@ -9,7 +9,7 @@ leaf is an error: a typo in a pattern must never silently select nothing.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Sequence, Union
+from typing import Any, Callable, Mapping, Sequence, Union
 
 import jax
 
@@ -36,6 +36,23 @@ def path_str(key_path: Sequence[Any]) -> str:
 def leaf_paths(tree: Any) -> list[str]:
     """Returns the path of every leaf of `tree`, in flattening order."""
     return [path_str(kp) for kp, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+
+
+def leaves_by_path(tree: Any) -> dict[str, Any]:
+    """The leaves of `tree` keyed by their path, in flattening order."""
+    return {path_str(kp): leaf for kp, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def nest_paths(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """The nested dict whose leaf at path 'a/b/c' is flat['a/b/c'] (the inverse of `leaves_by_path`)."""
+    tree: dict[str, Any] = {}
+    for path, value in flat.items():
+        node = tree
+        *parents, leaf = path.split("/")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return tree
 
 
 def _as_predicate(selector: Selector) -> Callable[[str, Any], bool]:

@@ -84,7 +84,7 @@ import numpy as np
 
 from compression.pruning import make_schedule
 from compression.registry import register
-from compression.selection import path_str
+from compression.selection import leaves_by_path, nest_paths, path_str
 from compression.sparsity_schedules import check_sparsity
 from compression.transform import Transform
 
@@ -203,13 +203,9 @@ def _parse_groups(groups: Any) -> list[_Group]:
     return parsed
 
 
-def _by_path(tree: Any) -> dict[str, Any]:
-    return {path_str(kp): leaf for kp, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
 def _check_groups(groups: list[_Group], params: Any) -> dict[str, int]:
     """Validates paths, axes, periods and unit counts against `params`; returns units per group."""
-    leaves = _by_path(params)
+    leaves = leaves_by_path(params)
     counts = {}
     for g in groups:
         missing = [m.path for m in g.members + g.score if m.path not in leaves]
@@ -251,7 +247,7 @@ def unit_scores(params: Any, group: Mapping[str, Any], norm: int = 1) -> jnp.nda
     """The scores of one group's units: sum over its score members of each unit's slice norm."""
     (g,) = _parse_groups([group])
     _check_groups([g], params)
-    return _scores(_by_path(params), g, _norm(norm))
+    return _scores(leaves_by_path(params), g, _norm(norm))
 
 
 def _scores(leaves: Mapping[str, Any], g: _Group, norm: int) -> jnp.ndarray:
@@ -340,7 +336,7 @@ def structured_prune(groups: Sequence[Mapping[str, Any]], sparsity: Union[float,
     schedule = make_schedule(sparsity)
 
     def new_masks(weights: Any, old: Mapping[str, Any], target) -> dict:
-        leaves = _by_path(weights)
+        leaves = leaves_by_path(weights)
         # Pruned units stay pruned: they rank below every live unit.
         live = {g.name: jnp.where(old[g.name], _scores(leaves, g, p), -jnp.inf) for g in parsed}
         if scope == "layer":
@@ -483,7 +479,7 @@ def layer_drop(layers: Sequence[str], drop: Any, *, zero: Sequence[str] = DEFAUL
 
     def init(params, key=None, batches=None):
         del key, batches
-        paths = list(_by_path(params))
+        paths = list(leaves_by_path(params))
         for prefix in layers:
             if not any(q.startswith(prefix + "/") for q in paths):
                 raise ValueError(f"layer_drop: no parameter under layer prefix {prefix!r}; "
@@ -612,7 +608,7 @@ def drop_layers_params(params: Any, layers: Sequence[str], dropped: Any) -> dict
     drop = set(dropped_indices(len(layers), dropped))
     kept = [i for i in range(len(layers)) if i not in drop]
     rename = {layers[i]: layers[j] for j, i in enumerate(kept)}
-    flat = _by_path(params)
+    flat = leaves_by_path(params)
     for prefix in layers:
         if not any(p.startswith(prefix + "/") for p in flat):
             raise ValueError(f"drop_layers_params: no parameter under layer prefix {prefix!r}")
@@ -623,14 +619,7 @@ def drop_layers_params(params: Any, layers: Sequence[str], dropped: Any) -> dict
             out[path] = np.asarray(leaf)
         elif owner in rename:
             out[rename[owner] + path[len(owner):]] = np.asarray(leaf)
-    nested: dict[str, Any] = {}
-    for path, leaf in out.items():
-        node = nested
-        *parents, last = path.split("/")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = leaf
-    return nested
+    return nest_paths(out)
 
 
 def drop_layers_config(model_config: Mapping[str, Any], dropped: Any,
