@@ -288,6 +288,8 @@ def test_pruning_published_ids_exist():
             assert f"{model.published_prefix}_{suffix}" in ids
     assert bp.ZHU_REFERENCE in ids and bp.SNIP_DENSE_REFERENCE in ids
     assert set(bp.SNIP_REFERENCES.values()) <= ids
+    assert set(bp.GORDON_REFERENCES) <= ids
+    assert set(bp.MICHEL.references) <= ids and set(bp.SAJJAD.references) <= ids
 
 
 def test_han_row_numbers_from_results(tmp_path):
@@ -412,4 +414,145 @@ def test_no_pruning_results_says_so(tmp_path):
     out = tmp_path / "paper"
     section = pruning_section(build(results, out))
     assert section.startswith("No pruning results") and "\n" not in section.strip()
+    assert "`gordon2020_char_transformer_*`" in section
     assert not (out / "figures" / bp.PRUNING_ZHU_FIGURE).exists()
+    assert not (out / "figures" / bp.PRUNING_GORDON_FIGURE).exists()
+
+
+# --------------------------------------------------------------------------
+# Pruning a pretrained Transformer (Gordon 2020, Michel 2019, Sajjad 2020).
+
+
+def make_lm(loss: float | None, *, entropy: float = 3.0, weights_total: int = 800_000,
+            weights_nonzero: int = 800_000, params_exported: int = 875_520,
+            bytes_exported: int = 3_500_000, num_heads: Any = (4, 4, 4, 4),
+            num_layers: int = 4) -> dict[str, Any]:
+    """A char Transformer run's results.json: val loss in nats, pruning counts."""
+    data = make_result(model="char_transformer", dataset="shakespeare", params=875_520,
+                       bytes_exported=bytes_exported,
+                       metrics={"val_loss_nats": loss, "unigram_entropy_nats": entropy})
+    data["config"]["model"].update(num_heads=list(num_heads) if isinstance(num_heads, tuple)
+                                   else num_heads, num_layers=num_layers)
+    data["compression"].update(weights_total=weights_total, weights_nonzero=weights_nonzero,
+                               params_exported=params_exported)
+    return data
+
+
+def subsection(section: str, title: str) -> str:
+    return section.split(f"### {title}\n\n", 1)[1].split("\n\n### ", 1)[0]
+
+
+GORDON = "Magnitude pruning of a pretrained Transformer (Gordon et al. 2020)"
+MICHEL = "Attention-head pruning (Michel et al. 2019)"
+SAJJAD = "Dropping the top layers (Sajjad et al. 2020)"
+
+
+def test_gordon_table_claim_line_and_figure(tmp_path):
+    results = tmp_path / "results"
+    write(results, "baseline_char_transformer", make_lm(1.5))
+    prefix = "gordon2020_char_transformer_"
+    for name, loss, kept in [("0", 1.5, 800_000), ("30", 1.51, 560_000),
+                             ("30_ft", 1.505, 560_000), ("40", 1.52, 480_000),
+                             ("40_ft", 1.5, 480_000), ("90_ft", 1.9, 80_000)]:
+        write(results, prefix + name, make_lm(loss, weights_nonzero=kept,
+                                              bytes_exported=4 * kept + 1000))
+    for seed, loss in enumerate([2.4, 2.6]):  # 2.500 ± 0.141
+        write(results, f"{prefix}90/seed_{seed}",
+              make_lm(loss, weights_nonzero=80_000, bytes_exported=321_000))
+    out = tmp_path / "paper"
+    text = subsection(pruning_section(build(results, out)), GORDON)
+
+    assert cells(table_row(text, "0")) == [
+        "0", "1.500", bp.MISSING, "+0.000", bp.MISSING, "800,000 / 800,000 (100.00 %)",
+        "3,201,000"]
+    assert cells(table_row(text, "30")) == [
+        "30", "1.510", "1.505", "+0.010", "+0.005", "560,000 / 800,000 (70.00 %)", "2,241,000"]
+    assert cells(table_row(text, "40")) == [
+        "40", "1.520", "1.500", "+0.020", "+0.000", "480,000 / 800,000 (60.00 %)", "1,921,000"]
+    assert cells(table_row(text, "90")) == [
+        "90", f"2.500 ± {math.sqrt(0.02):.3f}", "1.900", "+1.000", "+0.400",
+        "80,000 / 800,000 (10.00 %)", "321,000"]
+    assert "| 10 " not in text and "| 50 " not in text
+    assert "scores 1.500 nats/char; the unigram entropy is 3.000 nats/char" in text
+    # The claim line: paper's 30–40 %, our measured changes at 30, 40 and 90 %.
+    assert "pruning 30–40 % of the pretrained weights barely changes the model" in text
+    assert "Gordon et al. 2020 [1]" in text
+    assert ("30 %: +0.010 nats (+0.7 %) without fine-tuning, "
+            "+0.005 nats (+0.3 %) fine-tuned; "
+            "40 %: +0.020 nats (+1.3 %) without fine-tuning, +0.000 nats (+0.0 %) fine-tuned; "
+            "90 %: +1.000 nats (+66.7 %) without fine-tuning, "
+            "+0.400 nats (+26.7 %) fine-tuned.") in text
+    assert ("Not run yet: 13 of 20 runs (after `gordon2020_char_transformer_`: `0_ft`, "
+            "`10`, `10_ft`, `20`, `20_ft`, `50`, `50_ft`, `60`, `60_ft`, `70`, `70_ft`, "
+            "`80`, `80_ft`).") in text
+
+    png = out / "figures" / bp.PRUNING_GORDON_FIGURE
+    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert f"](figures/{bp.PRUNING_GORDON_FIGURE})" in text
+
+
+def test_michel_and_sajjad_tables_beside_paper(tmp_path):
+    results = tmp_path / "results"
+    write(results, "baseline_char_transformer", make_lm(1.5))  # entropy 3.0: gain 1.5
+    for name, loss, exported in [("2", 1.53, 850_000), ("2_ft", 1.51, 850_000),
+                                 ("4", 1.56, 825_000), ("4_ft", 1.52, 825_000),
+                                 ("8", 1.8, 775_000)]:
+        write(results, f"michel2019_char_transformer_{name}",
+              make_lm(loss, params_exported=exported))
+    for name, loss, exported in [("1", 1.6, 678_000), ("1_ft", 1.55, 678_000),
+                                 ("2", 2.0, 480_000), ("2_ft", 1.7, 480_000)]:
+        write(results, f"sajjad2020_char_transformer_{name}",
+              make_lm(loss, params_exported=exported, num_heads=4))  # int heads: still 4 layers
+    section = pruning_section(build(results, tmp_path / "paper"))
+
+    text = subsection(section, MICHEL)
+    # Gain kept = 100 (3.0 - L) / (3.0 - 1.5).
+    assert cells(table_row(text, "2 of 16")) == [
+        "2 of 16", "12.5", "1.530", "1.510", "+0.030", "+0.010", "98.0 / 99.3", "850,000"]
+    assert cells(table_row(text, "4 of 16")) == [
+        "4 of 16", "25.0", "1.560", "1.520", "+0.060", "+0.020", "96.0 / 98.7", "825,000"]
+    assert cells(table_row(text, "8 of 16")) == [
+        "8 of 16", "50.0", "1.800", bp.MISSING, "+0.300", bp.MISSING, "80.0 / —", "775,000"]
+    assert "The paper (Michel et al. 2019 [1]): 20 % of the heads (WMT Transformer) to 40 %" in text
+    # 20 % lies between 2 and 4 of 16, 40 % between 4 and 8: each named once.
+    assert ("Ours nearest 20 % and 40 %, change in validation loss against our dense "
+            "model: 2 of 16 (12.5 %): +0.030 nats (98.0 % of the gain kept) without "
+            "fine-tuning, +0.010 nats (99.3 % of the gain kept) fine-tuned; "
+            "4 of 16 (25.0 %): +0.060 nats (96.0 % of the gain kept) without fine-tuning, "
+            "+0.020 nats (98.7 % of the gain kept) fine-tuned; "
+            "8 of 16 (50.0 %): +0.300 nats (80.0 % of the gain kept) without "
+            "fine-tuning.") in text
+    assert ("Not run yet: 3 of 8 runs (after `michel2019_char_transformer_`: "
+            "`8_ft`, `12`, `12_ft`).") in text
+
+    text = subsection(section, SAJJAD)
+    assert cells(table_row(text, "1 of 4")) == [
+        "1 of 4", "25.0", "1.600", "1.550", "+0.100", "+0.050", "93.3 / 96.7", "678,000"]
+    assert cells(table_row(text, "2 of 4")) == [
+        "2 of 4", "50.0", "2.000", "1.700", "+0.500", "+0.200", "66.7 / 86.7", "480,000"]
+    assert ("dropping the top 40 % of BERT's layers keeps 98 % of its performance"
+            in text and "Sajjad et al. 2020 [2]" in text)
+    assert ("Ours nearest 40 %, change in validation loss against our dense model: "
+            "1 of 4 (25.0 %): +0.100 nats (93.3 % of the gain kept) without fine-tuning, "
+            "+0.050 nats (96.7 % of the gain kept) fine-tuned; 2 of 4 (50.0 %): ") in text
+    assert ("Not run yet: 2 of 6 runs (after `sajjad2020_char_transformer_`: "
+            "`3`, `3_ft`).") in text
+    assert subsection(section, GORDON).startswith("No Gordon et al. 2020 results")
+
+
+def test_transformer_studies_without_dense_or_runs(tmp_path):
+    results = tmp_path / "results"
+    write(results, "michel2019_char_transformer_4_ft", make_lm(1.52))
+    out = tmp_path / "paper"
+    section = pruning_section(build(results, out))
+    text = subsection(section, MICHEL)
+    assert cells(table_row(text, "4 of 16")) == [
+        "4 of 16", "25.0", bp.MISSING, "1.520", bp.MISSING, bp.MISSING, "— / —", "875,520"]
+    assert "`baseline_char_transformer` is not run yet" in text
+    assert "Not run yet: 7 of 8 runs" in text
+    assert subsection(section, GORDON) == (
+        "No Gordon et al. 2020 results (`gordon2020_char_transformer_S` and "
+        "`gordon2020_char_transformer_S_ft` for S in 0, 10, 20, 30, 40, 50, 60, 70, 80, 90) yet.")
+    assert subsection(section, SAJJAD).startswith("No Sajjad et al. 2020 results (")
+    assert "No Han et al. 2015 results" in section
+    assert not (out / "figures" / bp.PRUNING_GORDON_FIGURE).exists()
