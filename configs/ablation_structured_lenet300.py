@@ -20,11 +20,11 @@ times the exports against the dense baseline.
 """
 from __future__ import annotations
 
-from configs import baseline_lenet300, li2017_lenet5, pruning_common
+from configs import baseline_lenet300, pruning_common
 from experiments import structures
 
 PRETRAINED = "runs/baseline_lenet300/seed_0/export/params.safetensors"
-LEVELS = li2017_lenet5.LEVELS
+LEVELS = (25, 50, 75)
 KINDS = ("neurons", "unstructured")
 HIDDEN = (300, 100)
 INPUTS = 28 * 28
@@ -39,19 +39,19 @@ def mlp_weights(hidden) -> int:
 
 def shrunk_hidden(level: int) -> tuple[int, ...]:
     """The hidden widths of neurons_<level>'s exported model."""
-    return tuple(li2017_lenet5.kept_units(n, level / 100) for n in HIDDEN)
+    return tuple(pruning_common.kept_units(n, level / 100) for n in HIDDEN)
 
 
 def unstructured_sparsity(level: int) -> float:
     """The global kernel sparsity whose nonzero weights equal neurons_<level>'s shrunk kernel entries."""
-    return li2017_lenet5.matching_sparsity(mlp_weights(HIDDEN), mlp_weights(shrunk_hidden(level)))
+    return pruning_common.matching_sparsity(mlp_weights(HIDDEN), mlp_weights(shrunk_hidden(level)))
 
 
 def get_config(variant: str = "neurons_50"):
-    kind, level, quick = li2017_lenet5.parse_variant(variant, KINDS, LEVELS)
+    kind, level, quick = pruning_common.parse_variant(variant, KINDS, LEVELS)
     config = baseline_lenet300.get_config()
     config.model = {"name": "mlp", "hidden": HIDDEN}
-    li2017_lenet5.finetune(config, PRETRAINED, quick)
+    pruning_common.finetune(config, PRETRAINED, quick)
     if kind == "neurons":
         config.compression.stages = [{"technique": "structured_prune", "scope": "layer", "norm": 1,
                                       "sparsity": level / 100, "groups": structures.mlp_neuron_groups(HIDDEN)}]

@@ -33,42 +33,17 @@ shorter fine-tune (93 steps).
 """
 from __future__ import annotations
 
-import numpy as np
-
 from configs import baseline_lenet5, pruning_common
 from experiments import structures
 
 PRETRAINED = "runs/baseline_lenet5/seed_0/export/params.safetensors"
 LEVELS = (25, 50, 75)
 KINDS = ("filters", "unstructured")
-FINETUNE_EPOCHS = 2
-LEARNING_RATE = 3e-4
 CONV_FEATURES = (20, 50)
 DENSE_FEATURES = 500
 NUM_CLASSES = 10
 KERNEL = 5 * 5
 FEATURE_MAP = 4 * 4  # 28 -> conv 24 -> pool 12 -> conv 8 -> pool 4
-
-
-def kept_units(n: int, fraction: float) -> int:
-    """Units of n that structured_prune (scope "layer") keeps at sparsity `fraction`.
-
-    The exact-count rule of compression.pruning_masks: round(float32(fraction)
-    * n) pruned, in float32 and rounded half to even (np.round, like
-    jnp.round), never all of them (at least one unit is kept).
-    """
-    pruned = int(np.round(np.float32(fraction) * np.float32(n)))
-    return n - min(max(pruned, 0), n - 1)
-
-
-def matching_sparsity(total: int, keep: int) -> float:
-    """The global sparsity that leaves exactly `keep` of `total` weights under the exact-count rule."""
-    if not 0 < keep <= total:
-        raise ValueError(f"cannot keep {keep} of {total} weights")
-    sparsity = (total - keep) / total
-    if int(np.round(np.float32(sparsity) * np.float32(total))) != total - keep:
-        raise ValueError(f"sparsity {sparsity!r} does not prune exactly {total - keep} of {total} in float32")
-    return sparsity
 
 
 def lenet5_weights(conv_features, dense_features: int) -> int:
@@ -80,39 +55,21 @@ def lenet5_weights(conv_features, dense_features: int) -> int:
 def shrunk_shape(level: int) -> tuple[tuple[int, int], int]:
     """(conv_features, dense_features) of filters_<level>'s exported model."""
     fraction = level / 100
-    return tuple(kept_units(n, fraction) for n in CONV_FEATURES), kept_units(DENSE_FEATURES, fraction)
+    return tuple(pruning_common.kept_units(n, fraction) for n in CONV_FEATURES), pruning_common.kept_units(DENSE_FEATURES, fraction)
 
 
 def unstructured_sparsity(level: int) -> float:
     """The global kernel sparsity whose nonzero weights equal filters_<level>'s shrunk kernel entries."""
     conv, dense = shrunk_shape(level)
-    return matching_sparsity(lenet5_weights(CONV_FEATURES, DENSE_FEATURES), lenet5_weights(conv, dense))
-
-
-def parse_variant(variant: str, kinds: tuple, levels: tuple = LEVELS) -> tuple[str, int, bool]:
-    """KIND_P[_quick] -> (kind, P, quick)."""
-    quick = variant.endswith("_quick")
-    kind, _, level = variant.removesuffix("_quick").partition("_")
-    if kind not in kinds or not level.isdigit() or int(level) not in levels:
-        raise ValueError(f"unknown variant {variant!r}: use KIND_P with KIND one of {list(kinds)} and P "
-                         f"one of {list(levels)} (percent removed), optionally followed by _quick")
-    return kind, int(level), quick
-
-
-def finetune(config, pretrained: str, quick: bool) -> None:
-    """Start from `pretrained`; fine-tune FINETUNE_EPOCHS (10x fewer steps if quick) at a constant lr."""
-    config.init_from = pretrained
-    config.train.num_steps = FINETUNE_EPOCHS * pruning_common.STEPS_PER_EPOCH // (10 if quick else 1)
-    config.train.checkpoint_every = 500
-    config.optimizer.update(name="adam", schedule="constant", learning_rate=LEARNING_RATE, warmup_steps=0)
+    return pruning_common.matching_sparsity(lenet5_weights(CONV_FEATURES, DENSE_FEATURES), lenet5_weights(conv, dense))
 
 
 def get_config(variant: str = "filters_50"):
-    kind, level, quick = parse_variant(variant, KINDS)
+    kind, level, quick = pruning_common.parse_variant(variant, KINDS, LEVELS)
     config = baseline_lenet5.get_config()
     # Spelled out: a structured export writes the kept counts into these fields.
     config.model = {"name": "lenet5", "conv_features": CONV_FEATURES, "dense_features": DENSE_FEATURES}
-    finetune(config, PRETRAINED, quick)
+    pruning_common.finetune(config, PRETRAINED, quick)
     if kind == "filters":
         config.compression.stages = [{
             "technique": "structured_prune", "scope": "layer", "norm": 1, "sparsity": level / 100,

@@ -1,9 +1,12 @@
 """Shared pieces of the pruning reproductions (Fashion-MNIST, LeNet-300-100 and LeNet-5)."""
 import ml_collections
+import numpy as np
 
 # Pruned kernels are written as values + compact indices; everything else dense.
 SPARSE_EXPORT = ((".*kernel", "sparse"), (".*", "dense"))
 STEPS_PER_EPOCH = 468  # 60,000 / 128
+FINETUNE_EPOCHS = 2  # after pruning a trained model
+LEARNING_RATE = 3e-4  # fine-tuning
 
 
 def prune_stage(sparsity, criterion="magnitude", scope="global", select=".*kernel", **extra) -> dict:
@@ -17,3 +20,42 @@ def set_pruning(config: ml_collections.ConfigDict, stage: dict, init_batches: in
     config.compression.stages = [stage]
     config.compression.init_batches = init_batches
     config.export.codecs = SPARSE_EXPORT
+
+
+def kept_units(n: int, fraction: float) -> int:
+    """Units of n that structured_prune (scope "layer") keeps at sparsity `fraction`.
+
+    The exact-count rule of compression.pruning_masks: round(float32(fraction)
+    * n) pruned, in float32 and rounded half to even (np.round, like
+    jnp.round), never all of them (at least one unit is kept).
+    """
+    pruned = int(np.round(np.float32(fraction) * np.float32(n)))
+    return n - min(max(pruned, 0), n - 1)
+
+
+def matching_sparsity(total: int, keep: int) -> float:
+    """The global sparsity that leaves exactly `keep` of `total` weights under the exact-count rule."""
+    if not 0 < keep <= total:
+        raise ValueError(f"cannot keep {keep} of {total} weights")
+    sparsity = (total - keep) / total
+    if int(np.round(np.float32(sparsity) * np.float32(total))) != total - keep:
+        raise ValueError(f"sparsity {sparsity!r} does not prune exactly {total - keep} of {total} in float32")
+    return sparsity
+
+
+def parse_variant(variant: str, kinds: tuple, levels: tuple) -> tuple[str, int, bool]:
+    """KIND_P[_quick] -> (kind, P, quick)."""
+    quick = variant.endswith("_quick")
+    kind, _, level = variant.removesuffix("_quick").partition("_")
+    if kind not in kinds or not level.isdigit() or int(level) not in levels:
+        raise ValueError(f"unknown variant {variant!r}: use KIND_P with KIND one of {list(kinds)} and P "
+                         f"one of {list(levels)} (percent removed), optionally followed by _quick")
+    return kind, int(level), quick
+
+
+def finetune(config, pretrained: str, quick: bool) -> None:
+    """Start from `pretrained`; fine-tune FINETUNE_EPOCHS (10x fewer steps if quick) at a constant lr."""
+    config.init_from = pretrained
+    config.train.num_steps = FINETUNE_EPOCHS * STEPS_PER_EPOCH // (10 if quick else 1)
+    config.train.checkpoint_every = 500
+    config.optimizer.update(name="adam", schedule="constant", learning_rate=LEARNING_RATE, warmup_steps=0)

@@ -320,6 +320,7 @@ def test_driver_exports_a_structurally_pruned_mlp_as_a_smaller_model(tmp_path):
     assert results["compression"]["params_total"] == 784 * 32 + 32 + 32 * 16 + 16 + 16 * 10 + 10
     assert results["compression"]["bytes_exported"] < 4 * small + 4096
     assert results["compression"]["export_max_abs_logit_diff"] < 1e-4
+    assert results["compression"]["flops_per_example"] == 2 * (784 * 16 + 16 * 8 + 8 * 10)  # the smaller model
 
 
 def _tiny_lm_config(**train):

@@ -1,0 +1,140 @@
+"""Inference benchmark of exports (tiny synthetic runs) and the structured-vs-unstructured pruning configs."""
+import importlib
+import json
+import math
+
+import jax
+import numpy as np
+import pytest
+
+from compression import accounting, registry
+from configs import ablation_structured_lenet300, li2017_lenet5
+from experiments import benchmark_inference, models, structures, train
+from tests.helpers import tiny_config
+
+LEVELS = (25, 50, 75)
+CONFIGS = {"li2017_lenet5": ("filters", li2017_lenet5),
+           "ablation_structured_lenet300": ("neurons", ablation_structured_lenet300)}
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    """Three tiny exports of a 784-16-10 MLP: dense; 8 of 16 neurons removed; 50% unstructured (sparse)."""
+    root = tmp_path_factory.mktemp("bench")
+    train.train_and_evaluate(tiny_config(num_steps=2), str(root / "dense"), progress=False)
+    pretrained = str(root / "dense" / "export" / "params.safetensors")
+    stages = {"structured": {"technique": "structured_prune", "sparsity": 0.5,
+                             "groups": structures.mlp_neuron_groups((16,))},
+              "unstructured": {"technique": "prune", "select": ".*kernel", "sparsity": 0.5, "scope": "global"}}
+    for name, stage in stages.items():
+        config = tiny_config(num_steps=2)
+        config.init_from = pretrained
+        config.compression.stages = [stage]
+        if name == "unstructured":
+            config.export.codecs = ((".*kernel", "sparse"), (".*", "dense"))
+        train.train_and_evaluate(config, str(root / name), progress=False)
+    return [str(root / name) for name in ("dense", "structured", "unstructured")]
+
+
+def test_benchmark_times_every_export_beside_the_reference(tiny_runs):
+    result = benchmark_inference.benchmark(tiny_runs, batch_sizes=(1, 4), repeats=1, seconds_per_repeat=0.001)
+    dense, structured, sparse = result["rows"]
+    assert [r["run"] for r in result["rows"]] == ["dense", "structured", "unstructured"]
+    assert result["reference"] == "dense" and result["batch_sizes"] == [1, 4]
+    assert structured["model"]["hidden"] == [8]  # rebuilt from the export header's shrunk config
+    assert dense["params_total"] == 784 * 16 + 16 + 16 * 10 + 10
+    assert structured["params_total"] == 784 * 8 + 8 + 8 * 10 + 10 < dense["params_total"]
+    assert structured["flops_per_example"] < dense["flops_per_example"]
+    # The sparse export is small on disk but loads as the dense shapes, zeros included.
+    assert sparse["codecs"] == ["dense", "sparse"] and sparse["params_total"] == dense["params_total"]
+    assert sparse["weights_nonzero"] == dense["weights_total"] // 2
+    assert sparse["bytes_exported"] < dense["bytes_exported"]
+    assert sparse["flops_per_example"] == dense["flops_per_example"]
+    for r in result["rows"]:
+        for b in ("1", "4"):
+            assert math.isfinite(r["ms_median"][b]) and r["ms_median"][b] > 0
+            assert len(r["ms_per_repeat"][b]) == 1 and r["calls_per_repeat"][b] >= 3
+            assert math.isfinite(r["speedup"][b])
+    assert dense["speedup"] == {"1": 1.0, "4": 1.0}
+    table = benchmark_inference.format_table(result).splitlines()
+    assert len(table) == 4 and "ms b=4" in table[0] and table[2].startswith("structured")
+    json.dumps(result)  # what --out writes
+
+
+def test_benchmark_rejects_a_directory_without_an_export(tmp_path):
+    with pytest.raises(FileNotFoundError, match="export"):
+        benchmark_inference.benchmark([str(tmp_path)], repeats=1)
+
+
+def test_command_module_defines_its_flags_only_when_run():
+    from absl import flags
+
+    importlib.import_module("experiments.benchmark_inference")
+    assert "seconds_per_repeat" not in flags.FLAGS  # test modules import several commands in one process
+
+
+def _variants(kind):
+    return [f"{k}_{p}{q}" for k in (kind, "unstructured") for p in LEVELS for q in ("", "_quick")]
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_every_variant_resolves_from_the_pretrained_baseline(name):
+    kind, module = CONFIGS[name]
+    for variant in _variants(kind):
+        config = module.get_config(variant)
+        assert config.init_from == module.PRETRAINED and "seed_0/export" in config.init_from
+        assert config.train.num_steps == (93 if variant.endswith("_quick") else 936)
+        assert config.optimizer.schedule == "constant" and config.optimizer.learning_rate == 3e-4
+        (stage,) = config.compression.stages
+        if variant.startswith(kind):
+            assert stage["technique"] == "structured_prune" and stage["scope"] == "layer"
+            assert stage["sparsity"] == int(variant.split("_")[1]) / 100
+        else:
+            assert stage["technique"] == "prune" and stage["scope"] == "global" and stage["select"] == ".*kernel"
+            assert dict(config.export.codecs)[".*kernel"] == "sparse"
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_bad_variants_are_errors(name):
+    kind, module = CONFIGS[name]
+    other = "neurons" if kind == "filters" else "filters"
+    for variant in ("", f"{kind}_30", kind, "unstructured_25_ft", f"{other}_25", f"{kind}_25_quick_x"):
+        with pytest.raises(ValueError, match="variant"):
+            module.get_config(variant)
+
+
+def _weights_after_init(config):
+    """Kernel entries left by the config's compression: shrunk shapes (structured) or nonzeros (unstructured)."""
+    model = models.build_model(config.model, 10)
+    params = model.init(jax.random.PRNGKey(0), np.zeros((1, 28, 28, 1), np.uint8))["params"]
+    transform = registry.build_chain(list(config.compression.stages))
+    trainable, state = transform.init(params, jax.random.PRNGKey(1))
+    effective = jax.device_get(transform.apply(trainable, state))
+    if transform.export is None:
+        return accounting.params_nonzero(accounting.weight_matrices(effective)), None
+    shrunk, model_config = transform.export(effective, jax.device_get(state), config.model.to_dict())
+    return accounting.params_total(accounting.weight_matrices(shrunk)), model_config
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_unstructured_variant_keeps_as_many_nonzero_weights_as_the_shrunk_structured_model(name, level):
+    kind, module = CONFIGS[name]
+    structured, model_config = _weights_after_init(module.get_config(f"{kind}_{level}"))
+    unstructured, _ = _weights_after_init(module.get_config(f"unstructured_{level}"))
+    assert structured == unstructured
+    if kind == "filters":
+        conv, dense = li2017_lenet5.shrunk_shape(level)
+        assert (tuple(model_config["conv_features"]), model_config["dense_features"]) == (conv, dense)
+        assert structured == li2017_lenet5.lenet5_weights(conv, dense)
+    else:
+        assert tuple(model_config["hidden"]) == ablation_structured_lenet300.shrunk_hidden(level)
+
+
+def test_kept_counts_follow_the_exact_count_rule():
+    # round half to even in float32: 12.5 -> 12 and 37.5 -> 38 of LeNet-5's 50 conv2 filters.
+    assert li2017_lenet5.shrunk_shape(25) == ((15, 38), 375)
+    assert li2017_lenet5.shrunk_shape(75) == ((5, 12), 125)
+    assert ablation_structured_lenet300.shrunk_hidden(50) == (150, 50)
+    assert li2017_lenet5.lenet5_weights((20, 50), 500) == 431_080 - (20 + 50 + 500 + 10)
+    assert ablation_structured_lenet300.mlp_weights((300, 100)) == 266_610 - (300 + 100 + 10)
