@@ -290,6 +290,10 @@ def test_pruning_published_ids_exist():
     assert set(bp.SNIP_REFERENCES.values()) <= ids
     assert set(bp.GORDON_REFERENCES) <= ids
     assert set(bp.MICHEL.references) <= ids and set(bp.SAJJAD.references) <= ids
+    for study in bp.STRUCTURED_ABLATIONS:
+        assert set(study.references) <= ids
+    li = published_entry(bp.LI2017_REFERENCE)
+    assert (li["value"], li["unit"], li["dataset"]) == (34, "%", "CIFAR-10")
 
 
 def test_han_row_numbers_from_results(tmp_path):
@@ -556,3 +560,242 @@ def test_transformer_studies_without_dense_or_runs(tmp_path):
     assert subsection(section, SAJJAD).startswith("No Sajjad et al. 2020 results (")
     assert "No Han et al. 2015 results" in section
     assert not (out / "figures" / bp.PRUNING_GORDON_FIGURE).exists()
+
+
+# --------------------------------------------------------------------------
+# Structured vs unstructured pruning, with the exports' latency.
+
+STRUCTURED = "Structured vs unstructured pruning: size, accuracy and speed"
+LATENCY_COMMAND = ("python -m experiments.benchmark_inference --runs=runs/baseline_lenet300/"
+                   "seed_0,runs/ablation_structured_lenet300_neurons_25 --out=latency.json")
+
+
+def make_ablation_run(accuracy: float, *, params_exported: int, weights_nonzero: int,
+                      bytes_exported: int, flops: int, model: str = "mlp") -> dict[str, Any]:
+    """A structured or unstructured run: FLOPs as a results.json before the fix (full size)."""
+    data = make_pruned(accuracy, weights_nonzero=weights_nonzero, bytes_exported=bytes_exported,
+                       model=model)
+    data["compression"].update(params_exported=params_exported, flops_per_example=flops)
+    return data
+
+
+def latency_row(run: str, *, params_total: int, weights_nonzero: int, bytes_exported: int,
+                flops: int, ms1: float, ms128: float) -> dict[str, Any]:
+    """One row of experiments/benchmark_inference.py's JSON (speedup filled by make_latency)."""
+    sparse = "unstructured" in run
+    return {
+        "run": run, "dir": f"runs/{run}", "model": {"name": "mlp", "hidden": [300, 100]},
+        "params_total": params_total, "params_nonzero": weights_nonzero + 410,
+        "weights_total": params_total - 410, "weights_nonzero": weights_nonzero,
+        "bytes_exported": bytes_exported, "codecs": ["dense", "sparse"] if sparse else ["dense"],
+        "flops_per_example": flops, "test_accuracy": 0.9,
+        "ms_median": {"1": ms1, "128": ms128},
+        "ms_per_repeat": {"1": [ms1] * 7, "128": [ms128] * 7},
+        "calls_per_repeat": {"1": 2000, "128": 250},
+    }
+
+
+def make_latency(rows: list[dict[str, Any]], *, drop_speedup: str | None = None) -> dict[str, Any]:
+    """The benchmark's JSON around `rows` (the first is the reference), as the real file is."""
+    for row in rows:
+        if row["run"] != drop_speedup:  # an older file without it: the builder computes it
+            row["speedup"] = {b: rows[0]["ms_median"][b] / row["ms_median"][b]
+                              for b in row["ms_median"]}
+    return {
+        "reference": rows[0]["run"], "batch_sizes": [1, 128], "repeats": 7,
+        "seconds_per_repeat": 0.25, "backend": "cpu", "device": "cpu",
+        "platform": "Linux-x86_64", "processor": "", "cpu_count": 2,
+        "load_average_before": [4.94, 5.6, 5.2], "load_average_after": [5.52, 5.7, 5.2],
+        "jax": "0.10.2", "input": "random uint8 (28, 28, 1), seed 0", "rows": rows,
+        "command": LATENCY_COMMAND,
+    }
+
+
+def write_latency(results_dir: Path, name: str, data: Any) -> Path:
+    path = results_dir / name / "latency.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(data if isinstance(data, str) else json.dumps(data), encoding="utf-8")
+    return path
+
+
+def ablation_row(text: str, level: int, kind: str) -> list[str]:
+    rows = [l for l in text.splitlines() if l.startswith(f"| {level} | {kind} |")]
+    assert len(rows) == 1, (level, kind, rows)
+    return cells(rows[0])
+
+
+def model_part(text: str, label: str) -> str:
+    return text.split(f"#### {label}\n\n", 1)[1].split("\n\n#### ", 1)[0].split(
+        "\n\nFinding: ", 1)[0]
+
+
+def test_structured_vs_unstructured_table_latency_and_finding(tmp_path):
+    results = tmp_path / "results"
+    for seed, acc in enumerate([0.90, 0.91]):  # dense 90.50 ± 0.71
+        write(results, f"baseline_lenet300/seed_{seed}", make_result(acc))
+    prefix = "ablation_structured_lenet300_"
+    # kind, P, accuracy, params exported, nonzero weights, bytes, exported FLOPs, ms b=1, b=128
+    runs = [("neurons", 25, 0.895, 194_335, 194_025, 778_580, 388_050, 0.060, 0.640),
+            ("neurons", 50, 0.890, 125_810, 125_600, 504_480, 251_200, 0.050, 0.500),
+            ("neurons", 75, 0.870, 61_035, 60_925, 245_380, 121_850, 0.040, 0.250),
+            ("unstructured", 25, 0.902, 266_610, 194_025, 812_663, 532_400, 0.050, 0.800),
+            ("unstructured", 50, 0.904, 266_610, 125_600, 538_963, 532_400, 0.048, 0.820),
+            ("unstructured", 75, 0.893, 266_610, 60_925, 280_263, 532_400, 0.052, 0.790)]
+    rows = [latency_row("baseline_lenet300/seed_0", params_total=266_610,
+                        weights_nonzero=266_200, bytes_exported=1_067_696, flops=532_400,
+                        ms1=0.050, ms128=0.800)]
+    for kind, p, acc, exported, nonzero, size, flops, ms1, ms128 in runs:
+        # results.json holds the masked full-size FLOPs; the latency JSON the export's.
+        write(results, f"{prefix}{kind}_{p}", make_ablation_run(
+            acc, params_exported=exported, weights_nonzero=nonzero, bytes_exported=size,
+            flops=532_400))
+        rows.append(latency_row(f"{prefix}{kind}_{p}", params_total=exported,
+                                weights_nonzero=nonzero, bytes_exported=size, flops=flops,
+                                ms1=ms1, ms128=ms128))
+    path = write_latency(results, "structured_latency_lenet300",
+                         make_latency(rows, drop_speedup=f"{prefix}unstructured_50"))
+    text = subsection(pruning_section(build(results, tmp_path / "paper")), STRUCTURED)
+    part = model_part(text, "LeNet-300-100")
+
+    # Dense sizes the baseline's results.json lacks come from the latency JSON; its
+    # bytes from results.json (1,066,854, not the latency JSON's 1,067,696).
+    assert ablation_row(part, 0, "dense") == [
+        "0", "dense", f"90.50 ± {math.sqrt(0.5):.2f}", "+0.00", "266,610", "266,200",
+        "1,066,854", "532,400", "0.050", "0.800", "1.00×", "1.00×"]
+    assert ablation_row(part, 25, "neurons") == [
+        "25", "neurons", "89.50", "-1.00", "194,335", "194,025", "778,580", "388,050",
+        "0.060", "0.640", "0.83×", "1.25×"]
+    assert ablation_row(part, 75, "neurons") == [
+        "75", "neurons", "87.00", "-3.50", "61,035", "60,925", "245,380", "121,850",
+        "0.040", "0.250", "1.25×", "3.20×"]
+    # No speedup in the file: computed from the medians, 0.050 / 0.048 and 0.800 / 0.820.
+    assert ablation_row(part, 50, "unstructured") == [
+        "50", "unstructured", "90.40", "-0.10", "266,610", "125,600", "538,963", "532,400",
+        "0.048", "0.820", "1.04×", "0.98×"]
+    assert "†" not in part and "Not run yet" not in part and "Not in the latency" not in part
+    assert f"Dense accuracy: `baseline_lenet300`, 2 seeds, 90.50 ± {math.sqrt(0.5):.2f} %." in part
+    assert (f"Latency: every export above was timed side by side in one run, "
+            f"`{LATENCY_COMMAND}`, on device cpu (backend cpu, 2 CPUs, load 4.9 → 5.5, "
+            f"jax 0.10.2), recorded in `{path.as_posix()}`: the median over 7 interleaved "
+            "repetitions") in part
+    assert "reference `baseline_lenet300/seed_0`'s ms over the row's" in part
+
+    assert model_part(text, "LeNet-5") == (
+        "No LeNet-5 results (`li2017_lenet5_{filters,unstructured}_P` for P in 25, 50, 75) yet.")
+    finding = text.split("\n\nFinding: ", 1)[1]
+    assert finding == (
+        "LeNet-300-100, speedup against the dense export (P = 25, 50, 75): at batch 1, "
+        "neurons 0.83×, 1.00×, 1.25× (faster at 75 %; slower at 25 %; about dense speed at "
+        "50 %) against unstructured 1.00×, 1.04×, 0.96× (about dense speed at every level); "
+        "at batch 128, neurons 1.25×, 1.60×, 3.20× (faster than dense at every level) against "
+        "unstructured 1.00×, 0.98×, 1.01× (about dense speed at every level). Unstructured "
+        "keeps more accuracy at equal nonzero weights, at 3 of 3 levels (change vs dense in "
+        "points: neurons -1.00, -1.50, -3.50; unstructured -0.30, -0.10, -1.20). So on "
+        "LeNet-300-100, neurons pruning is the kind that gives speed (faster than dense at 3 "
+        "of 3 levels at batch 128, unstructured at 0), unstructured pruning the kind that "
+        "keeps accuracy.")
+
+
+def test_structured_without_latency_or_dense_says_so(tmp_path):
+    results = tmp_path / "results"
+    write(results, "li2017_lenet5_filters_50", make_ablation_run(
+        0.897, params_exported=109_295, weights_nonzero=109_000, bytes_exported=438_820,
+        flops=4_586_000, model="lenet5"))
+    write(results, "li2017_lenet5_unstructured_50", make_ablation_run(
+        0.914, params_exported=431_080, weights_nonzero=109_000, bytes_exported=494_293,
+        flops=4_586_000, model="lenet5"))
+    text = subsection(pruning_section(build(results, tmp_path / "paper")), STRUCTURED)
+    part = model_part(text, "LeNet-5")
+
+    missing = bp.MISSING
+    assert ablation_row(part, 50, "filters") == [
+        "50", "filters", "89.70", missing, "109,295", "109,000", "438,820", "4,586,000†",
+        missing, missing, missing, missing]
+    assert "| 0 | dense |" not in part and "| 25 |" not in part
+    path = (tmp_path / "results" / "structured_latency_lenet5" / "latency.json").as_posix()
+    runs = ",".join(["runs/baseline_lenet5/seed_0"] + [
+        f"runs/li2017_lenet5_{k}_{p}" for k in ("filters", "unstructured") for p in (25, 50, 75)])
+    notes = part.split("\n\n")[1]
+    assert notes == (
+        "Dense baseline `baseline_lenet5` not run yet: no accuracy change. "
+        "Not run yet: 4 of 6 runs (after `li2017_lenet5_`: `filters_25`, `unstructured_25`, "
+        "`filters_75`, `unstructured_75`). "
+        f"No latency measurement (`{path}`) yet: run `python -m experiments.benchmark_inference "
+        f"--runs={runs} --out={path}`. "
+        "† FLOPs as the run's results.json has them (no latency row counted the export): "
+        "results written before the FLOPs fix count the masked full-size model, not the "
+        "smaller export.")
+    assert "Latency: " not in part
+    assert model_part(text, "LeNet-300-100").startswith("No LeNet-300-100 results (")
+    assert text.split("\n\nFinding: ", 1)[1] == (
+        "LeNet-5: no latency for both kinds at any level both ran (P = 50), so no speed "
+        "comparison. Unstructured keeps more accuracy at equal nonzero weights, at 1 of 1 "
+        "levels (accuracy %: filters 89.70; unstructured 91.40).")
+    assert "Li et al. 2017" not in text  # no dense FLOPs to compare with the paper
+
+
+def test_structured_run_missing_from_latency_and_li2017_claim(tmp_path):
+    results = tmp_path / "results"
+    write(results, "baseline_lenet5", make_result(0.92, model="lenet5", params=431_080,
+                                                  bytes_exported=1_725_912))
+    lenet5 = dict(model="lenet5", flops=4_586_000)
+    for name, acc, exported, nonzero, size in [
+            ("filters_25", 0.91, 246_813, 246_375, 988_892),
+            ("filters_50", 0.90, 109_295, 109_000, 438_820),
+            ("unstructured_25", 0.915, 431_080, 246_375, 1_043_793),
+            ("unstructured_50", 0.914, 431_080, 109_000, 494_293)]:
+        write(results, f"li2017_lenet5_{name}", make_ablation_run(
+            acc, params_exported=exported, weights_nonzero=nonzero, bytes_exported=size,
+            **lenet5))
+    rows = [latency_row(run, params_total=params, weights_nonzero=nonzero,
+                        bytes_exported=size, flops=flops, ms1=ms1, ms128=ms128)
+            for run, params, nonzero, size, flops, ms1, ms128 in [
+                ("baseline_lenet5/seed_0", 431_080, 430_500, 1_725_912, 4_586_000, 0.13, 9.0),
+                ("li2017_lenet5_filters_25", 246_813, 246_375, 988_892, 2_719_500, 0.16, 12.0),
+                ("li2017_lenet5_filters_50", 109_295, 109_000, 438_820, 1_293_000, 0.118, 7.5),
+                ("li2017_lenet5_unstructured_25", 431_080, 246_375, 1_043_793, 4_586_000,
+                 0.13, 9.0)]]  # unstructured_50 was not timed
+    write_latency(results, "structured_latency_lenet5", make_latency(rows))
+    text = subsection(pruning_section(build(results, tmp_path / "paper")), STRUCTURED)
+    part = model_part(text, "LeNet-5")
+
+    assert ablation_row(part, 0, "dense") == [
+        "0", "dense", "92.00", "+0.00", "431,080", "430,500", "1,725,912", "4,586,000",
+        "0.130", "9.000", "1.00×", "1.00×"]
+    assert ablation_row(part, 25, "filters") == [
+        "25", "filters", "91.00", "-1.00", "246,813", "246,375", "988,892", "2,719,500",
+        "0.160", "12.000", "0.81×", "0.75×"]
+    assert ablation_row(part, 50, "unstructured") == [
+        "50", "unstructured", "91.40", "-0.60", "431,080", "109,000", "494,293",
+        "4,586,000†", bp.MISSING, bp.MISSING, bp.MISSING, bp.MISSING]
+    assert "Not in the latency run: `unstructured_50`." in part
+    assert "† FLOPs as the run's results.json has them" in part
+    assert ("Not run yet: 2 of 6 runs (after `li2017_lenet5_`: `filters_75`, "
+            "`unstructured_75`).") in part
+    # Speed only where both kinds were timed (P = 25); accuracy at both levels.
+    assert text.split("\n\nFinding: ", 1)[1].split("\n\n")[0] == (
+        "LeNet-5, speedup against the dense export (P = 25): at batch 1, filters 0.81× "
+        "(slower than dense at every level) against unstructured 1.00× (about dense speed at "
+        "every level); at batch 128, filters 0.75× (slower than dense at every level) against "
+        "unstructured 1.00× (about dense speed at every level). Unstructured keeps more "
+        "accuracy at equal nonzero weights, at 2 of 2 levels (change vs dense in points: "
+        "filters -1.00, -2.00; unstructured -0.50, -0.60). So on LeNet-5, neither kind is "
+        "faster than dense at batch 128, unstructured pruning the kind that keeps accuracy. "
+        "Fewer FLOPs did not always mean faster: filters at 25 % (41 % fewer FLOPs, 0.75×) "
+        "ran slower than dense at batch 128 in this one timing run. Li et al. 2017 [1] report "
+        "up to 34 % fewer FLOPs for CIFAR-10 VGG-16 at close to the original accuracy; our "
+        "filters exports have 41 %, 72 % fewer FLOPs than the dense LeNet-5 (P = 25, 50) at "
+        "-1.00, -2.00 points.")  # 1 - 2,719,500 / 4,586,000 = 40.7 %; 1 - 1,293,000 / ... = 71.8 %
+    assert f"1. {published_entry(bp.LI2017_REFERENCE)['citation']}" in pruning_section(
+        build(results, tmp_path / "paper"))
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", json.dumps({"rows": [{"ms": 1}]})])
+def test_malformed_latency_json_raises_naming_the_path(tmp_path, content):
+    results = tmp_path / "results"
+    write(results, "li2017_lenet5_filters_50", make_ablation_run(
+        0.897, params_exported=109_295, weights_nonzero=109_000, bytes_exported=438_820,
+        flops=4_586_000, model="lenet5"))
+    bad = write_latency(results, "structured_latency_lenet5", content)
+    with pytest.raises(bp.ResultsError, match=str(bad).replace("\\", "\\\\")):
+        build(results, tmp_path / "paper")
