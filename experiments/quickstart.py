@@ -1,4 +1,4 @@
-"""`make quickstart`: train, compress and export LeNet-300-100, then print one table.
+"""`make quickstart`: train LeNet-300-100 dense and compressed, export both, print one table.
 
 python -m experiments.quickstart [--workdir=runs/quickstart]
 """
@@ -16,16 +16,18 @@ def define_flags() -> None:
     flags.DEFINE_string("workdir", "runs/quickstart", "Where the run's checkpoints, metrics and results go.")
 
 
-def format_table(results: dict) -> str:
+def format_table(rows: list[dict]) -> str:
     """One row per run: accuracy, parameters, nonzeros, bytes on disk and compression ratio."""
-    size, metrics = results["compression"], results["metrics"]
-    stages = [s["technique"] for s in results["config"]["compression"]["stages"]] or ["none (dense)"]
     header = ["compression", "test accuracy", "params", "nonzero", "bytes on disk", "ratio"]
-    row = [" -> ".join(stages), f"{100 * metrics['test_accuracy']:.2f}%", f"{size['params_total']:,}",
-           f"{size['params_nonzero']:,}", f"{size['bytes_exported']:,}", f"{size['ratio']:.2f}x"]
-    widths = [max(len(h), len(r)) for h, r in zip(header, row)]
-    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
-    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", line(row)])
+    cells = []
+    for results in rows:
+        size, metrics = results["compression"], results["metrics"]
+        stages = [s["technique"] for s in results["config"]["compression"]["stages"]] or ["none (dense)"]
+        cells.append([" -> ".join(stages), f"{100 * metrics['test_accuracy']:.2f}%", f"{size['params_total']:,}",
+                      f"{size['params_nonzero']:,}", f"{size['bytes_exported']:,}", f"{size['ratio']:.2f}x"])
+    widths = [max(len(c) for c in column) for column in zip(header, *cells)]
+    line = lambda row: "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |"
+    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, cells)])
 
 
 def main(argv: list[str]) -> None:
@@ -34,13 +36,16 @@ def main(argv: list[str]) -> None:
     from configs import quickstart
     from experiments import train
 
-    results = train.train_and_evaluate(quickstart.get_config(), FLAGS.workdir)
+    rows = []
+    for variant, workdir in (("dense", os.path.join(FLAGS.workdir, "dense")), ("", FLAGS.workdir)):
+        print(f"== {'dense baseline' if variant else 'compressed'}: {workdir}")
+        rows.append(train.train_and_evaluate(quickstart.get_config(variant), workdir))
     print()
-    print(format_table(results))
-    print(f"\nresults.json:  {os.path.join(FLAGS.workdir, 'results.json')}")
-    print(f"TensorBoard:   tensorboard --logdir {os.path.join(FLAGS.workdir, 'tensorboard')}")
-    print(f"export:        {os.path.join(FLAGS.workdir, results['artifacts']['export'])}")
-
+    print(format_table(rows))
+    print(f"\nresults.json:  {os.path.join(FLAGS.workdir, 'results.json')} "
+          f"(dense: {os.path.join(FLAGS.workdir, 'dense', 'results.json')})")
+    print(f"TensorBoard:   tensorboard --logdir {FLAGS.workdir}")
+    print(f"export:        {os.path.join(FLAGS.workdir, rows[-1]['artifacts']['export'])}")
 
 if __name__ == "__main__":
     define_flags()

@@ -63,3 +63,19 @@ def test_main_rejects_an_unknown_config_field():
            "--config.train.num_stepz=30", "--workdir=/tmp/never"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode != 0 and "num_stepz" in out.stderr
+
+
+def test_quickstart_table_has_one_row_per_run_with_measured_sizes():
+    from experiments import quickstart
+
+    def results(stages, accuracy, nonzero, exported):
+        return {"config": {"compression": {"stages": stages}}, "metrics": {"test_accuracy": accuracy},
+                "compression": {"params_total": 266610, "params_nonzero": nonzero, "bytes_exported": exported,
+                                "ratio": 1066440 / exported}}
+
+    table = quickstart.format_table([results([], 0.8715, 266610, 1067696),
+                                     results([{"technique": "prune"}], 0.8515, 27030, 132279)])
+    lines = table.splitlines()
+    assert len(lines) == 4
+    assert "| none (dense) | 87.15%" in lines[2] and "1,067,696" in lines[2] and "1.00x" in lines[2]
+    assert "| prune" in lines[3] and "27,030" in lines[3] and "8.06x" in lines[3]
