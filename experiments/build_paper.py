@@ -324,6 +324,17 @@ BASELINE_PREFIX = "baseline_"
 BASELINE_FIGURE = "baselines_accuracy.png"
 
 
+
+def _finish_line_figure(fig: Any, ax: Any, xlabel: str, ylabel: str, title: str, path: Path) -> None:
+    """Labels, legend and grid of a line figure, then writes it (the pruning figures share this look)."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    save_figure(fig, path)
+
 def _normalise(name: Any) -> str:
     return re.sub(r"[^a-z0-9]", "", str(name).lower())
 
@@ -696,13 +707,9 @@ def _zhu_chart(inputs: ReportInputs, found: Mapping[int, Mapping[str, Group]],
         ax.axhline(mean, color="black", linestyle="--", linewidth=1, label=text)
     ax.set_xticks(range(len(sparsities)), [f"{s} %" for s in sparsities])
     ax.set_xlim(-0.5, len(sparsities) - 0.5)
-    ax.set_xlabel("sparsity (fraction of weights removed)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Zhu & Gupta 2017 on LeNet-300-100 (Fashion-MNIST), mean ± std", fontsize=9)
-    ax.legend(fontsize=8)
-    ax.grid(True, axis="y", alpha=0.3)
-    fig.tight_layout()
-    save_figure(fig, inputs.figures_dir / PRUNING_ZHU_FIGURE)
+    _finish_line_figure(fig, ax, "sparsity (fraction of weights removed)", "test accuracy (%)",
+                        "Zhu & Gupta 2017 on LeNet-300-100 (Fashion-MNIST), mean ± std",
+                        inputs.figures_dir / PRUNING_ZHU_FIGURE)
     return True
 
 
@@ -950,13 +957,9 @@ def _gordon_chart(inputs: ReportInputs, found: Mapping[int, FtPair],
                    label=f"unigram entropy {entropy:.3f} nats")
     ax.set_xticks(GORDON_SPARSITIES, [f"{s}" for s in GORDON_SPARSITIES])
     ax.set_xlim(GORDON_SPARSITIES[0] - 5, GORDON_SPARSITIES[-1] + 5)
-    ax.set_xlabel("sparsity (% of weights removed, one global magnitude threshold)")
-    ax.set_ylabel("validation loss (nats/char)")
-    ax.set_title("Gordon et al. 2020 on the char Transformer (Shakespeare)", fontsize=9)
-    ax.legend(fontsize=8)
-    ax.grid(True, axis="y", alpha=0.3)
-    fig.tight_layout()
-    save_figure(fig, inputs.figures_dir / PRUNING_GORDON_FIGURE)
+    _finish_line_figure(fig, ax, "sparsity (% of weights removed, one global magnitude threshold)",
+                        "validation loss (nats/char)", "Gordon et al. 2020 on the char Transformer (Shakespeare)",
+                        inputs.figures_dir / PRUNING_GORDON_FIGURE)
     return True
 
 
