@@ -1559,20 +1559,17 @@ def pruning_section(inputs: ReportInputs) -> str:
         "nats per character (lower is better); a change is the pruned minus the dense "
         "loss, so positive is worse. The papers measure task scores, so again the "
         "claim is compared, not the numbers.",
-        "### Iterative prune-retrain (Han et al. 2015)\n\n" + _han_part(inputs, groups, refs),
-        "### Gradual vs one-shot vs small-dense (Zhu & Gupta 2017)\n\n"
-        + _zhu_part(inputs, groups, refs),
-        "### SNIP: pruning at initialization (Lee et al. 2019)\n\n"
-        + _snip_part(inputs, groups, refs),
-        "### Structured vs unstructured pruning: size, accuracy and speed\n\n"
-        + _structured_vs_unstructured_part(inputs, groups, refs),
-        "### Magnitude pruning of a pretrained Transformer (Gordon et al. 2020)\n\n"
-        + _gordon_part(inputs, groups, refs),
-        "### Attention-head pruning (Michel et al. 2019)\n\n"
-        + _michel_part(inputs, groups, refs),
-        "### Dropping the top layers (Sajjad et al. 2020)\n\n"
-        + _sajjad_part(inputs, groups, refs),
     ]
+    # Parts run in this order so reference numbers follow the order of the text.
+    parts += [f"### {title}\n\n" + part(inputs, groups, refs) for title, part in (
+        ("Iterative prune-retrain (Han et al. 2015)", _han_part),
+        ("Gradual vs one-shot vs small-dense (Zhu & Gupta 2017)", _zhu_part),
+        ("SNIP: pruning at initialization (Lee et al. 2019)", _snip_part),
+        ("Structured vs unstructured pruning: size, accuracy and speed", _structured_vs_unstructured_part),
+        ("Magnitude pruning of a pretrained Transformer (Gordon et al. 2020)", _gordon_part),
+        ("Attention-head pruning (Michel et al. 2019)", _michel_part),
+        ("Dropping the top layers (Sajjad et al. 2020)", _sajjad_part),
+    )]
     if refs.markdown():
         parts.append("References:\n\n" + refs.markdown())
     return "\n\n".join(parts)
