@@ -11,6 +11,9 @@ A codec is a pair `encode(array, **settings) -> (tensors, record)` and
 `decode(tensors, record) -> array`; techniques register theirs (packed
 integers, values + indices, factors) with `register_codec`, and an export
 names a codec per parameter path. `dense` (the array as it is) is built in.
+A transform's `export` may also hand a parameter over already encoded, as a
+`Coded` leaf (quantization knows its codes and scales; the float values alone
+do not): it names its own codec and settings.
 """
 from __future__ import annotations
 
@@ -38,7 +41,27 @@ class Codec(NamedTuple):
 
 _CODECS: dict[str, Codec] = {}
 # Modules whose import registers codecs; loaded on first lookup (see compression/__init__.py).
-CODEC_MODULES = ("compression.sparse_export",)
+CODEC_MODULES = ("compression.sparse_export", "compression.packed_export")
+
+
+class Coded:
+    """A parameter handed to the export with its codec: its float `values` and `codec(values, **settings)`.
+
+    A pytree leaf (not a node), so exported trees keep the model's paths.
+    """
+
+    __slots__ = ("values", "codec", "settings")
+
+    def __init__(self, values: Any, codec: str, settings: Mapping[str, Any]):
+        self.values, self.codec, self.settings = values, codec, dict(settings)
+
+    def __repr__(self) -> str:
+        return f"Coded({self.codec}, shape={np.shape(self.values)})"
+
+
+def plain_values(tree: Any) -> Any:
+    """The tree with every `Coded` leaf replaced by its float values."""
+    return jax.tree_util.tree_map(lambda leaf: leaf.values if isinstance(leaf, Coded) else leaf, tree)
 
 
 def register_codec(name: str, codec: Codec) -> None:
@@ -77,7 +100,8 @@ def export_params(path: str, params: Any, codecs: Optional[Mapping[str, tuple[st
     """Writes `params` to the safetensors file `path`; returns its size in bytes on disk.
 
     `codecs` maps a parameter path to (codec name, settings); paths it does
-    not name are written `dense`. `metadata` (JSON-able) is stored beside the
+    not name are written `dense`, and a `Coded` leaf is written with its own
+    codec (naming another one for it in `codecs` is an error). `metadata` (JSON-able) is stored beside the
     per-parameter formats, e.g. the model config a structured export needs.
     """
     codecs = dict(codecs or {})
@@ -90,17 +114,33 @@ def export_params(path: str, params: Any, codecs: Optional[Mapping[str, tuple[st
     formats: dict[str, Any] = {}
     for kp, leaf in flat:
         name = path_str(kp)
-        array = np.asarray(jax.device_get(leaf))
         codec_name, settings = codecs.get(name, ("dense", {}))
-        parts, record = _codec(codec_name).encode(array, **settings)
+        if isinstance(leaf, Coded):
+            if codec_name != "dense":
+                raise ValueError(f"export of {name}: the transform encodes it with {leaf.codec!r}, "
+                                 f"but the config's export.codecs names {codec_name!r}; drop that rule")
+            codec_name, settings, leaf = leaf.codec, leaf.settings, leaf.values
+        array = np.asarray(jax.device_get(leaf))
+        try:
+            parts, record = _codec(codec_name).encode(array, **settings)
+        except ValueError as e:
+            raise ValueError(f"export of {name} with codec {codec_name!r}: {e}") from e
         for part, value in parts.items():
             tensors[_tensor_name(name, part)] = np.ascontiguousarray(value)
         formats[name] = {"codec": codec_name, "shape": list(array.shape), "dtype": str(array.dtype),
                          "parts": sorted(parts), **record}
     header = {"version": FORMAT_VERSION, "params": formats, "metadata": dict(metadata or {})}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    save_file(tensors, path, metadata={METADATA_KEY: json.dumps(header, sort_keys=True)})
+    # Compact JSON: at 1-2 bits a small model's payload is tens of KB, and the header counts.
+    save_file(tensors, path, metadata={METADATA_KEY: json.dumps(header, sort_keys=True, separators=(",", ":"))})
     return os.path.getsize(path)
+
+
+def payload_report(path: str) -> dict[str, int]:
+    """bytes_payload (the tensors' data) and bytes_header (the container's JSON header) of an export."""
+    with safe_open(path, framework="numpy") as f:
+        payload = sum(f.get_tensor(name).nbytes for name in f.keys())
+    return {"bytes_payload": int(payload), "bytes_header": int(os.path.getsize(path) - payload)}
 
 
 def read_header(path: str) -> dict[str, Any]:

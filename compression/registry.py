@@ -13,7 +13,8 @@ from compression.transform import Transform, chain, identity
 
 _FACTORIES: dict[str, Callable[..., Transform]] = {}
 # Modules whose import registers techniques; loaded on first lookup (see compression/__init__.py).
-TECHNIQUE_MODULES = ("compression.pruning", "compression.structured_pruning")
+TECHNIQUE_MODULES = ("compression.pruning", "compression.structured_pruning", "compression.quantization",
+                     "compression.activation_quantization")
 
 
 def _load_techniques() -> None:

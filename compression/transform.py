@@ -26,10 +26,17 @@ PyTree = Any
 
 
 class InitBatches(NamedTuple):
-    """What a data-aware `init` reads: training batches and `loss_fn(params, batch) -> scalar`."""
+    """What a data-aware `init` reads: training batches and `loss_fn(params, batch) -> scalar`.
+
+    `module_inputs(params, module_paths) -> {module path: inputs}`, where the
+    driver provides it, returns the first positional input each named module
+    received over the batches (concatenated along axis 0): what activation
+    calibration reads, without a transform ever seeing a module.
+    """
 
     batches: Sequence[Any]
     loss_fn: Callable[[PyTree, Any], Any]
+    module_inputs: Optional[Callable[[PyTree, Sequence[str]], dict]] = None
 
     def mean_gradient(self, params: PyTree) -> PyTree:
         """The gradient of the loss with respect to `params`, averaged over the batches."""
@@ -116,8 +123,10 @@ def chain(*transforms: Transform) -> Transform:
         first_batches = None
         if batches is not None:
             # The first stage's params are the rest's trainable: its loss goes through rest.apply.
-            first_batches = InitBatches(batches.batches,
-                                        lambda t, batch: batches.loss_fn(rest.apply(t, rest_state), batch))
+            capture = batches.module_inputs
+            first_batches = InitBatches(
+                batches.batches, lambda t, batch: batches.loss_fn(rest.apply(t, rest_state), batch),
+                None if capture is None else lambda t, paths: capture(rest.apply(t, rest_state), paths))
         first_trainable, first_state = first.init(rest_trainable, key_first, first_batches)
         return first_trainable, (first_state, rest_state)
 

@@ -9,6 +9,9 @@ from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
+import numpy as np
+
+from compression import intercept
 
 
 def _as_float_images(x: jnp.ndarray) -> jnp.ndarray:
@@ -217,3 +220,56 @@ def build_model(model_config: Any, num_classes: int) -> nn.Module:
         return MODELS[name](num_classes, **settings)
     except TypeError as e:
         raise ValueError(f"model {name!r} does not accept settings {sorted(settings)}: {e}") from e
+
+
+def apply_model(model: nn.Module, params: Any, *args: Any, **kwargs: Any) -> Any:
+    """model.apply on params that may carry input hooks (`compression.intercept`).
+
+    The hooks' entry is taken out of the params, and each hooked module's
+    first positional input goes through its hooks before the module runs,
+    via flax.linen.intercept_methods: activation techniques reach the
+    unedited model this way.
+    """
+    return _apply_with_hooks(model, params, args, kwargs)
+
+
+def _apply_with_hooks(model, params, args, kwargs, observe=None):
+    # `observe(module path, input)` sees each module's input after its hooks ran.
+    model_params, hooks = intercept.split_params(params)
+    if not hooks and observe is None:
+        return model.apply({"params": model_params}, *args, **kwargs)
+
+    def interceptor(next_fun, call_args, call_kwargs, context):
+        if context.method_name == "__call__" and call_args:
+            path = tuple(context.module.path)
+            site = hooks.get(path)
+            if site is not None:
+                call_args = (intercept.run_hooks(site, call_args[0]),) + tuple(call_args[1:])
+            if observe is not None:
+                observe(path, call_args[0])
+        return next_fun(*call_args, **call_kwargs)
+
+    with nn.intercept_methods(interceptor):
+        return model.apply({"params": model_params}, *args, **kwargs)
+
+
+def capture_module_inputs(model: nn.Module, params: Any, inputs: Sequence[Any],
+                          module_paths: Sequence[str]) -> dict[str, np.ndarray]:
+    """{module path: the inputs it received, flattened to (-1, features)}, over the `inputs` batches.
+
+    Runs in eval mode after the params' own input hooks, so a later stage
+    calibrates on what it will really see.
+    """
+    wanted = {tuple(p.split("/")): p for p in module_paths}
+    seen: dict[str, list[np.ndarray]] = {p: [] for p in module_paths}
+
+    def observe(path, x):
+        if path in wanted:
+            seen[wanted[path]].append(np.asarray(x))
+
+    for x in inputs:
+        _apply_with_hooks(model, params, (x,), {"train": False}, observe)
+    missing = sorted(p for p, got in seen.items() if not got)
+    if missing:
+        raise ValueError(f"modules {missing} were never called with an input; check the paths")
+    return {p: np.concatenate([a.reshape((-1,) + a.shape[-1:]) for a in got]) for p, got in seen.items()}

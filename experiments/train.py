@@ -147,7 +147,7 @@ def make_loss(model: Any) -> Callable:
     """loss(params, batch): the mean training cross-entropy of the model in eval mode (no dropout)."""
 
     def loss(params, batch):
-        logits = model.apply({"params": params}, batch["inputs"], train=False)
+        logits = models.apply_model(model, params, batch["inputs"], train=False)
         loss_sum, _, count = cross_entropy(logits, batch["targets"])
         return loss_sum / count
 
@@ -159,7 +159,7 @@ def make_train_step(model: Any, transform: Transform, optimizer: optax.GradientT
 
     def loss_fn(trainable, comp_state, batch, rng):
         params = transform.apply(trainable, comp_state)
-        logits = model.apply({"params": params}, batch["inputs"], train=True, rngs={"dropout": rng})
+        logits = models.apply_model(model, params, batch["inputs"], train=True, rngs={"dropout": rng})
         loss_sum, correct, count = cross_entropy(logits, batch["targets"])
         return loss_sum / count, {"accuracy": correct / count}
 
@@ -181,7 +181,7 @@ def make_eval_step(model: Any) -> Callable:
     """eval_step(params, batch) -> (loss_sum, correct_sum, count) over the batch's mask."""
 
     def eval_step(params, batch):
-        logits = model.apply({"params": params}, batch["inputs"], train=False)
+        logits = models.apply_model(model, params, batch["inputs"], train=False)
         return jnp.stack(cross_entropy(logits, batch["targets"], batch["mask"]))
 
     return eval_step
@@ -247,9 +247,12 @@ def build_run(config: Any, dataset: Optional[data_lib.Dataset] = None) -> Run:
 
     # Data-aware techniques (SNIP, calibration) read the first few training batches at init.
     count = int(config.compression.get("init_batches", 0))
+    batches = [data_lib.train_batch(dataset, int(config.seed), i, batch_size, int(config.dataset.get("seq_len", 0)))
+               for i in range(count)]
     init_batches = InitBatches(
-        [data_lib.train_batch(dataset, int(config.seed), i, batch_size, int(config.dataset.get("seq_len", 0)))
-         for i in range(count)], make_loss(model)) if count > 0 else None
+        batches, make_loss(model),
+        lambda p, paths: models.capture_module_inputs(model, p, [b["inputs"] for b in batches], paths),
+    ) if count > 0 else None
     trainable, comp_state = transform.init(params, transform_key, init_batches)
     state = {"step": jnp.zeros((), jnp.int32), "trainable": trainable, "comp_state": comp_state,
              "opt_state": jax.jit(optimizer.init)(trainable), "rng": rng}
@@ -259,7 +262,9 @@ def build_run(config: Any, dataset: Optional[data_lib.Dataset] = None) -> Run:
     state_shardings = jax.tree_util.tree_map(
         lambda x: x.sharding if isinstance(x.sharding, NamedSharding) and x.sharding.mesh == mesh
         else replicated, state)
-    state = jax.device_put(state, state_shardings)
+    # A transform may hand back one array in several places (a shared constant);
+    # the donated step needs every leaf in its own buffer.
+    state = jax.device_put(_unalias(state), state_shardings)
     batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
     # With the batch sharding given here, a single process passes numpy batches
     # straight in and the jitted call places them (cheaper than device_put).
@@ -269,6 +274,19 @@ def build_run(config: Any, dataset: Optional[data_lib.Dataset] = None) -> Run:
     eval_step = jax.jit(make_eval_step(model), in_shardings=(None, batch_sharding))
     return Run(config, dataset, model, transform, mesh, batch_sharding, state, train_step,
                eval_step, jax.jit(transform.apply), num_steps)
+
+
+def _unalias(tree: Any) -> Any:
+    """The tree with any leaf that appears more than once replaced by copies."""
+    seen: set[int] = set()
+
+    def own(leaf):
+        if id(leaf) in seen:
+            return jnp.array(leaf, copy=True)
+        seen.add(id(leaf))
+        return leaf
+
+    return jax.tree_util.tree_map(own, tree)
 
 
 def load_pretrained(path: str, abstract: Any, shardings: Any) -> Any:
@@ -452,7 +470,8 @@ def export_run(run: Run, workdir: str) -> tuple[str, dict]:
     codecs = {path_str(kp): (name, {}) for kp, name in jax.tree_util.tree_flatten_with_path(names)[0]}
     export.export_params(path, exported, codecs, metadata={"model": model_config})
     report = accounting.size_report(params, path)
-    report["params_exported"] = accounting.params_total(exported)
+    report["params_exported"] = accounting.params_total(export.plain_values(exported))
+    report.update(export.payload_report(path))
     loaded_model = models.build_model(ml_collections.ConfigDict(export.read_header(path)["metadata"]["model"]),
                                       run.dataset.num_classes)
     loaded = export.load_params(path)
@@ -460,14 +479,14 @@ def export_run(run: Run, workdir: str) -> tuple[str, dict]:
     # Multiply-add FLOPs of one forward pass of the exported model on one example (one sequence
     # for language models): a structured export is a smaller model and costs less.
     report["flops_per_example"] = accounting.count_flops(
-        lambda p, x: loaded_model.apply({"params": p}, x), loaded, _example_input(run.config, run.dataset))
+        lambda p, x: models.apply_model(loaded_model, p, x), loaded, _example_input(run.config, run.dataset))
     return path, report
 
 
 def _check_export(run: Run, params: Any, loaded_model: Any, loaded: Any, path: str) -> float:
     inputs = _eval_inputs(run)
-    expected = np.asarray(run.model.apply({"params": params}, inputs))
-    got = np.asarray(loaded_model.apply({"params": loaded}, inputs))
+    expected = np.asarray(models.apply_model(run.model, params, inputs))
+    got = np.asarray(models.apply_model(loaded_model, loaded, inputs))
     diff = float(np.max(np.abs(expected - got)))
     if not diff <= 1e-4 * (1.0 + float(np.max(np.abs(expected)))):
         raise AssertionError(f"the export at {path} predicts differently from the trained model "
