@@ -12,6 +12,11 @@ turning codes back into real values:
   per tensor or per channel ([-a, a] for binary in 1 bit; [-n, 0, p] for
   ternary in 2 bits).
 
+Mostly-zero weights (pruned, then quantized: Deep Compression's pipeline,
+Han, Mao, Dally 2016) are stored sparse when that is smaller: the packed
+codes of the stored positions only, plus the positions as a bitmap or
+relative indices (the `sparse` codec's index formats).
+
 Encoding checks that decoding gives back exactly the values it was handed
 (the fake-quantized weights), so a loaded export predicts what the trained
 model predicted.
@@ -22,6 +27,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
+from compression import sparse_export
 from compression.export import Codec, register_codec
 
 
@@ -36,7 +42,10 @@ def pack_bits(codes: np.ndarray, bits: int) -> np.ndarray:
 
 def unpack_bits(packed: np.ndarray, bits: int, count: int) -> np.ndarray:
     """The `count` codes of `bits` bits that `pack_bits` wrote, as uint32."""
-    planes = np.unpackbits(np.asarray(packed, np.uint8), count=count * bits, bitorder="little")
+    packed = np.asarray(packed, np.uint8)
+    if packed.size * 8 < count * bits:
+        raise ValueError(f"{packed.size} bytes hold fewer than {count} codes of {bits} bits: the file is truncated")
+    planes = np.unpackbits(packed, count=count * bits, bitorder="little")
     weights = (np.uint32(1) << np.arange(bits, dtype=np.uint32))
     return planes.reshape(count, bits).astype(np.uint32) @ weights
 
@@ -56,24 +65,40 @@ def _decode_values(codes: np.ndarray, record: Mapping[str, Any], tensors: Mappin
 
 def encode_packed(values: np.ndarray, *, codes: np.ndarray, bits: int, scale: Optional[np.ndarray] = None,
                   zero_point: Optional[np.ndarray] = None, qmin: float = 0.0,
-                  codebook: Optional[np.ndarray] = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Packed codes plus scale/zero point (affine) or codebook; checks they decode to `values` exactly."""
+                  codebook: Optional[np.ndarray] = None, index: str = "auto") -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Packed codes plus scale/zero point (affine) or codebook; checks they decode to `values` exactly.
+
+    index: 'dense' packs every code; 'bitmap' / 'gaps8' / 'gaps16' pack only
+    the nonzero values' codes plus their positions; 'auto' takes the smallest.
+    """
     values = np.asarray(values)
     codes = np.asarray(codes)
     if codes.shape != values.shape:
         raise ValueError(f"codes of shape {codes.shape} for values of shape {values.shape}")
+    if index not in ("auto", "dense", "bitmap", "gaps8", "gaps16"):
+        raise ValueError(f"packed export index {index!r} is not one of 'auto', 'dense', 'bitmap', 'gaps8', 'gaps16'")
     tensors = {"codes": pack_bits(codes, bits)}
+    sparse_record = {}
+    if index != "dense" and np.any(values == 0):
+        parts, sparse_record = sparse_export.encode_sparse(values, "auto" if index == "auto" else index, bits)
+        del parts["values"]
+        positions = sparse_export.stored_positions(parts, sparse_record, values.size)
+        sparse_parts = {"codes": pack_bits(codes.reshape(-1)[positions], bits), **parts}
+        if index != "auto" or sum(p.nbytes for p in sparse_parts.values()) < tensors["codes"].nbytes:
+            tensors = sparse_parts
+        else:
+            sparse_record = {}
     if (scale is None) == (codebook is None):
         raise ValueError("packed export needs either scale (affine) or codebook")
     if codebook is not None:
-        record = {"form": "codebook", "bits": int(bits)}
+        record = {"form": "codebook", "bits": int(bits), **sparse_record}
         tensors["codebook"] = np.asarray(codebook, np.float32)
     else:
-        record = {"form": "affine", "bits": int(bits), "qmin": float(qmin)}
+        record = {"form": "affine", "bits": int(bits), "qmin": float(qmin), **sparse_record}
         tensors["scale"] = np.asarray(scale, np.float32)
         if zero_point is not None and np.any(np.asarray(zero_point) != 0):
             tensors["zero_point"] = np.asarray(zero_point, np.float32)
-    decoded = _decode_values(unpack_bits(tensors["codes"], bits, codes.size), record, tensors, values.shape)
+    decoded = decode_packed(tensors, {**record, "shape": list(values.shape), "dtype": "float32"})
     if not np.array_equal(decoded, values.astype(np.float32)):
         worst = float(np.max(np.abs(decoded - values)))
         raise ValueError(f"packed codes do not decode to the quantized values (max difference {worst}); "
@@ -85,8 +110,19 @@ def decode_packed(tensors: Mapping[str, np.ndarray], record: Mapping[str, Any]) 
     """The float values back from packed codes."""
     shape = tuple(record["shape"])
     count = int(np.prod(shape, dtype=np.int64))
-    codes = unpack_bits(tensors["codes"], int(record["bits"]), count)
-    return _decode_values(codes, record, tensors, shape).astype(record["dtype"])
+    if "index" not in record:
+        codes = unpack_bits(tensors["codes"], int(record["bits"]), count)
+        return _decode_values(codes, record, tensors, shape).astype(record["dtype"])
+    positions = sparse_export.stored_positions(tensors, record, count)
+    stored = unpack_bits(tensors["codes"], int(record["bits"]), len(positions))
+    # Decode as if every entry had the first stored code, then zero the ones not stored.
+    codes = np.full(count, stored[0] if len(stored) else 0, np.uint32)
+    codes[positions] = stored
+    dense = _decode_values(codes, record, tensors, shape).reshape(-1)
+    kept = np.zeros(count, bool)
+    kept[positions] = True
+    dense[~kept] = 0
+    return dense.reshape(shape).astype(record["dtype"])
 
 
 register_codec("packed", Codec(encode_packed, decode_packed))

@@ -17,10 +17,11 @@ Han et al.'s prune-retrain or Zhu & Gupta 2017's gradual schedule.
 Masks only shrink: an entry once pruned is never scored back in (its score is
 -inf at every later re-scoring), so each re-scoring reaches the scheduled
 sparsity exactly. Optimizer state: the gradient of a pruned weight is zero
-(the model sees W * mask) and `update` re-zeroes pruned weights after every
-optimizer step, so neither momentum nor weight decay can revive them; the
-momentum left in Adam's state for a pruned entry moves only a weight that is
-zeroed again before any forward pass. Masks, scores and the sparsity target
+(the model sees W * mask), `update` re-zeroes pruned weights after every
+optimizer step, and `keep` hands the masks to the driver, which zeroes the
+optimizer's state (Adam's moments) of every pruned entry after each step:
+neither momentum nor weight decay can revive a pruned weight, and none of
+its momentum is left over. Masks, scores and the sparsity target
 are arrays in the state: a changing schedule never recompiles the step.
 """
 from __future__ import annotations
@@ -166,7 +167,11 @@ def prune(select: Selector = ".*kernel", sparsity: Union[float, Mapping[str, Any
         scores = {p: s for p, s in leaves_by_path(state["scores"]).items() if p in masks}
         return {"masks": masks, "scores": scores, "sparsity": state["sparsity"]}
 
-    return Transform(init, apply, update)
+    def keep(trainable, state):
+        del trainable
+        return state["masks"]
+
+    return Transform(init, apply, update, keep=keep)
 
 
 def mask_sparsity(state: Any) -> jnp.ndarray:

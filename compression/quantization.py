@@ -100,6 +100,7 @@ def quantize(select: Selector = ".*kernel", scheme: str = "uniform",
     """Quantization of the leaves `select` matches; see the module docstring for the schemes."""
     bits = _FIXED_BITS.get(scheme, 8) if bits is None else bits
     _check_settings(scheme, bits, ste, calibration, percentile, symmetric, recalibrate_every)
+    _bit_values(bits)  # an int 1-16, (regex, bits) rules or 'auto'; any other string is an error here, not at init
     if scheme in ("uniform", "lsq") and symmetric and not isinstance(bits, str):
         for b in _bit_values(bits):
             if b < 2:
@@ -114,6 +115,9 @@ def quantize(select: Selector = ".*kernel", scheme: str = "uniform",
         raise ValueError("quantize.bits='auto' needs budget_bits_per_weight (the average bits a weight may use)")
     for b in candidate_bits:
         qz.check_bits(b, "quantize.candidate_bits")
+        if bits == "auto" and scheme in ("uniform", "lsq") and symmetric and b < 2:
+            raise ValueError(f"quantize.candidate_bits {tuple(candidate_bits)}: symmetric uniform quantization "
+                             f"needs at least 2 bits; drop the 1-bit candidate or use symmetric=False")
     axis = channel_axis if per_channel else None
     threshold = _DEFAULT_THRESHOLD.get(scheme) if threshold is None else threshold
     clip = (scheme == "binary" and binary_scale == "none") if clip_weights is None else clip_weights

@@ -30,6 +30,7 @@ fake-quantized weights bit for bit.
 from __future__ import annotations
 
 import functools
+import numbers
 from typing import Optional
 
 import jax
@@ -41,7 +42,7 @@ STES = ("clipped", "identity")
 
 def check_bits(bits, where: str) -> int:
     """`bits` as an int, or a ValueError naming `where` and the allowed values."""
-    if isinstance(bits, bool) or not isinstance(bits, (int,)) or not MIN_BITS <= bits <= MAX_BITS:
+    if isinstance(bits, bool) or not isinstance(bits, numbers.Integral) or not MIN_BITS <= bits <= MAX_BITS:
         raise ValueError(f"{where}: bit-width {bits!r} is not allowed; use an integer from "
                          f"{MIN_BITS} to {MAX_BITS}")
     return int(bits)
@@ -66,19 +67,24 @@ def fixed_point_bits(integer_bits: int, fraction_bits: int, bits: int, where: st
     return int(fraction_bits)
 
 
+def power_of_two(exponent):
+    """2^exponent as an exact float32 (jnp.exp2 is off by ulps on some backends; the grid must be integers)."""
+    return jnp.round(jnp.exp2(jnp.asarray(exponent, jnp.float32)))
+
+
 def integer_grid(bits, symmetric: bool):
     """(qmin, qmax) as float arrays: narrow signed grid when symmetric, else unsigned [0, 2^b - 1]."""
-    bits = jnp.asarray(bits, jnp.float32)
     if symmetric:
-        qmax = jnp.exp2(bits - 1) - 1
+        qmax = power_of_two(jnp.asarray(bits, jnp.float32) - 1) - 1
         return -qmax, qmax
-    return jnp.zeros_like(bits), jnp.exp2(bits) - 1
+    qmax = power_of_two(bits) - 1
+    return jnp.zeros_like(qmax), qmax
 
 
 def fixed_point_grid(bits):
     """(qmin, qmax) of a signed two's-complement integer of `bits` bits."""
-    bits = jnp.asarray(bits, jnp.float32)
-    return -jnp.exp2(bits - 1), jnp.exp2(bits - 1) - 1
+    half = power_of_two(jnp.asarray(bits, jnp.float32) - 1)
+    return -half, half - 1
 
 
 def reduce_axes(ndim: int, channel_axis: Optional[int]) -> tuple[int, ...]:
@@ -175,7 +181,10 @@ def lsq_quantize(x, step, qmin, qmax):
     step = jnp.maximum(jnp.abs(step), 1e-8)
     factor = 1.0 / jnp.sqrt(x.size * jnp.maximum(qmax, 1.0))
     step = scale_gradient(step, factor)
-    return dequantize(round_ste(jnp.clip(x / step, qmin, qmax)), step, 0.0)
+    v = x / step
+    # where, not clip: at v == qmax exactly the gradient is the inside one, not split in half.
+    v = jnp.where(v > qmax, qmax, jnp.where(v < qmin, qmin, v))
+    return dequantize(round_ste(v), step, 0.0)
 
 
 def lsq_initial_step(x, qmax, channel_axis: Optional[int] = None):
@@ -200,8 +209,9 @@ def pact_quantize(x, alpha, bits):
     (the rounding is straight-through and contributes no alpha gradient).
     """
     alpha = jnp.maximum(alpha, 1e-8)
-    y = jnp.minimum(jnp.maximum(x, 0.0), alpha)
-    return _round_to_scale(y, alpha / (jnp.exp2(jnp.asarray(bits, jnp.float32)) - 1))
+    # where, not min/max (which split the gradient at ties): d/d(alpha) = 1 on x >= alpha, d/dx = 1 on [0, alpha).
+    y = jnp.where(x >= alpha, alpha, jnp.where(x < 0, jnp.zeros_like(x), x))
+    return _round_to_scale(y, alpha / (power_of_two(bits) - 1))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -224,7 +234,10 @@ binarize.defvjp(_binarize_fwd, _binarize_bwd)
 
 
 def _sum_to(g, shape):
-    """Sums g over the axes a value of `shape` was broadcast along."""
+    """Sums g over the axes a value of `shape` was broadcast along (numpy rules: aligned from the right)."""
+    shape = tuple(shape)
+    lead = g.ndim - len(shape)
+    g = jnp.sum(g, axis=tuple(range(lead))) if lead > 0 else g
     axes = tuple(i for i, (a, b) in enumerate(zip(g.shape, shape)) if b == 1 and a != 1)
     return jnp.sum(g, axis=axes, keepdims=True).reshape(shape)
 

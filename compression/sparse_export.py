@@ -37,8 +37,13 @@ def _gap_encoding(flat: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
     return flat[out_positions], out_gaps
 
 
-def encode_sparse(array: np.ndarray, index: str = "auto") -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Values + indices of the nonzeros of `array`; `index` is 'bitmap', 'gaps8', 'gaps16' or 'auto' (smallest)."""
+def encode_sparse(array: np.ndarray, index: str = "auto", value_bits: int = 0) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Values + indices of the nonzeros of `array`; `index` is 'bitmap', 'gaps8', 'gaps16' or 'auto' (smallest).
+
+    `value_bits` (default: the array's own width) is what one stored value
+    will cost, for choosing the smallest index when the values are later
+    stored narrower (packed quantization codes).
+    """
     flat = np.asarray(array).reshape(-1)
     candidates = {}
     if index in ("auto", "bitmap"):
@@ -50,20 +55,23 @@ def encode_sparse(array: np.ndarray, index: str = "auto") -> tuple[dict[str, np.
             candidates[f"gaps{bits}"] = ({"values": values, "gaps": gaps}, {"index": f"gaps{bits}"})
     if not candidates:
         raise ValueError(f"sparse export index {index!r} is not one of 'auto', 'bitmap', 'gaps8', 'gaps16'")
-    size = lambda parts: sum(p.nbytes for p in parts.values())
+    bits = value_bits or 8 * flat.dtype.itemsize
+    size = lambda parts: sum(p.nbytes for k, p in parts.items() if k != "values") + parts["values"].size * bits / 8
     return min(candidates.values(), key=lambda c: size(c[0]))
+
+
+def stored_positions(tensors: Mapping[str, np.ndarray], record: Mapping[str, Any], n: int) -> np.ndarray:
+    """The flat positions whose values are stored (the nonzeros, plus gap fillers), in order."""
+    if record["index"] == "bitmap":
+        return np.flatnonzero(np.unpackbits(tensors["bitmap"], count=n))
+    return np.cumsum(tensors["gaps"].astype(np.int64)) - 1
 
 
 def decode_sparse(tensors: Mapping[str, np.ndarray], record: Mapping[str, Any]) -> np.ndarray:
     """The dense array back from values + indices."""
     n = int(np.prod(record["shape"], dtype=np.int64))
     dense = np.zeros(n, dtype=record["dtype"])
-    if record["index"] == "bitmap":
-        mask = np.unpackbits(tensors["bitmap"], count=n).astype(bool)
-        dense[mask] = tensors["values"]
-    else:
-        positions = np.cumsum(tensors["gaps"].astype(np.int64)) - 1
-        dense[positions] = tensors["values"]
+    dense[stored_positions(tensors, record, n)] = tensors["values"]
     return dense
 
 

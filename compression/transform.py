@@ -22,6 +22,8 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import jax
 
+from compression.selection import leaves_by_path, path_str
+
 PyTree = Any
 
 
@@ -57,12 +59,20 @@ class Transform(NamedTuple):
     shrinks the model config to match, so the exported model loads as a
     smaller instance of the same model. Without it the effective params are
     exported as they are.
+
+    `keep`, where a technique has one, reaches into the optimizer's state:
+    keep(trainable, state) is a tree shaped like the trainable whose leaves
+    broadcast against it (0/1 masks, or a scalar 1 for untouched leaves), and
+    after each step the driver multiplies every parameter-shaped part of the
+    optimizer state (Adam's moments, say) by it, so an entry the technique
+    removed keeps no momentum (optax.tree_utils.tree_map_params).
     """
 
     init: Callable[..., tuple[PyTree, PyTree]]
     apply: Callable[[PyTree, PyTree], PyTree]
     update: Callable[[PyTree, PyTree, PyTree, Any], tuple[PyTree, PyTree]]
     export: Optional[Callable[[PyTree, PyTree, dict], tuple[PyTree, dict]]] = None
+    keep: Optional[Callable[[PyTree, PyTree], PyTree]] = None
 
 
 def identity() -> Transform:
@@ -149,8 +159,26 @@ def chain(*transforms: Transform) -> Transform:
             params, model_config = rest.export(params, rest_state, model_config)
         return params, model_config
 
+    def keep(trainable, state):
+        # Both stages' keep trees, multiplied by path; the rest's applies to the
+        # entries of the chain's trainable at its own paths (same shape).
+        # jax.numpy at call time: this module loads while jax itself initializes (see __init__).
+        jnp = jax.numpy
+        first_state, rest_state = state
+        ones = jax.tree_util.tree_map(lambda leaf: jnp.ones((), jnp.float32), trainable)
+        out = ones if first.keep is None else jax.tree_util.tree_map(
+            lambda a, b: a * b, ones, first.keep(trainable, first_state))
+        if rest.keep is not None:
+            rest_keep = leaves_by_path(rest.keep(first.apply(trainable, first_state), rest_state))
+            out = jax.tree_util.tree_map_with_path(
+                lambda kp, k, leaf: k * rest_keep[path_str(kp)]
+                if path_str(kp) in rest_keep and jnp.ndim(rest_keep[path_str(kp)]) <= jnp.ndim(leaf) else k,
+                out, trainable)
+        return out
+
     has_export = first.export is not None or rest.export is not None
-    return Transform(init, apply, update, export if has_export else None)
+    has_keep = first.keep is not None or rest.keep is not None
+    return Transform(init, apply, update, export if has_export else None, keep if has_keep else None)
 
 
 def map_selected(fn: Callable[..., Any], selection: PyTree, tree: PyTree, *rest: PyTree) -> PyTree:

@@ -1,17 +1,19 @@
 """The newcomer's first run (`make quickstart`): LeNet-300-100 on Fashion-MNIST, compressed, exported.
 
 Trains 3 epochs on the CPU while pruning gradually (Zhu & Gupta 2017) to 90%
-of the weights removed with one global magnitude threshold, and exports the
-pruned kernels as values + compact indices. As techniques land, they join
-`stages` in the order "prune, then quantize". The variant `dense` is the same
-run without compression, for the comparison row.
+of the weights removed with one global magnitude threshold, then quantizing
+what is left to 8 bits (symmetric, per output channel, trained with the
+quantizer in place: "prune, then quantize"). The export stores each kernel's
+nonzero 8-bit codes packed with their positions and per-channel scales. The
+variant `pruned` stops after pruning (values + compact indices in float32),
+`dense` is the same run without compression; they are the comparison rows.
 """
-from configs import baseline_lenet300, pruning_common
+from configs import baseline_lenet300, pruning_common, quantization_common
 
 
 def get_config(variant: str = ""):
-    if variant not in ("", "dense"):
-        raise ValueError(f"configs/quickstart.py has the variants '' and 'dense' (got {variant!r})")
+    if variant not in ("", "pruned", "dense"):
+        raise ValueError(f"configs/quickstart.py has the variants '', 'pruned' and 'dense' (got {variant!r})")
     config = baseline_lenet300.get_config("quick")
     epoch = pruning_common.STEPS_PER_EPOCH
     config.train.num_steps = 3 * epoch
@@ -20,4 +22,7 @@ def get_config(variant: str = ""):
     pruning_common.set_pruning(config, pruning_common.prune_stage(
         {"kind": "polynomial", "final_sparsity": 0.9, "begin_step": epoch // 2, "end_step": 2 * epoch,
          "frequency": 50}))
+    if variant == "":
+        config.compression.stages = [*config.compression.stages, quantization_common.weight_stage(8)]
+        config.export.codecs = ((".*", "dense"),)  # kernels: the quantizer's packed codec (sparse inside)
     return config

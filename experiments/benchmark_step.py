@@ -178,6 +178,18 @@ def timed_steps(hand_ms: float, seconds_per_run: float, log_every: int, steps: i
     return 2, steps
 
 
+def interleaved_ms_per_step(loops: dict[str, Callable[[int], float]], base: int, steps: int,
+                            repeats: int) -> dict[str, list[float]]:
+    """{name: ms/step per repetition}, each (T(base + steps) - T(base)) / steps; loops interleaved, in order."""
+    per_step = {name: [] for name in loops}
+    for _ in range(repeats):
+        for name, loop in loops.items():
+            short = loop(base)
+            long = loop(base + steps)
+            per_step[name].append(1000 * (long - short) / steps)
+    return per_step
+
+
 def benchmark_model(config: Any, dataset: Any, *, name: str = "", repeats: int = 3, steps: int = 0,
                     seconds_per_run: float = 6.0, progress: bool = True) -> dict[str, Any]:
     """Times the driver against the hand loop on `config`; returns ms/step per repetition, medians and ratio."""
@@ -197,12 +209,7 @@ def benchmark_model(config: Any, dataset: Any, *, name: str = "", repeats: int =
         hand_ms = 1000 * seconds / (calibration // 2)
     base, steps = timed_steps(hand_ms, seconds_per_run, log_every, steps)
 
-    per_step = {"driver": [], "hand": []}
-    for _ in range(repeats):
-        for which, loop in (("driver", driver), ("hand", hand)):
-            short = loop(base)
-            long = loop(base + steps)
-            per_step[which].append(1000 * (long - short) / steps)
+    per_step = interleaved_ms_per_step({"driver": driver, "hand": hand}, base, steps, repeats)
     driver_ms, hand_ms = float(np.median(per_step["driver"])), float(np.median(per_step["hand"]))
     return {
         "model": name or config.model.name, "dataset": config.dataset.name,

@@ -1575,12 +1575,21 @@ def pruning_section(inputs: ReportInputs) -> str:
     return "\n\n".join(parts)
 
 
+def quantization_section(inputs: ReportInputs) -> str:
+    """TWN/BWN, BinaryConnect, bit-width sweeps and the QAT benchmark: written in
+    experiments/paper_quantization.py, imported here (not at the top) because
+    that module imports this one's helpers."""
+    from experiments import paper_quantization
+    return paper_quantization.quantization_section(inputs)
+
+
 Section = tuple[str, Callable[[ReportInputs], str]]
 
 # The report, in order. A later issue adds its section here.
 SECTIONS: list[Section] = [
     ("Baselines", baselines_section),
     ("Pruning", pruning_section),
+    ("Quantization", quantization_section),
 ]
 
 

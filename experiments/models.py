@@ -30,12 +30,21 @@ class MLP(nn.Module):
     hidden: Sequence[int]
     num_classes: int = 10
     dropout_rate: float = 0.0
+    # "layer": LayerNorm between each hidden Dense and its ReLU. BinaryConnect's
+    # MLP relies on batch norm to rescale the sums of +-1 weights; LayerNorm
+    # does that job without batch statistics (state the driver does not keep).
+    normalization: str = "none"
 
     @nn.compact
     def __call__(self, inputs: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
+        if self.normalization not in ("none", "layer"):
+            raise ValueError(f"MLP normalization {self.normalization!r} is not 'none' or 'layer'")
         x = _as_float_images(inputs).reshape((inputs.shape[0], -1))
         for width in self.hidden:
-            x = nn.relu(nn.Dense(width)(x))
+            x = nn.Dense(width)(x)
+            if self.normalization == "layer":
+                x = nn.LayerNorm()(x)
+            x = nn.relu(x)
             x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
         return nn.Dense(self.num_classes)(x)
 
@@ -273,3 +282,59 @@ def capture_module_inputs(model: nn.Module, params: Any, inputs: Sequence[Any],
     if missing:
         raise ValueError(f"modules {missing} were never called with an input; check the paths")
     return {p: np.concatenate([a.reshape((-1,) + a.shape[-1:]) for a in got]) for p, got in seen.items()}
+
+
+def apply_model_replacing_dense(model: nn.Module, params: Any, x: Any, dense_fn: Callable[..., Any]) -> Any:
+    """The model in eval mode with every nn.Dense call replaced by `dense_fn(x, w_codes, w_scale, bias)`.
+
+    w_codes, w_scale: the Dense kernel quantized symmetrically to int8 per
+    output channel (`int8_inference.quantize_symmetric_int8(kernel, axis=-1)`),
+    read from the module's own params through flax.linen.intercept_methods;
+    bias is None for a Dense without one. Input hooks carried in the params
+    run first, as in `apply_model`. Other modules run unchanged.
+    """
+    from compression import int8_inference
+
+    model_params, hooks = intercept.split_params(params)
+
+    def interceptor(next_fun, call_args, call_kwargs, context):
+        if context.method_name != "__call__" or not call_args:
+            return next_fun(*call_args, **call_kwargs)
+        site = hooks.get(tuple(context.module.path))
+        if site is not None:
+            call_args = (intercept.run_hooks(site, call_args[0]),) + tuple(call_args[1:])
+        if not isinstance(context.module, nn.Dense):
+            return next_fun(*call_args, **call_kwargs)
+        variables = context.module.variables["params"]
+        w_codes, w_scale = int8_inference.quantize_symmetric_int8(variables["kernel"], axis=-1)
+        return dense_fn(call_args[0], w_codes, w_scale, variables.get("bias"))
+
+    with nn.intercept_methods(interceptor):
+        return model.apply({"params": model_params}, x, train=False)
+
+
+def apply_model_int8(model: nn.Module, params: Any, x: Any) -> Any:
+    """The model in eval mode with every nn.Dense run on int8 codes with int32 accumulation.
+
+    Each Dense kernel is quantized symmetrically to int8 per output channel
+    (from that Dense's own params, read through flax.linen.intercept_methods)
+    and each Dense input per tensor with a dynamic scale max|x| / 127;
+    `compression.int8_inference.int8_dense` does the rest (Jacob et al.
+    2018). Only nn.Dense is handled: every other module (Conv, DenseGeneral,
+    Embed, LayerNorm, ...) and everything between layers runs in float32.
+    Input hooks carried in the params run before the quantization, as in
+    `apply_model`.
+    """
+    from compression import int8_inference
+
+    return apply_model_replacing_dense(model, params, x, int8_inference.int8_dense)
+
+
+def apply_model_dequantized(model: nn.Module, params: Any, x: Any) -> Any:
+    """`apply_model_int8`'s reference: the same int8 codes and scales, dequantized and multiplied in float32.
+
+    Only nn.Dense is handled; other modules run in float32, as in `apply_model_int8`.
+    """
+    from compression import int8_inference
+
+    return apply_model_replacing_dense(model, params, x, int8_inference.dequantized_dense)

@@ -37,13 +37,15 @@ def main(argv: list[str]) -> None:
     from experiments import train
 
     rows = []
-    for variant, workdir in (("dense", os.path.join(FLAGS.workdir, "dense")), ("", FLAGS.workdir)):
-        print(f"== {'dense baseline' if variant else 'compressed'}: {workdir}")
+    runs = (("dense", os.path.join(FLAGS.workdir, "dense")), ("pruned", os.path.join(FLAGS.workdir, "pruned")),
+            ("", FLAGS.workdir))
+    for variant, workdir in runs:
+        print(f"== {variant or 'pruned, then quantized'}: {workdir}")
         rows.append(train.train_and_evaluate(quickstart.get_config(variant), workdir))
     print()
     print(format_table(rows))
     print(f"\nresults.json:  {os.path.join(FLAGS.workdir, 'results.json')} "
-          f"(dense: {os.path.join(FLAGS.workdir, 'dense', 'results.json')})")
+          f"(dense, pruned: {os.path.join(FLAGS.workdir, '{dense,pruned}', 'results.json')})")
     print(f"TensorBoard:   tensorboard --logdir {FLAGS.workdir}")
     print(f"export:        {os.path.join(FLAGS.workdir, rows[-1]['artifacts']['export'])}")
 

@@ -170,6 +170,12 @@ def make_train_step(model: Any, transform: Transform, optimizer: optax.GradientT
         updates, opt_state = optimizer.update(grads, state["opt_state"], state["trainable"])
         trainable = optax.apply_updates(state["trainable"], updates)
         trainable, comp_state = transform.update(trainable, state["comp_state"], grads, state["step"])
+        if transform.keep is not None:
+            # Entries a technique removed (pruned weights) keep no optimizer state.
+            keep = transform.keep(trainable, comp_state)
+            opt_state = optax.tree_utils.tree_map_params(
+                optimizer, lambda leaf, k: leaf * jnp.asarray(k, leaf.dtype), opt_state, keep,
+                transform_non_params=lambda leaf: leaf)
         new_state = dict(state, step=state["step"] + 1, trainable=trainable, comp_state=comp_state,
                          opt_state=opt_state)
         return new_state, {"loss": loss, **aux}
@@ -519,6 +525,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, progress
     log = MetricsLog(workdir)
     try:
         timing = train_loop(run, workdir, log, progress)
+        _record_invocation(workdir, timing, time.time() - start_time)
         if not timing["finished"]:
             print(f"stopped at step {timing['step']} of {run.num_steps} (train.stop_after); "
                   f"run the same command again to resume from the checkpoint in {workdir}")
@@ -532,9 +539,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, progress
         "config": config.to_dict(),
         "metrics": metrics,
         "compression": size,
-        "timing": {"train_step_ms_median": timing["train_step_ms_median"], "compiles": timing["compiles"],
-                   "wall_s": time.time() - start_time,
-                   "steps_this_invocation": timing["steps_this_invocation"]},
+        "timing": _accumulated_timing(workdir, timing, time.time() - start_time),
         "versions": versions(),
         "dataset": {"name": run.dataset.name, **{k: v for k, v in run.dataset.info.items()}},
         "artifacts": {"export": os.path.relpath(export_path, workdir), "metrics": "metrics.jsonl",
@@ -542,6 +547,40 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, progress
     }
     write_results(os.path.join(workdir, "results.json"), results)
     return results
+
+
+TIMING_LOG = "timing.jsonl"
+
+
+def _record_invocation(workdir: str, timing: dict, wall_s: float) -> None:
+    # One line per invocation that trained, so a run split by stop_after, or
+    # rerun after it finished, reports the timing of the steps it really took.
+    if timing["steps_this_invocation"] <= 0:
+        return
+    line = {"steps": timing["steps_this_invocation"], "train_step_ms_median": timing["train_step_ms_median"],
+            "compiles": timing["compiles"], "wall_s": wall_s}
+    with open(os.path.join(workdir, TIMING_LOG), "a") as f:
+        f.write(json.dumps(line) + "\n")
+
+
+def _accumulated_timing(workdir: str, timing: dict, wall_s: float) -> dict:
+    """results.json `timing` over every invocation of the run in `workdir`.
+
+    train_step_ms_median and compiles come from the invocation that trained
+    the most steps; wall_s adds the training invocations' wall times and this
+    one's when it trained nothing (evaluation and export only).
+    """
+    path = os.path.join(workdir, TIMING_LOG)
+    lines = [json.loads(l) for l in open(path)] if os.path.exists(path) else []
+    out = {"train_step_ms_median": timing["train_step_ms_median"], "compiles": timing["compiles"],
+           "wall_s": wall_s, "steps_this_invocation": timing["steps_this_invocation"], "invocations": 1}
+    if lines:
+        main = max(lines, key=lambda l: l["steps"])
+        out.update(train_step_ms_median=main["train_step_ms_median"], compiles=main["compiles"],
+                   wall_s=sum(l["wall_s"] for l in lines) + (wall_s if timing["steps_this_invocation"] == 0 else 0),
+                   invocations=len(lines) + (timing["steps_this_invocation"] == 0),
+                   steps_trained=sum(l["steps"] for l in lines))
+    return out
 
 
 def write_results(path: str, results: dict) -> None:

@@ -207,3 +207,39 @@ def test_driver_prunes_at_initialization_with_snip(tmp_path):
     train.train_loop(run, str(tmp_path), progress=False)
     np.testing.assert_array_equal(run.state["comp_state"]["masks"]["Dense_0"]["kernel"],
                                   initial_mask)  # fixed after init
+
+
+def test_the_driver_zeroes_the_optimizer_state_of_pruned_entries_after_every_step():
+    # Through the real train step: Adam's moments (mu, nu) of pruned kernel entries are
+    # exactly zero from the pruning step on, while live entries keep theirs.
+    from experiments import train
+    from tests.helpers import tiny_config
+
+    config = tiny_config(num_steps=8)
+    config.compression.stages = [{"technique": "prune", "sparsity": {"kind": "one_shot", "sparsity": 0.5,
+                                                                      "at_step": 3}}]
+    run = train.build_run(config)
+    state = run.state
+    for step in range(6):
+        batch = train.data_lib.train_batch(run.dataset, 0, step, 32)
+        state, _ = run.train_step(state, batch)
+    masks = state["comp_state"]["masks"]["Dense_0"]["kernel"]
+    adam = state["opt_state"][0] if hasattr(state["opt_state"][0], "mu") else state["opt_state"][-1][0]
+    for moment in (adam.mu, adam.nu):
+        kernel = np.asarray(moment["Dense_0"]["kernel"])
+        assert int((~np.asarray(masks)).sum()) > 0
+        assert np.all(kernel[~np.asarray(masks)] == 0)
+        assert np.any(kernel[np.asarray(masks)] != 0)
+
+
+def test_chain_keep_multiplies_the_stages_masks_by_path():
+    from compression.transform import chain
+
+    w = jnp.array([[1.0, -2.0], [3.0, -0.5]])
+    a = prune("k", 0.25)  # drops -0.5
+    b = prune("k", 0.5)   # on a's trainable: drops 1.0 and -0.5
+    t = chain(a, b)
+    trainable, state = t.init({"k": w, "bias": jnp.ones(2)})
+    keep = t.keep(trainable, state)
+    np.testing.assert_array_equal(keep["k"], [[0.0, 1.0], [1.0, 0.0]])
+    assert float(keep["bias"]) == 1.0

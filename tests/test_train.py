@@ -104,11 +104,25 @@ def test_run_stopped_and_resumed_ends_with_the_same_parameters_as_an_uninterrupt
         assert not (tmp_path / "staged" / "results.json").exists()  # nothing that looks finished
     resumed = train.train_and_evaluate(staged, str(tmp_path / "staged"), progress=False)
     assert resumed["timing"]["steps_this_invocation"] == 1
+    # Timing covers all three invocations: 13 steps, the median of the 6-step ones.
+    assert resumed["timing"]["invocations"] == 3 and resumed["timing"]["steps_trained"] == 13
+    assert resumed["timing"]["train_step_ms_median"] is not None and resumed["timing"]["compiles"] == 1
     assert resumed["metrics"] == straight["metrics"]
     a = export.load_params(str(tmp_path / "straight" / "export" / "params.safetensors"))
     b = export.load_params(str(tmp_path / "staged" / "export" / "params.safetensors"))
     for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
         np.testing.assert_array_equal(x, y)
+
+
+def test_rerunning_a_finished_run_keeps_the_timing_of_the_steps_it_trained(tmp_path):
+    config = tiny_config(num_steps=6)
+    first = train.train_and_evaluate(config, str(tmp_path), progress=False)
+    again = train.train_and_evaluate(config, str(tmp_path), progress=False)
+    assert again["timing"]["steps_this_invocation"] == 0
+    assert again["timing"]["train_step_ms_median"] == first["timing"]["train_step_ms_median"]
+    assert again["timing"]["compiles"] == 1 and again["timing"]["steps_trained"] == 6
+    assert again["timing"]["wall_s"] > first["timing"]["wall_s"]
+    assert again["metrics"] == first["metrics"]
 
 
 def test_a_nan_loss_stops_the_run_with_the_step_and_writes_no_results(tmp_path):
