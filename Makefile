@@ -39,6 +39,7 @@ paper: setup
 
 benchmark: setup
 	$(PY) -m experiments.benchmark_step
+	$(PY) -m experiments.benchmark_quantization
 
 clean:
 	rm -rf $(VENV) $(DATA) runs

@@ -6,8 +6,9 @@ other layer in full precision (the per-layer analysis behind HAWQ, Dong et
 al. 2019, measured directly instead of through the Hessian).
 `allocate_bits` then picks one width per layer that minimizes the summed
 sensitivity subject to sum(size * bits) <= budget * sum(size): a
-multiple-choice knapsack, solved greedily by repeatedly taking the step
-down in bits that costs the least sensitivity per bit saved.
+multiple-choice knapsack, solved exactly over the Pareto frontier of
+(bits, sensitivity) (a greedy lowest-cost-per-bit rule overshoots: it can
+drop the largest layer to 2 bits when lowering two small ones would do).
 """
 from __future__ import annotations
 
@@ -42,31 +43,31 @@ def allocate_bits(sensitivity: Mapping[str, Mapping[int, float]], sizes: Mapping
                   budget_bits_per_weight: float) -> dict[str, int]:
     """One bit-width per path with sum(size * bits) <= budget * sum(size), least total sensitivity.
 
-    Starts every path at its widest candidate and, while over budget, lowers
-    the path whose next narrower width adds the least sensitivity per bit
-    saved. Raises if even the narrowest widths exceed the budget.
+    Solved exactly: paths are added one at a time, keeping only the Pareto
+    frontier of (bits used, summed sensitivity) over partial choices (a
+    choice that uses more bits for no less sensitivity can never be part of
+    the best allocation). Raises if even the narrowest widths exceed the budget.
     """
     if not sensitivity:
         return {}
-    widths = {p: sorted(int(b) for b in s) for p, s in sensitivity.items()}
-    total = sum(sizes[p] for p in sensitivity)
+    paths = sorted(sensitivity)
+    total = sum(sizes[p] for p in paths)
     budget = budget_bits_per_weight * total
-    narrowest = sum(sizes[p] * widths[p][0] for p in sensitivity)
+    narrowest = sum(sizes[p] * min(sensitivity[p]) for p in paths)
     if narrowest > budget + 1e-9:
         raise ValueError(f"a budget of {budget_bits_per_weight} bits per weight cannot be met: the narrowest "
                          f"candidates give {narrowest / total:.3f}; add narrower candidate_bits or raise the budget")
-    choice = {p: len(widths[p]) - 1 for p in sensitivity}
-    used = sum(sizes[p] * widths[p][choice[p]] for p in sensitivity)
-    while used > budget + 1e-9:
-        best, best_cost = None, None
-        for p, i in choice.items():
-            if i == 0:
-                continue
-            hi, lo = widths[p][i], widths[p][i - 1]
-            cost = (sensitivity[p][lo] - sensitivity[p][hi]) / (sizes[p] * (hi - lo))
-            if best_cost is None or cost < best_cost:
-                best, best_cost = p, cost
-        hi, lo = widths[best][choice[best]], widths[best][choice[best] - 1]
-        used -= sizes[best] * (hi - lo)
-        choice[best] -= 1
-    return {p: widths[p][i] for p, i in choice.items()}
+    # Each state: (bits used, summed sensitivity, widths chosen so far).
+    frontier: list[tuple[int, float, tuple[int, ...]]] = [(0, 0.0, ())]
+    for i, p in enumerate(paths):
+        rest_min = sum(sizes[q] * min(sensitivity[q]) for q in paths[i + 1:])
+        grown = [(used + sizes[p] * int(b), sens + float(cost), chosen + (int(b),))
+                 for used, sens, chosen in frontier for b, cost in sensitivity[p].items()
+                 if used + sizes[p] * int(b) + rest_min <= budget + 1e-9]
+        grown.sort(key=lambda state: (state[0], state[1]))
+        frontier = []
+        for state in grown:
+            if not frontier or state[1] < frontier[-1][1]:
+                frontier.append(state)
+    best = min(frontier, key=lambda state: (state[1], state[0]))
+    return dict(zip(paths, best[2]))

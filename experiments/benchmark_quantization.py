@@ -1,7 +1,12 @@
 """The quantization benchmark: QAT step time against float step time, and exported bytes against the formula.
 
     python -m experiments.benchmark_quantization [--repeats=3] [--steps=N] [--dataset=synthetic]
-        [--parts=step_time,bytes] [--out=FILE]
+        [--parts=step_time] [--parts=bytes] [--models=lenet5] [--out=FILE]
+
+The default (both parts, both models) takes about 4-5 minutes on a busy
+2-core CPU. --out writes every number (per-repetition ms/step, medians,
+ratios, compile counts, load averages, the bytes rows), the device and the
+jax version as JSON.
 
 1. Step time. For LeNet-5 (configs/baseline_lenet5.py, batch 128) and the
    char Transformer (configs/baseline_char_transformer.py, batch 32 x 128

@@ -4,8 +4,9 @@ It stands our runs beside Li et al. 2016 (ternary and binary LeNet-5,
 configs/li2016_twn_lenet5.py) and Courbariaux et al. 2015 (BinaryConnect,
 configs/courbariaux2015_mlp.py), and shows the bit-width sweeps of
 configs/ablation_bits_{lenet300,lenet5,char_transformer}.py (post-training
-quantization against quantization-aware training) and the QAT step-time
-benchmark. Like every section it reads only `RESULTS/NAME[/seed_K]/results.json`
+quantization against quantization-aware training) and
+experiments/benchmark_quantization.py's QAT step time and export bytes.
+Like every section it reads only `RESULTS/NAME[/seed_K]/results.json`
 (through `ReportInputs`), `RESULTS/benchmark_quantization/benchmark.json` and
 published.json, and uses build_paper's helpers for seeds, tables and figures.
 Each table names the command(s) its results.json files record.
@@ -335,9 +336,11 @@ BIT_LEVELS = (32, 16, 8, 6, 4, 3, 2, 1)  # configs/quantization_common.py; 32 = 
 SWEEP_KINDS: tuple[tuple[str, str, tuple[int, ...]], ...] = (
     ("ptq", "PTQ min-max", BIT_LEVELS),
     ("ptqmse", "PTQ MSE", (16, 8, 6, 4, 3, 2)),
+    ("ptqmixed", "PTQ mixed", (6, 4, 3, 2)),  # B: a budget of bits per weight
     ("qat", "QAT", BIT_LEVELS),
 )
-SWEEP_STYLES = {"ptq": ("tab:orange", "s"), "ptqmse": ("tab:green", "^"), "qat": ("tab:blue", "o")}
+SWEEP_STYLES = {"ptq": ("tab:orange", "s"), "ptqmse": ("tab:green", "^"),
+                "ptqmixed": ("tab:purple", "D"), "qat": ("tab:blue", "o")}
 # "Near float" in the sweep's summary line: at most this many points below.
 SWEEP_NEAR_POINTS = 1.0
 
@@ -469,13 +472,21 @@ def _sweeps_part(inputs: bp.ReportInputs, groups: Mapping[str, Group],
         "Each model's trained dense baseline with every kernel quantized "
         "symmetric uniform per output channel at B bits (binary with a mean|w| scale at "
         "1 bit); biases stay float32. PTQ quantizes once and evaluates (min-max range, or "
-        "the MSE-optimal clipping range), with no training; QAT fine-tunes with the "
+        "the MSE-optimal clipping range), with no training; PTQ mixed (MSE ranges) chooses each "
+        "kernel's bits from 8, 6, 4, 3, 2 by the loss increase of quantizing that kernel alone "
+        "on 4 training batches, the least total increase (an exact knapsack) such that the "
+        "kernels average at most B bits per weight (B is a budget, not every kernel's "
+        "width); QAT fine-tunes with the "
         "quantizer in the forward pass and straight-through gradients. At 32 bits "
         "nothing is quantized: `ptq_32` is the baseline evaluated as is, `qat_32` its "
         "float fine-tune, QAT's control. The export packs each kernel's codes at B bits "
-        "with its scales; bytes are measured on disk, bits/weight = 8 · bytes / "
-        "params_total. Test accuracy in %; n/a: no such run (MSE clipping has no range to "
-        "choose at 32 or 1 bit).",
+        "with its scales, storing a mostly-zero kernel sparsely where that is smaller, so "
+        "the kinds' sizes at equal bits differ where their codes do (the cell then gives "
+        "each kind's); bytes are measured on disk, bits/weight = 8 · bytes / params_total. "
+        "Test accuracy in %; n/a: no such run (MSE clipping has no range to choose at 32 or "
+        "1 bit; the mixed-precision budgets are "
+        + ", ".join(map(str, dict((k, lv) for k, _, lv in SWEEP_KINDS)["ptqmixed"]))
+        + " bits).",
     ]
     parts += [_sweep_model(inputs, groups, sweep) for sweep in BIT_SWEEPS]
     return "\n\n".join(parts)
@@ -632,6 +643,14 @@ def _bytes_table(rows: Sequence[Mapping[str, Any]]) -> str:
     return bp.markdown_table(headers, table)
 
 
+def _stage_bits(rows: Sequence[Mapping[str, Any]], variant: str) -> str:
+    """The bit widths of one benchmark variant's compression stages, as the rows record them."""
+    bits = sorted({stage["bits"] for r in rows
+                   for stage in (bp.get_path(r, "stages") or {}).get(variant, [])
+                   if isinstance(stage, Mapping) and bp.is_number(stage.get("bits"))})
+    return "/".join(f"{b:g}" for b in bits) if bits else MISSING
+
+
 def _benchmark_part(inputs: bp.ReportInputs, groups: Mapping[str, Group],
                     refs: bp.References) -> str:
     del groups, refs
@@ -650,11 +669,13 @@ def _benchmark_part(inputs: bp.ReportInputs, groups: Mapping[str, Group],
     parts = [f"From `{path_text}`" + (f" ({meta})" if meta else "") + f", written by {source}."]
     step_rows = data.get("step_time")
     if step_rows:
+        bits = {v: _stage_bits(step_rows, v) for v in BENCHMARK_VARIANTS[1:]}
         parts.append(
-            "Step time: the driver's whole train loop per step, float against QAT with 8-bit "
-            "weights (`qat`) and with 8-bit weights and layer inputs (`qat+act`), the same "
-            "model, data and steps, repetitions interleaved; ms/step are medians over the "
-            "repetitions and a ratio above 1 means the quantized step is slower.")
+            f"Step time: the driver's whole train loop per step, float against QAT with "
+            f"{bits['qat']}-bit weights (`qat`) and with {bits['qat+act']}-bit weights and "
+            "layer inputs (`qat+act`), the same model, data and steps, repetitions "
+            "interleaved; ms/step are medians over the repetitions and a ratio above 1 means "
+            "the quantized step is slower.")
         parts.append(_step_time_table(step_rows))
     else:
         parts.append("Not run yet: the step-time part (`--parts=step_time`).")

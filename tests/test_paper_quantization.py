@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -44,7 +43,8 @@ def lenet5_config(seed: int = 0, num_steps: int = 7020, stages: list | None = No
 
 
 FP_COMMAND = "python -m experiments.reproduce --configs=baseline_lenet5 --seeds=0,1,2"
-TWN_COMMAND = "python -m experiments.reproduce --configs=li2016_twn_lenet5:twn,li2016_twn_lenet5:bwn"
+TWN_COMMAND = ("python -m experiments.reproduce "
+               "--configs=li2016_twn_lenet5:twn,li2016_twn_lenet5:bwn")
 
 
 def test_section_registered_after_pruning_and_published_ids_exist():
@@ -136,7 +136,7 @@ def test_missing_results_show_not_run_yet(tmp_path, make_dir):
         "`courbariaux2015_mlp_bwn`" in subsection(section, "BinaryConnect")
     sweeps = subsection(section, "Bit-width sweep")
     for sweep in pq.BIT_SWEEPS:
-        assert f"Not run yet: 22 of 22 runs (after `{sweep.config}_`: `ptq_32`, `qat_32`" in sweeps
+        assert f"Not run yet: 26 of 26 runs (after `{sweep.config}_`: `ptq_32`, `qat_32`" in sweeps
         assert not (out / "figures" / sweep.figure).exists()
     assert "Not run yet: 9 of 9 runs (after `ablation_bits_char_transformer_`" in \
         subsection(section, "The char Transformer")
@@ -148,7 +148,8 @@ def test_missing_results_show_not_run_yet(tmp_path, make_dir):
 def test_binaryconnect_table_shows_error_bytes_and_bits(tmp_path):
     results = tmp_path / "results"
     config = {"model": {"name": "mlp", "hidden": [1024, 1024, 1024], "normalization": "layer"}}
-    command = "python -m experiments.reproduce --configs=courbariaux2015_mlp:fp,courbariaux2015_mlp:binary"
+    command = ("python -m experiments.reproduce "
+               "--configs=courbariaux2015_mlp:fp,courbariaux2015_mlp:binary")
     write(results, "courbariaux2015_mlp_fp", run(0.90, command=command, config=config,
                                                  params=2_913_290, bytes_exported=11_654_000))
     write(results, "courbariaux2015_mlp_binary", run(0.885, command=command, config=config,
@@ -171,7 +172,7 @@ def sweep_run(accuracy: float, bits: int, *, kind: str = "ptq", steps: int = 0) 
     bytes_exported = int(params * bits / 8) + 1_000 + (4 if kind == "qat" and bits == 4 else 0)
     data = run(accuracy, params=params, bytes_exported=bytes_exported,
                bits=8 * bytes_exported / params,
-               command="python -m experiments.reproduce --configs=ablation_bits_lenet300:ptq_32,...",
+               command="python -m experiments.reproduce --configs=ablation_bits_lenet300:...",
                config={"init_from": "runs/baseline_lenet300/seed_0/export/params.safetensors",
                        "train": {"num_steps": steps, "batch_size": 128}})
     return data
@@ -182,7 +183,7 @@ def test_bits_sweep_table_summary_and_figure(tmp_path):
     prefix = "ablation_bits_lenet300_"
     accuracies = {("ptq", 32): 0.90, ("qat", 32): 0.895, ("ptq", 8): 0.899, ("qat", 8): 0.894,
                   ("ptqmse", 8): 0.8995, ("ptq", 4): 0.85, ("ptqmse", 4): 0.87,
-                  ("qat", 4): 0.89, ("qat", 1): 0.80}
+                  ("ptqmixed", 4): 0.88, ("qat", 4): 0.89, ("qat", 1): 0.80}
     for (kind, bits), acc in accuracies.items():
         write(results, f"{prefix}{kind}_{bits}",
               sweep_run(acc, bits, kind=kind, steps=936 if kind == "qat" else 0))
@@ -190,36 +191,40 @@ def test_bits_sweep_table_summary_and_figure(tmp_path):
     sweeps = subsection(quantization_section(build(results, out)), "Bit-width sweep")
     lenet300 = sweeps.split("#### LeNet-300-100\n\n", 1)[1].split("\n\n#### ", 1)[0]
 
-    assert cells(table_row(lenet300, "32 (float)"))[1:5] == ["90.00", "n/a", "89.50", "1,067,440"]
-    assert cells(table_row(lenet300, "8"))[1:5] == ["89.90", "89.95", "89.40", "267,610"]
-    # At 4 bits the QAT export is 4 bytes larger: both sizes show, by kind.
+    # Columns: bits, PTQ min-max, PTQ MSE, PTQ mixed, QAT, bytes, bits/weight, ratio.
+    assert cells(table_row(lenet300, "32 (float)"))[1:6] == [
+        "90.00", "n/a", "n/a", "89.50", "1,067,440"]
+    assert cells(table_row(lenet300, "8"))[1:6] == ["89.90", "89.95", "n/a", "89.40", "267,610"]
+    # At 4 bits the QAT export is 4 bytes larger: the sizes show by kind.
     row4 = cells(table_row(lenet300, "4"))
-    assert row4[1:4] == ["85.00", "87.00", "89.00"]
-    assert row4[4] == "PTQ min-max 134,305; PTQ MSE 134,305; QAT 134,309"
-    assert cells(table_row(lenet300, "1"))[1:4] == [bp.MISSING, "n/a", "80.00"]
+    assert row4[1:5] == ["85.00", "87.00", "88.00", "89.00"]
+    assert row4[5] == "PTQ min-max 134,305; PTQ MSE 134,305; PTQ mixed 134,305; QAT 134,309"
+    assert cells(table_row(lenet300, "1"))[1:5] == [bp.MISSING, "n/a", "n/a", "80.00"]
     assert "| 16 " not in lenet300  # no run at 16 bits: no row
     # Within 1 point of its float control: PTQ min-max 8 (4 is 5 points down),
-    # PTQ MSE 8, QAT 4 (0.50 below qat_32; 1 bit is 9.5 below).
+    # PTQ MSE 8, PTQ mixed none (4 is 2 points down), QAT 4 (0.50 below
+    # qat_32; 1 bit is 9.5 below).
     assert ("Fewest bits run within 1.0 point of the float model (PTQ against `ptq_32`, QAT "
-            "against `qat_32`): PTQ min-max 8 bits; PTQ MSE 8 bits; QAT 4 bits.") in lenet300
+            "against `qat_32`): PTQ min-max 8 bits; PTQ MSE 8 bits; PTQ mixed none (of 1 run); "
+            "QAT 4 bits.") in lenet300
     assert ("Starts from `runs/baseline_lenet300/seed_0/export/params.safetensors`; QAT "
             "fine-tunes 936 steps of batch 128.") in lenet300
-    assert "Not run yet: 13 of 22 runs (after `ablation_bits_lenet300_`: `ptq_16`" in lenet300
+    assert "Not run yet: 16 of 26 runs (after `ablation_bits_lenet300_`: `ptq_16`" in lenet300
     assert "Results from `python -m experiments.reproduce --configs=ablation_bits_lenet300:" \
-        "ptq_32,...`." in lenet300
+        "...`." in lenet300
 
     png = out / "figures" / "quantization_bits_lenet300.png"
     assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     assert "](figures/quantization_bits_lenet300.png)" in lenet300
     assert not (out / "figures" / "quantization_bits_lenet5.png").exists()
-    assert "Not run yet: 22 of 22 runs (after `ablation_bits_lenet5_`" in sweeps
+    assert "Not run yet: 26 of 26 runs (after `ablation_bits_lenet5_`" in sweeps
 
 
 def lm_run(loss: float, *, bytes_exported: int = 930_728, bits: float = 8.5,
            steps: int = 0, init_batches: int = 0) -> dict[str, Any]:
     return run(None, params=875_520, bytes_exported=bytes_exported, bits=bits,
                metrics={"val_loss_nats": loss, "unigram_entropy_nats": 3.3},
-               command="python -m experiments.reproduce --configs=ablation_bits_char_transformer:...",
+               command="python -m experiments.reproduce --configs=ablation_bits_char:...",
                config={"train": {"num_steps": steps},
                        "compression": {"init_batches": init_batches}})
 
@@ -274,6 +279,10 @@ def benchmark_json() -> dict[str, Any]:
                        "steps": 200, "device": "cpu",
                        "ms_median": {"float": 10.0, "qat": 12.0, "qat+act": 15.5},
                        "ratio_to_float": {"qat": 1.2, "qat+act": 1.55},
+                       "stages": {"float": [], "qat": [{"technique": "quantize", "bits": 8}],
+                                  "qat+act": [{"technique": "quantize", "bits": 8},
+                                              {"technique": "quantize_activations",
+                                               "bits": 8}]},
                        "load_average": {"before": [1.0, 1.0, 1.0], "after": [1.5, 1.0, 1.0]}}],
         "bytes": [{"model": "lenet300", "bits": 4, "scheme": "uniform", "params": 266_610,
                    "bytes_file": 137_996, "bytes_formula": 136_380, "bytes_payload": 136_380,
@@ -295,6 +304,7 @@ def test_benchmark_tables_show_ratios_and_command(tmp_path):
         f"{8 * 137_996 / 266_610:.3f}"]
     assert (f"written by `python -m experiments.benchmark_quantization --out={path.as_posix()}`"
             in part)
+    assert "QAT with 8-bit weights (`qat`) and with 8-bit weights and layer inputs" in part
     assert "Not run yet" not in part
 
 

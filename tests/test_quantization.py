@@ -212,13 +212,12 @@ def test_bit_rules_give_each_layer_its_own_width_in_the_state():
     np.testing.assert_array_equal(t.apply(trainable, state)["Dense_0"]["kernel"], [[0.5, -1.0], [0.0, 1.0]])
 
 
-def test_allocate_bits_greedily_takes_the_cheapest_step_down_per_bit_saved():
-    # Budget 5 bits x 200 weights = 1000; all at 8 bits uses 1600.
-    # Step 1: a 8->4 costs 0.1 / 400, b 8->4 costs 1 / 400: lower a (1200 bits used).
-    # Step 2: a 4->2 costs 4.9 / 200, b 8->4 costs 1 / 400: lower b (800 <= 1000): stop.
+def test_allocate_bits_picks_the_least_sensitive_allocation_within_the_budget():
+    # Budget 5 bits x 200 weights = 1000 bits. Feasible (a, b): (4, 4) 800 bits, sensitivity 1.1;
+    # (8, 2) 1000, 2.0; (2, 8) 1000, 5.0; (4, 2) 600, 2.1; (2, 4) 600, 6.0; (2, 2) 400, 7.0.
     sensitivity = {"a": {8: 0.0, 4: 0.1, 2: 5.0}, "b": {8: 0.0, 4: 1.0, 2: 2.0}}
     assert allocate_bits(sensitivity, {"a": 100, "b": 100}, 5.0) == {"a": 4, "b": 4}
-    # A looser budget stops after the first step.
+    # Budget 1200 bits also allows (4, 8): sensitivity 0.1, the least.
     assert allocate_bits(sensitivity, {"a": 100, "b": 100}, 6.0) == {"a": 4, "b": 8}
     with pytest.raises(ValueError, match="budget of 1.5 bits per weight cannot be met.*2.000"):
         allocate_bits(sensitivity, {"a": 100, "b": 100}, 1.5)
@@ -509,3 +508,31 @@ def test_pact_and_lsq_activation_scales_train_through_the_driver(tmp_path):
     assert set(loaded[INTERCEPT_KEY]["Dense_1"]) == {"lsq_input"}
     for k in learned:  # each learned scale got a gradient and moved
         assert loaded[INTERCEPT_KEY][k[0]][k[1]][k[2]] != before[k], k
+
+
+def test_allocate_bits_does_not_sink_the_largest_layer_when_two_small_ones_would_do():
+    # Measured on LeNet-300-100 (loss increase of quantizing one kernel alone): a greedy
+    # cheapest-per-bit rule drops Dense_0 to 2 bits (+1.2 loss); the optimum is 3 bits everywhere.
+    sens = {"Dense_0": {8: 0.0002, 6: 0.0005, 4: 0.0068, 3: 0.0687, 2: 1.1975},
+            "Dense_1": {8: -0.0002, 6: 0.0003, 4: 0.003, 3: 0.0072, 2: 0.5072},
+            "Dense_2": {8: -0.0001, 6: -0.0014, 4: -0.0013, 3: 0.0846, 2: 0.6324}}
+    sizes = {"Dense_0": 235_200, "Dense_1": 30_000, "Dense_2": 1_000}
+    assert allocate_bits(sens, sizes, 3.0) == {"Dense_0": 3, "Dense_1": 3, "Dense_2": 3}
+
+
+def test_allocate_bits_matches_exhaustive_search_on_random_problems():
+    import itertools
+
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        paths = [f"l{i}" for i in range(4)]
+        sizes = {p: int(rng.integers(1, 50)) for p in paths}
+        sens = {p: {b: float(rng.normal()) for b in (8, 4, 3, 2)} for p in paths}
+        budget = float(rng.uniform(2.0, 8.0))
+        total = sum(sizes.values())
+        feasible = [dict(zip(paths, c)) for c in itertools.product((8, 4, 3, 2), repeat=4)
+                    if sum(sizes[p] * b for p, b in zip(paths, c)) <= budget * total + 1e-9]
+        best = min(sum(sens[p][b] for p, b in c.items()) for c in feasible)
+        got = allocate_bits(sens, sizes, budget)
+        assert sum(sizes[p] * b for p, b in got.items()) <= budget * total + 1e-9
+        assert sum(sens[p][b] for p, b in got.items()) == pytest.approx(best)
