@@ -302,7 +302,8 @@ def _zero_units(tree: Any, groups: list[_Group], masks: Mapping[str, Any]) -> An
 
 @register("structured_prune")
 def structured_prune(groups: Sequence[Mapping[str, Any]], sparsity: Union[float, Mapping[str, Any]] = 0.5, *,
-                     norm: Union[int, str] = 1, scope: str = "layer", update_every: int = 1) -> Transform:
+                     norm: Union[int, str] = 1, scope: str = "layer", update_every: int = 1,
+                     multiple_of: int = 1) -> Transform:
     """Structured magnitude pruning of the units the `groups` describe (see the module docstring).
 
     Units are ranked by the L1 norm of their weights, as Li et al. 2017
@@ -322,9 +323,19 @@ def structured_prune(groups: Sequence[Mapping[str, Any]], sparsity: Union[float,
     layer disconnects the net): the pruned count is clipped to n - 1 per
     group (N - G over G groups with the global scope).
 
+    `multiple_of` > 1 (scope "layer") rounds each group's kept count up to a
+    multiple of it (never above the group's size): hardware-friendly widths,
+    because CPU and GPU kernels run channel counts that are multiples of 8 or
+    16 much faster than odd ones (a LeNet-5 conv with 15 filters is slower
+    than one with 20 on XLA:CPU).
+
     State: {"masks": {group name: bool[n_units]}, "sparsity": float32}.
     """
     parsed = _parse_groups(groups)
+    if isinstance(multiple_of, bool) or not isinstance(multiple_of, (int, np.integer)) or multiple_of < 1:
+        raise ValueError(f"structured_prune.multiple_of must be an integer >= 1 (got {multiple_of!r})")
+    if multiple_of > 1 and scope != "layer":
+        raise ValueError("structured_prune.multiple_of rounds each group's kept count: use scope='layer'")
     p = _norm(norm)
     if scope not in SCOPES:
         raise ValueError(f"structured_prune.scope {scope!r} is not one of {list(SCOPES)}")
@@ -343,7 +354,11 @@ def structured_prune(groups: Sequence[Mapping[str, Any]], sparsity: Union[float,
             keep = {}
             for g in parsed:
                 n = live[g.name].shape[0]
-                keep[g.name] = _keep_lowest_pruned(live[g.name], _count(target, n, n - 1))
+                k = _count(target, n, n - 1)
+                if multiple_of > 1:
+                    kept = jnp.minimum(-((k - n) // multiple_of) * multiple_of, n)  # ceil to a multiple
+                    k = n - kept
+                keep[g.name] = _keep_lowest_pruned(live[g.name], k)
         else:
             # Each group's best live unit is protected (+inf), and at most N - G units go.
             protected = [live[g.name].at[jnp.argmax(live[g.name])].set(jnp.inf) for g in parsed]

@@ -15,6 +15,11 @@ Ours (Fashion-MNIST, LeNet-5 in the Caffe form, 20-50 filters, dense 500):
   smaller dense LeNet-5 itself (fewer filters and neurons in its config).
   Counts follow the exact-count rule (float32, round half to even, see
   `kept_units`): conv2 keeps 38 of 50 at P=25 and 12 at P=75.
+- `filters8_P`: as `filters_P`, with each layer's kept count rounded up to
+  a multiple of 8 (`structured_prune(multiple_of=8)`: 16 and 40 filters and
+  376 neurons at P=25). XLA:CPU runs the 15-filter first conv of `filters_25`
+  slower than the dense model's 20 filters; this control shows whether
+  hardware-friendly widths give the speed back.
 - `unstructured_P`: the same pretrained model pruned by global unstructured
   magnitude over all kernels to the sparsity that leaves exactly as many
   nonzero weights (kernel entries; biases are not pruned) as `filters_P`'s
@@ -38,7 +43,7 @@ from experiments import structures
 
 PRETRAINED = "runs/baseline_lenet5/seed_0/export/params.safetensors"
 LEVELS = (25, 50, 75)
-KINDS = ("filters", "unstructured")
+KINDS = ("filters", "filters8", "unstructured")
 CONV_FEATURES = (20, 50)
 DENSE_FEATURES = 500
 NUM_CLASSES = 10
@@ -70,9 +75,10 @@ def get_config(variant: str = "filters_50"):
     # Spelled out: a structured export writes the kept counts into these fields.
     config.model = {"name": "lenet5", "conv_features": CONV_FEATURES, "dense_features": DENSE_FEATURES}
     pruning_common.finetune(config, PRETRAINED, quick)
-    if kind == "filters":
+    if kind in ("filters", "filters8"):
         config.compression.stages = [{
             "technique": "structured_prune", "scope": "layer", "norm": 1, "sparsity": level / 100,
+            "multiple_of": 8 if kind == "filters8" else 1,
             "groups": structures.lenet5_filter_groups(CONV_FEATURES) + structures.lenet5_neuron_groups()}]
     else:
         pruning_common.set_pruning(config, pruning_common.prune_stage(unstructured_sparsity(level), scope="global"))

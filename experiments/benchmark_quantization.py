@@ -66,6 +66,7 @@ import functools
 import json
 import math
 import os
+import sys
 import tempfile
 from typing import Any, Callable, Optional, Sequence
 
@@ -343,6 +344,8 @@ def main(argv: list[str]) -> None:
               "+ 4 B per scale/zero point/codebook entry + 4 B per float param")
         print(format_bytes_table(rows))
     if FLAGS.out:
+        result["command"] = " ".join(["python -m experiments.benchmark_quantization"] + sys.argv[1:])
+        os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
         with open(FLAGS.out, "w") as f:
             json.dump(result, f, indent=2)
         print(f"wrote {FLAGS.out}")

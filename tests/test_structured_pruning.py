@@ -360,3 +360,20 @@ def test_pretrained_transformer_pruned_without_finetuning_exports_a_smaller_mode
     assert model_check(header["metadata"]["model"])
     assert results["compression"]["params_exported"] < results["compression"]["params_total"]
     assert results["metrics"]["val_loss_nats"] != pretrained["metrics"]["val_loss_nats"]
+
+
+def test_multiple_of_rounds_each_groups_kept_count_up_and_needs_the_layer_scope():
+    model = build_model({"name": "lenet5"}, 10)
+    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))["params"]
+    groups = structures.lenet5_filter_groups((20, 50)) + structures.lenet5_neuron_groups()
+    # 25% of 20, 50, 500 keeps 15, 38 (50 - round(12.5) = 50 - 12), 375; up to multiples of 8: 16, 40, 376.
+    _, state = structured_prune(groups, 0.25, multiple_of=8).init(params)
+    kept = {name: int(np.sum(mask)) for name, mask in state["masks"].items()}
+    assert kept == {"Conv_0_filters": 16, "Conv_1_filters": 40, "Dense_0_neurons": 376}
+    _, state = structured_prune(groups, 0.25).init(params)
+    assert {name: int(np.sum(mask)) for name, mask in state["masks"].items()} == {
+        "Conv_0_filters": 15, "Conv_1_filters": 38, "Dense_0_neurons": 375}
+    with pytest.raises(ValueError, match="multiple_of must be an integer >= 1"):
+        structured_prune(groups, 0.25, multiple_of=0)
+    with pytest.raises(ValueError, match="scope='layer'"):
+        structured_prune(groups, 0.25, multiple_of=8, scope="global")
