@@ -1530,7 +1530,42 @@ def _structured_vs_unstructured_part(inputs: ReportInputs, groups: Mapping[str, 
             findings.append(finding)
     if findings:
         parts.append("Finding: " + " ".join(findings))
+    width = _width_control_part(inputs, groups)
+    if width:
+        parts.append(width)
     return "\n\n".join(parts)
+
+
+WIDTH_CONTROL = ("li2017_lenet5_filters_25", "li2017_lenet5_filters8_25", "structured_latency_lenet5")
+
+
+def _width_control_part(inputs: ReportInputs, groups: Mapping[str, Group]) -> str:
+    """filters_25 against filters8_25 (kept counts rounded up to multiples of 8): accuracy and speed."""
+    plain, rounded, latency_dir = WIDTH_CONTROL
+    if not groups.get(rounded):
+        return ""
+    latency = (load_latency(inputs.results_dir / latency_dir / "latency.json")
+               if inputs.results_dir is not None else None)
+    timed = _latency_by_group(latency)
+
+    def described(group: str) -> str:
+        members = groups.get(group, [])
+        row = timed.get(group)
+        model = (row or {}).get("model") or {}
+        shape = (f"{'/'.join(str(c) for c in model['conv_features'])} filters and "
+                 f"{model['dense_features']} neurons"
+                 if "conv_features" in model and "dense_features" in model else "its widths")
+        accuracy = format_stat(_accuracy_percents(members)) if members else MISSING
+        speeds = [(_latency_speedup(latency, row, b) if latency is not None and row is not None else None)
+                  for b in LATENCY_BATCHES]
+        speed = ", ".join(f"{'n/a' if x is None else f'{x:.2f}×'} at batch {b}"
+                          for x, b in zip(speeds, LATENCY_BATCHES))
+        return f"`{group}` keeps {shape}: {accuracy} % test accuracy, speed against dense {speed}"
+
+    return ("Hardware-friendly widths (LeNet-5): `structured_prune(multiple_of=8)` rounds each "
+            "layer's kept count up to a multiple of 8. " + described(plain) + "; "
+            + described(rounded) + ". The latency numbers are from the same timing run "
+            f"(`{latency_dir}/latency.json`)" + ("" if latency is not None else ", not run yet") + ".")
 
 
 def pruning_section(inputs: ReportInputs) -> str:

@@ -799,3 +799,30 @@ def test_malformed_latency_json_raises_naming_the_path(tmp_path, content):
     bad = write_latency(results, "structured_latency_lenet5", content)
     with pytest.raises(bp.ResultsError, match=str(bad).replace("\\", "\\\\")):
         build(results, tmp_path / "paper")
+
+
+def test_width_control_compares_filters_25_with_its_multiple_of_8_rounding(tmp_path):
+    results, out = tmp_path / "results", tmp_path / "paper"
+    write(results, "li2017_lenet5_filters_25", make_result(0.9091, model="lenet5"))
+    write(results, "li2017_lenet5_filters8_25", make_result(0.9089, model="lenet5"))
+    rows = [latency_row("baseline_lenet5/seed_0", params_total=431_080, weights_nonzero=430_500,
+                        bytes_exported=1_725_912, flops=4_586_000, ms1=0.15, ms128=15.0),
+            latency_row("li2017_lenet5_filters_25", params_total=246_813, weights_nonzero=246_375,
+                        bytes_exported=988_892, flops=2_720_000, ms1=0.2, ms128=20.0),
+            latency_row("li2017_lenet5_filters8_25", params_total=261_242, weights_nonzero=260_800,
+                        bytes_exported=1_046_520, flops=2_998_000, ms1=0.15, ms128=16.0)]
+    rows[1]["model"] = {"name": "lenet5", "conv_features": [15, 38], "dense_features": 375}
+    rows[2]["model"] = {"name": "lenet5", "conv_features": [16, 40], "dense_features": 376}
+    write_latency(results, "structured_latency_lenet5", make_latency(rows))
+    report = build(results, out)
+    text = report.split("Hardware-friendly widths (LeNet-5)", 1)[1].split("\n", 1)[0]
+    assert "`li2017_lenet5_filters_25` keeps 15/38 filters and 375 neurons: 90.91 %" in text
+    assert "0.75× at batch 128" in text  # 15 / 20
+    assert "`li2017_lenet5_filters8_25` keeps 16/40 filters and 376 neurons: 90.89 %" in text
+    assert "0.94× at batch 128" in text  # 15 / 16
+
+
+def test_width_control_is_absent_until_the_rounded_run_exists(tmp_path):
+    results, out = tmp_path / "results", tmp_path / "paper"
+    write(results, "li2017_lenet5_filters_25", make_result(0.9091, model="lenet5"))
+    assert "Hardware-friendly widths" not in build(results, out)
