@@ -211,10 +211,11 @@ def quantize(select: Selector = ".*kernel", scheme: str = "uniform",
             params = jax.tree_util.tree_map_with_path(
                 lambda kp, leaf: jnp.clip(leaf, -1.0, 1.0) if path_str(kp) in state else leaf, params)
             trainable = dict(params, **({LEARNED_KEY: trainable[LEARNED_KEY]} if LEARNED_KEY in trainable else {}))
-        flat = leaves_by_path(params)
-        fresh = {p: calibrate(flat[p], s["bits"] if "bits" in s else None, learned.get(p)) for p, s in state.items()}
         if recalibrate_every == 0 and scheme not in ("lsq", "ttq"):
             return trainable, state
+        flat = leaves_by_path(params)
+        fresh = {p: calibrate(flat[p], s["bits"] if "bits" in s else None, learned.get(p)) for p, s in state.items()}
+        # Learned scales are mirrored every step: the export reads them from the state.
         if scheme in ("lsq", "ttq") or recalibrate_every == 1:
             return trainable, fresh
         due = jnp.equal(jnp.mod(step, recalibrate_every), 0)

@@ -31,3 +31,46 @@ def set_stages(config, *stages: Optional[dict], init_batches: int = 0) -> None:
     """config.compression.stages = the given stages (None skipped), in order."""
     config.compression.stages = [s for s in stages if s is not None]
     config.compression.init_batches = init_batches
+
+
+SWEEP_KINDS = ("ptq", "ptqmse", "ptqmixed", "qat")
+MIXED_CANDIDATES = (8, 6, 4, 3, 2)
+MIXED_BUDGETS = (6, 4, 3, 2)
+MIXED_INIT_BATCHES = 4
+
+
+def bits_sweep_config(variant: str, baseline, pretrained: str):
+    """The bit-width sweep variant KIND_BITS[_quick] of `baseline`'s model, started from `pretrained`.
+
+    Variants, BITS in 32, 16, 8, 6, 4, 3, 2, 1 (32 = float):
+    - `ptq_B`: the trained baseline's weights quantized once (symmetric
+      uniform, per output channel, min-max range; binary with BWN's mean|w|
+      scale at 1 bit) and evaluated, no training (train.num_steps = 0).
+    - `ptqmse_B`: the same with the MSE-optimal clipping range.
+    - `ptqmixed_B`: mixed precision after training: each kernel's bits chosen
+      from MIXED_CANDIDATES so that the kernels average at most B bits per
+      weight, by the measured loss increase of quantizing that kernel alone
+      on MIXED_INIT_BATCHES training batches (compression.mixed_precision);
+      MSE ranges; B in MIXED_BUDGETS.
+    - `qat_B`: the same quantizer as `ptq_B` during 2 epochs of fine-tuning
+      (straight-through gradients, ranges following the weights every step);
+      `qat_32` is the float fine-tune, the control.
+    All kernels are quantized, biases stay float32; the export packs each
+    kernel's codes at B bits with its per-channel scales (bytes measured on disk).
+    """
+    from configs import pruning_common
+
+    kind, bits, quick = pruning_common.parse_variant(variant, SWEEP_KINDS, BIT_LEVELS)
+    config = baseline.get_config()
+    pruning_common.finetune(config, pretrained, quick)
+    if kind != "qat":
+        config.train.num_steps = 0
+    if kind == "ptqmixed":
+        if bits not in MIXED_BUDGETS:
+            raise ValueError(f"variant {variant!r}: ptqmixed takes a budget of {MIXED_BUDGETS} bits per weight")
+        stage = dict(weight_stage(8, calibration="mse"), bits="auto", budget_bits_per_weight=bits,
+                     candidate_bits=MIXED_CANDIDATES)
+        set_stages(config, stage, init_batches=MIXED_INIT_BATCHES)
+        return config
+    set_stages(config, weight_stage(bits, calibration="mse" if kind == "ptqmse" else "minmax"))
+    return config

@@ -23,6 +23,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from matplotlib.figure import Figure
 
+from configs import quantization_common
 from experiments import build_paper as bp
 
 Group = bp.Group
@@ -473,8 +474,10 @@ def _sweeps_part(inputs: bp.ReportInputs, groups: Mapping[str, Group],
         "symmetric uniform per output channel at B bits (binary with a mean|w| scale at "
         "1 bit); biases stay float32. PTQ quantizes once and evaluates (min-max range, or "
         "the MSE-optimal clipping range), with no training; PTQ mixed (MSE ranges) chooses each "
-        "kernel's bits from 8, 6, 4, 3, 2 by the loss increase of quantizing that kernel alone "
-        "on 4 training batches, the least total increase (an exact knapsack) such that the "
+        "kernel's bits from " + ", ".join(map(str, quantization_common.MIXED_CANDIDATES))
+        + " by the loss increase of quantizing that kernel alone "
+        f"on {quantization_common.MIXED_INIT_BATCHES} training batches, the least total increase "
+        "(an exact knapsack) such that the "
         "kernels average at most B bits per weight (B is a budget, not every kernel's "
         "width); QAT fine-tunes with the "
         "quantizer in the forward pass and straight-through gradients. At 32 bits "
