@@ -662,16 +662,27 @@ def _zhu_groups(groups: Mapping[str, Group]) -> dict[int, dict[str, Group]]:
     return found
 
 
-def _ordering(means: Mapping[str, float | None]) -> str:
-    """`gradual > one-shot > small-dense` by mean accuracy (ties as `=`)."""
+def _ordering(values: Mapping[str, Sequence[float]]) -> str:
+    """`gradual > one-shot > small-dense` by mean accuracy.
+
+    Neighbours join with `=` when their means agree to two decimals and with
+    `≈` when, both having several seeds, the means differ by less than the
+    larger sample std (an ordering the seeds do not settle).
+    """
     labels = {"gradual": "gradual", "oneshot": "one-shot", "smalldense": "small-dense"}
-    known = sorted(((v, labels[k]) for k, v in means.items() if v is not None),
-                   key=lambda t: -t[0])
+    known = sorted(((mean_std(v), labels[k]) for k, v in values.items() if v),
+                   key=lambda t: -t[0][0])
     if len(known) < 2:
         return MISSING
     text = known[0][1]
-    for (prev, _), (value, label) in zip(known, known[1:]):
-        text += f" {'=' if round(prev, 2) == round(value, 2) else '>'} {label}"
+    for ((prev, prev_std), _), ((value, std), label) in zip(known, known[1:]):
+        if round(prev, 2) == round(value, 2):
+            sign = "="
+        elif prev_std is not None and std is not None and prev - value < max(prev_std, std):
+            sign = "≈"
+        else:
+            sign = ">"
+        text += f" {sign} {label}"
     return text
 
 
@@ -723,7 +734,7 @@ def _zhu_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Reference
     for s in sorted(found):
         by = found[s]
         sparse = by.get("gradual") or by.get("oneshot") or []
-        means = {m: _mean_or_none(_accuracy_percents(by.get(m, []))) for m, _ in ZHU_METHODS}
+        accuracies = {m: _accuracy_percents(by.get(m, [])) for m, _ in ZHU_METHODS}
         rows.append([
             f"{s}",
             format_stat(_accuracy_percents(by.get("gradual", []))),
@@ -733,10 +744,11 @@ def _zhu_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Reference
                         "{:,.0f}", collapse_equal=True),
             format_stat(_column(sparse, "compression.params_nonzero"), "{:,.0f}",
                         collapse_equal=True),
-            _ordering(means),
+            _ordering(accuracies),
         ])
     headers = ["sparsity (%)", "gradual (%)", "one-shot (%)", "small-dense (%)",
-               "small-dense params", "sparse nonzeros", "ordering (mean accuracy)"]
+               "small-dense params", "sparse nonzeros",
+               "ordering (mean accuracy; ≈: closer than one std)"]
     dense = _accuracy_percents(groups.get(ZHU_DENSE_GROUP, []))
     dense_text = (f"{format_stat(dense)} % (`{ZHU_DENSE_GROUP}`)" if dense
                   else f"not run yet (`{ZHU_DENSE_GROUP}`)")

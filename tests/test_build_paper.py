@@ -826,3 +826,12 @@ def test_width_control_is_absent_until_the_rounded_run_exists(tmp_path):
     results, out = tmp_path / "results", tmp_path / "paper"
     write(results, "li2017_lenet5_filters_25", make_result(0.9091, model="lenet5"))
     assert "Hardware-friendly widths" not in build(results, out)
+
+
+def test_zhu_ordering_marks_means_the_seeds_do_not_separate():
+    # one-shot 89.86 ± 0.05 vs gradual 89.76 ± 0.15: 0.10 apart, less than the larger std.
+    values = {"gradual": [89.73, 89.63, 89.93], "oneshot": [89.85, 89.81, 89.91],
+              "smalldense": [89.06, 89.23, 89.38]}
+    assert bp._ordering(values) == "one-shot ≈ gradual > small-dense"
+    # With one seed each there is no std: a plain ordering.
+    assert bp._ordering({"gradual": [89.5], "oneshot": [88.2]}) == "gradual > one-shot"
