@@ -23,7 +23,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from matplotlib.figure import Figure
 
-from configs import quantization_common
+from configs import default as default_config, quantization_common
 from experiments import build_paper as bp
 
 Group = bp.Group
@@ -116,9 +116,16 @@ def _config_differences(reference: Group, others: Iterable[Group],
             return out
         return {prefix.rstrip("."): node}
 
+    # A key a run's config lacks (recorded before the field existed) holds its default.
+    defaults = flat(default_config.get_config().to_dict())
     configs = [flat(r.get("config", {})) for members in (reference, *others) for _, r in members]
     keys = sorted({k for c in configs for k in c})
-    return [k for k in keys if len({repr(c.get(k)) for c in configs}) > 1]
+    return [k for k in keys if len({repr(_plain(c.get(k, defaults.get(k)))) for c in configs}) > 1]
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists (a config holds tuples, its JSON record lists)."""
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
 def _paper_change(entry: Mapping[str, Any], fp_entry: Mapping[str, Any]) -> str:
