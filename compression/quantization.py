@@ -106,6 +106,9 @@ def quantize(select: Selector = ".*kernel", scheme: str = "uniform",
             if b < 2:
                 raise ValueError("quantize: symmetric uniform quantization needs at least 2 bits; for 1 bit "
                                  "use scheme='binary', or symmetric=False")
+    if scheme == "lsq" and not symmetric:
+        raise ValueError("quantize: scheme='lsq' learns one step on a signed grid with zero point 0; "
+                         "symmetric=False would clip every negative weight to 0 (use symmetric=True)")
     if scheme == "fixed_point":
         for b in _bit_values(bits):
             qz.fixed_point_bits(integer_bits, fraction_bits, b, "quantize (scheme='fixed_point')")

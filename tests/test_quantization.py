@@ -536,3 +536,8 @@ def test_allocate_bits_matches_exhaustive_search_on_random_problems():
         got = allocate_bits(sens, sizes, budget)
         assert sum(sizes[p] * b for p, b in got.items()) <= budget * total + 1e-9
         assert sum(sens[p][b] for p, b in got.items()) == pytest.approx(best)
+
+
+def test_lsq_weights_need_the_signed_grid():
+    with pytest.raises(ValueError, match="symmetric=False would clip every negative weight"):
+        quantize(scheme="lsq", bits=4, symmetric=False)
