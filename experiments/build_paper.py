@@ -686,6 +686,22 @@ def _ordering(values: Mapping[str, Sequence[float]]) -> str:
     return text
 
 
+def accuracy_line(ax: Any, groups: Sequence[Group], style: tuple[str, str], label: str) -> bool:
+    """Mean accuracy (± sample std where several seeds) of groups[i] at x = i, skipping empty ones.
+
+    Returns whether anything was drawn.
+    """
+    points = [(i, mean_std(acc)) for i, members in enumerate(groups)
+              if (acc := _accuracy_percents(members))]
+    if not points:
+        return False
+    errs = [std or 0.0 for _, (_, std) in points]
+    colour, marker = style
+    ax.errorbar([i for i, _ in points], [mean for _, (mean, _) in points],
+                yerr=errs if any(errs) else None, color=colour, marker=marker, capsize=3, label=label)
+    return True
+
+
 def _zhu_chart(inputs: ReportInputs, found: Mapping[int, Mapping[str, Group]],
                dense: Sequence[float]) -> bool:
     """Accuracy vs sparsity (categorical axis), one line per method, dense as a line."""
@@ -696,20 +712,7 @@ def _zhu_chart(inputs: ReportInputs, found: Mapping[int, Mapping[str, Group]],
     styles = {"gradual": ("tab:blue", "o"), "oneshot": ("tab:orange", "s"),
               "smalldense": ("tab:green", "^")}
     for method, label in ZHU_METHODS:
-        xs, ys, errs = [], [], []
-        for i, s in enumerate(sparsities):
-            acc = _accuracy_percents(found[s].get(method, []))
-            if acc:
-                mean, std = mean_std(acc)
-                xs.append(i)
-                ys.append(mean)
-                errs.append(std or 0.0)
-        if not xs:
-            continue
-        colour, marker = styles[method]
-        ax.errorbar(xs, ys, yerr=errs if any(errs) else None, color=colour,
-                    marker=marker, capsize=3, label=label)
-        drawn = True
+        drawn |= accuracy_line(ax, [found[s].get(method, []) for s in sparsities], styles[method], label)
     if not drawn:
         return False
     if dense:

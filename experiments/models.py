@@ -242,10 +242,11 @@ def apply_model(model: nn.Module, params: Any, *args: Any, **kwargs: Any) -> Any
     return _apply_with_hooks(model, params, args, kwargs)
 
 
-def _apply_with_hooks(model, params, args, kwargs, observe=None):
-    # `observe(module path, input)` sees each module's input after its hooks ran.
+def _apply_with_hooks(model, params, args, kwargs, observe=None, replace=None):
+    # `observe(module path, input)` sees each module's input after its hooks ran;
+    # `replace(module, input)` may return a module call's output in place of running it (None: run it).
     model_params, hooks = intercept.split_params(params)
-    if not hooks and observe is None:
+    if not hooks and observe is None and replace is None:
         return model.apply({"params": model_params}, *args, **kwargs)
 
     def interceptor(next_fun, call_args, call_kwargs, context):
@@ -256,6 +257,10 @@ def _apply_with_hooks(model, params, args, kwargs, observe=None):
                 call_args = (intercept.run_hooks(site, call_args[0]),) + tuple(call_args[1:])
             if observe is not None:
                 observe(path, call_args[0])
+            if replace is not None:
+                out = replace(context.module, call_args[0])
+                if out is not None:
+                    return out
         return next_fun(*call_args, **call_kwargs)
 
     with nn.intercept_methods(interceptor):
@@ -295,22 +300,14 @@ def apply_model_replacing_dense(model: nn.Module, params: Any, x: Any, dense_fn:
     """
     from compression import int8_inference
 
-    model_params, hooks = intercept.split_params(params)
-
-    def interceptor(next_fun, call_args, call_kwargs, context):
-        if context.method_name != "__call__" or not call_args:
-            return next_fun(*call_args, **call_kwargs)
-        site = hooks.get(tuple(context.module.path))
-        if site is not None:
-            call_args = (intercept.run_hooks(site, call_args[0]),) + tuple(call_args[1:])
-        if not isinstance(context.module, nn.Dense):
-            return next_fun(*call_args, **call_kwargs)
-        variables = context.module.variables["params"]
+    def replace(module, x):
+        if not isinstance(module, nn.Dense):
+            return None
+        variables = module.variables["params"]
         w_codes, w_scale = int8_inference.quantize_symmetric_int8(variables["kernel"], axis=-1)
-        return dense_fn(call_args[0], w_codes, w_scale, variables.get("bias"))
+        return dense_fn(x, w_codes, w_scale, variables.get("bias"))
 
-    with nn.intercept_methods(interceptor):
-        return model.apply({"params": model_params}, x, train=False)
+    return _apply_with_hooks(model, params, (x,), {"train": False}, replace=replace)
 
 
 def apply_model_int8(model: nn.Module, params: Any, x: Any) -> Any:

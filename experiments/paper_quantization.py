@@ -401,20 +401,7 @@ def _sweep_chart(inputs: bp.ReportInputs, sweep: BitSweep,
     ax = fig.add_subplot()
     drawn = False
     for kind, label, _ in SWEEP_KINDS:
-        xs, ys, errs = [], [], []
-        for i, b in enumerate(levels):
-            acc = bp._accuracy_percents(found[b].get(kind, []))
-            if acc:
-                mean, std = bp.mean_std(acc)
-                xs.append(i)
-                ys.append(mean)
-                errs.append(std or 0.0)
-        if not xs:
-            continue
-        colour, marker = SWEEP_STYLES[kind]
-        ax.errorbar(xs, ys, yerr=errs if any(errs) else None, color=colour, marker=marker,
-                    capsize=3, label=label)
-        drawn = True
+        drawn |= bp.accuracy_line(ax, [found[b].get(kind, []) for b in levels], SWEEP_STYLES[kind], label)
     if not drawn:
         return False
     ax.set_xticks(range(len(levels)), [f"{b}" for b in levels])
