@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from experiments import build_paper as bp
+from experiments.report import (baselines, builder, common, pruning_structured,
+                                pruning_transformer, pruning_unstructured)
 
 REPO = Path(__file__).resolve().parents[1]
 PUBLISHED = REPO / "paper" / "published.json"
@@ -47,7 +48,7 @@ def write(results_dir: Path, name: str, data: Any) -> Path:
 
 
 def build(results_dir: Path, out: Path) -> str:
-    return bp.write_paper(results_dir, out, PUBLISHED).read_text(encoding="utf-8")
+    return builder.write_paper(results_dir, out, PUBLISHED).read_text(encoding="utf-8")
 
 
 def table_row(report: str, run: str) -> str:
@@ -117,21 +118,21 @@ def test_seed_groups_show_mean_and_sample_std(tmp_path):
 
 def test_group_seeds_orders_groups_and_seeds_numerically():
     results = {"b_seed10": {}, "b_seed2": {}, "a/seed_1": {}, "a/seed_0": {}, "c": {}}
-    groups = bp.group_seeds(results)
+    groups = common.group_seeds(results)
     assert list(groups) == ["a", "b", "c"]
     assert [n for n, _ in groups["a"]] == ["a/seed_0", "a/seed_1"]
     assert [n for n, _ in groups["b"]] == ["b_seed2", "b_seed10"]
     assert [n for n, _ in groups["c"]] == ["c"]
-    assert bp.split_seed("x_seed3") == ("x", 3)
-    assert bp.split_seed("x/seed_4") == ("x", 4)
-    assert bp.split_seed("seedless") == ("seedless", None)
+    assert common.split_seed("x_seed3") == ("x", 3)
+    assert common.split_seed("x/seed_4") == ("x", 4)
+    assert common.split_seed("seedless") == ("seedless", None)
 
 
 def test_format_stat_hand_computed():
-    assert bp.format_stat([1.0, 2.0, 3.0]) == "2.00 ± 1.00"
-    assert bp.format_stat([5.0]) == "5.00"
-    assert bp.format_stat([None, "x"]) == bp.MISSING
-    assert bp.format_stat([7, 7], "{:,.0f}", collapse_equal=True) == "7"
+    assert common.format_stat([1.0, 2.0, 3.0]) == "2.00 ± 1.00"
+    assert common.format_stat([5.0]) == "5.00"
+    assert common.format_stat([None, "x"]) == common.MISSING
+    assert common.format_stat([7, 7], "{:,.0f}", collapse_equal=True) == "7"
 
 
 @pytest.mark.parametrize("content", ["{not json", "[1, 2]",
@@ -140,8 +141,8 @@ def test_malformed_results_raise_naming_the_path(tmp_path, content):
     results = tmp_path / "results"
     write(results, "baseline_lenet300", make_result(0.9))
     bad = write(results, "baseline_broken", content)
-    with pytest.raises(bp.ResultsError, match=str(bad).replace("\\", "\\\\")):
-        bp.load_results(results)
+    with pytest.raises(common.ResultsError, match=str(bad).replace("\\", "\\\\")):
+        common.load_results(results)
 
 
 def test_missing_fields_show_a_dash(tmp_path):
@@ -152,8 +153,8 @@ def test_missing_fields_show_a_dash(tmp_path):
     write(results, "baseline_lenet300", data)
     row = table_row(build(results, tmp_path / "paper"), "baseline_lenet300")
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[1] == cells[2] == bp.MISSING  # model, dataset
-    assert cells[-1] == cells[-2] == bp.MISSING  # step ms, wall time
+    assert cells[1] == cells[2] == common.MISSING  # model, dataset
+    assert cells[-1] == cells[-2] == common.MISSING  # step ms, wall time
     # The run name alone still finds the published reference.
     assert "90.0 % accuracy" in row
 
@@ -168,7 +169,7 @@ def test_no_results_gives_one_line_and_no_figure(tmp_path, make_dir):
     report = build(results, out)
     section = report.split("## Baselines\n\n", 1)[1].split("\n\n## ", 1)[0]
     assert section == "No baseline results (`baseline_*`) yet."
-    assert not (out / "figures" / bp.BASELINE_FIGURE).exists()
+    assert not (out / "figures" / baselines.BASELINE_FIGURE).exists()
 
 
 def test_output_is_deterministic_and_png_written(tmp_path):
@@ -177,14 +178,14 @@ def test_output_is_deterministic_and_png_written(tmp_path):
     write(results, "baseline_lenet5/seed_0", make_result(0.90, model="lenet5"))
     write(results, "baseline_lenet300", make_result(0.89))
     out = tmp_path / "paper"
-    png = out / "figures" / bp.BASELINE_FIGURE
+    png = out / "figures" / baselines.BASELINE_FIGURE
 
     first, first_png = build(results, out), png.read_bytes()
     second, second_png = build(results, out), png.read_bytes()
     assert first == second
     assert first_png == second_png
     assert first_png.startswith(b"\x89PNG\r\n\x1a\n")
-    assert f"](figures/{bp.BASELINE_FIGURE})" in first
+    assert f"](figures/{baselines.BASELINE_FIGURE})" in first
     assert first.index("| baseline_lenet300 ") < first.index("| baseline_lenet5 ")
 
 
@@ -193,28 +194,28 @@ def test_stale_figure_is_removed_when_its_results_go(tmp_path):
     path = write(results, "baseline_lenet300", make_result(0.89))
     out = tmp_path / "paper"
     build(results, out)
-    assert (out / "figures" / bp.BASELINE_FIGURE).exists()
+    assert (out / "figures" / baselines.BASELINE_FIGURE).exists()
     path.unlink()
     build(results, out)
-    assert not (out / "figures" / bp.BASELINE_FIGURE).exists()
+    assert not (out / "figures" / baselines.BASELINE_FIGURE).exists()
 
 
 def test_sections_registry_adds_a_section_without_other_changes(tmp_path):
-    inputs = bp.ReportInputs(results={}, published=bp.load_published(PUBLISHED),
-                             figures_dir=tmp_path / "figures")
+    inputs = common.ReportInputs(results={}, published=common.load_published(PUBLISHED),
+                                 figures_dir=tmp_path / "figures")
     extra = ("Quantization", lambda _: "quantization table here")
-    report = bp.build_report(inputs, "paper/results", [*bp.SECTIONS, extra])
+    report = builder.build_report(inputs, "paper/results", [*builder.sections(), extra])
     assert report.index("## Baselines") < report.index(
         "## Quantization\n\nquantization table here")
     assert "every number" in report.lower() and "paper/results/*/results.json" in report
 
 
 def test_published_entries_have_citation_and_numeric_value():
-    entries = bp.load_published(PUBLISHED)  # also checks unique ids
+    entries = common.load_published(PUBLISHED)  # also checks unique ids
     assert entries
     for e in entries:
         assert isinstance(e["citation"], str) and e["citation"].strip(), e["id"]
-        assert bp.is_number(e["value"]) and math.isfinite(e["value"]), e["id"]
+        assert common.is_number(e["value"]) and math.isfinite(e["value"]), e["id"]
         for key in ("setting", "metric", "unit", "claim"):
             assert isinstance(e[key], str) and e[key], (e["id"], key)
         assert {"authors", "year", "title"} <= set(e["paper"]), e["id"]
@@ -224,8 +225,8 @@ def test_published_entries_have_citation_and_numeric_value():
 
 
 def test_baseline_references_exist_in_published():
-    ids = {e["id"] for e in bp.load_published(PUBLISHED)}
-    for refs in bp.BASELINE_REFERENCES.values():
+    ids = {e["id"] for e in common.load_published(PUBLISHED)}
+    for refs in baselines.BASELINE_REFERENCES.values():
         assert set(refs) <= ids
     assert published_entry("xiao2017_fmnist_mlp_accuracy")["value"] == 0.900
     assert published_entry("xiao2017_fmnist_cnn2_accuracy")["value"] == 0.916
@@ -236,16 +237,16 @@ def test_baseline_references_exist_in_published():
 def test_published_json_rejects_entry_without_citation(tmp_path):
     path = tmp_path / "published.json"
     path.write_text(json.dumps([{"id": "x", "citation": "", "value": 1}]))
-    with pytest.raises(bp.ResultsError, match="'x'.*citation"):
-        bp.load_published(path)
+    with pytest.raises(common.ResultsError, match="'x'.*citation"):
+        common.load_published(path)
 
 
 def test_published_values_convert_to_accuracy_percent():
-    assert bp.published_accuracy_percent(
+    assert common.published_accuracy_percent(
         published_entry("xiao2017_fmnist_mlp_accuracy")) == pytest.approx(90.0)
-    assert bp.published_accuracy_percent(
+    assert common.published_accuracy_percent(
         published_entry("han2015_lenet300_dense_error")) == pytest.approx(98.36)
-    assert bp.published_accuracy_percent(
+    assert common.published_accuracy_percent(
         published_entry("han2016_lenet300_compressed_size")) is None
 
 
@@ -276,23 +277,25 @@ def cells(row: str) -> list[str]:
 
 
 def test_pruning_section_follows_baselines_in_registry():
-    titles = [t for t, _ in bp.SECTIONS]
+    titles = [t for t, _ in builder.sections()]
     assert titles.index("Pruning") == titles.index("Baselines") + 1
 
 
 def test_pruning_published_ids_exist():
-    ids = {e["id"] for e in bp.load_published(PUBLISHED)}
-    for model in bp.HAN_MODELS:
+    ids = {e["id"] for e in common.load_published(PUBLISHED)}
+    for model in pruning_unstructured.HAN_MODELS:
         for suffix in ("dense_error", "pruned_error", "dense_weights",
                        "pruned_weights", "compression"):
             assert f"{model.published_prefix}_{suffix}" in ids
-    assert bp.ZHU_REFERENCE in ids and bp.SNIP_DENSE_REFERENCE in ids
-    assert set(bp.SNIP_REFERENCES.values()) <= ids
-    assert set(bp.GORDON_REFERENCES) <= ids
-    assert set(bp.MICHEL.references) <= ids and set(bp.SAJJAD.references) <= ids
-    for study in bp.STRUCTURED_ABLATIONS:
+    assert pruning_unstructured.ZHU_REFERENCE in ids
+    assert pruning_unstructured.SNIP_DENSE_REFERENCE in ids
+    assert set(pruning_unstructured.SNIP_REFERENCES.values()) <= ids
+    assert set(pruning_transformer.GORDON_REFERENCES) <= ids
+    assert set(pruning_transformer.MICHEL.references) <= ids
+    assert set(pruning_transformer.SAJJAD.references) <= ids
+    for study in pruning_structured.STRUCTURED_ABLATIONS:
         assert set(study.references) <= ids
-    li = published_entry(bp.LI2017_REFERENCE)
+    li = published_entry(pruning_structured.LI2017_REFERENCE)
     assert (li["value"], li["unit"], li["dataset"]) == (34, "%", "CIFAR-10")
 
 
@@ -343,11 +346,12 @@ def test_han_claim_column(tmp_path, dense, pruned, nonzero, expected):
 
 
 def test_han_claim_needs_both_numbers(tmp_path):
-    assert bp.han_claim(None, 0.0) == bp.han_claim(12.0, None) == bp.MISSING
+    assert (pruning_unstructured.han_claim(None, 0.0) == pruning_unstructured.han_claim(12.0, None)
+            == common.MISSING)
     results = tmp_path / "results"
     write(results, "han2015_lenet300", make_pruned(0.89))  # no dense baseline
     row = cells(table_row(build(results, tmp_path / "paper"), "LeNet-300-100"))
-    assert row[2] == row[4] == row[-1] == bp.MISSING
+    assert row[2] == row[4] == row[-1] == common.MISSING
     assert row[3] == "89.00"
 
 
@@ -376,16 +380,16 @@ def test_zhu_table_with_missing_sparsity_and_figure(tmp_path):
         "90", "89.30", "88.50", "87.40", "27,120", "27,030",
         "gradual > one-shot > small-dense"]
     assert cells(table_row(section, "95")) == [
-        "95", f"87.00 ± {math.sqrt(2):.2f}", bp.MISSING, bp.MISSING, bp.MISSING,
-        "13,720", bp.MISSING]
+        "95", f"87.00 ± {math.sqrt(2):.2f}", common.MISSING, common.MISSING, common.MISSING,
+        "13,720", common.MISSING]
     assert "| 75 " not in section and "| 98 " not in section
     assert "Not run yet: 8 of 15 runs" in section and "`smalldense_95`" in section
     assert "90.00 % (`baseline_lenet300`)" in section
     assert "Zhu & Gupta 2017 [" in section
 
-    png = out / "figures" / bp.PRUNING_ZHU_FIGURE
+    png = out / "figures" / pruning_unstructured.PRUNING_ZHU_FIGURE
     assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
-    assert f"](figures/{bp.PRUNING_ZHU_FIGURE})" in section
+    assert f"](figures/{pruning_unstructured.PRUNING_ZHU_FIGURE})" in section
 
 
 def test_snip_rows_beside_paper(tmp_path):
@@ -400,7 +404,7 @@ def test_snip_rows_beside_paper(tmp_path):
 
     row = cells(table_row(section, "lee2019_snip_lenet300_90"))
     assert row[1:6] == ["90", "89.50", "-0.50", "26,620 / 266,200 (10.00 %)", "10.0×"]
-    assert row[6] == row[7] == bp.MISSING  # the paper reports 95 % and 98 % only
+    assert row[6] == row[7] == common.MISSING  # the paper reports 95 % and 98 % only
     row = cells(table_row(section, "lee2019_snip_lenet300_95"))
     assert row[1:6] == ["95", "88.70", "-1.30", "13,310 / 266,200 (5.00 %)", "20.0×"]
     assert row[6].startswith("1.60 % error (+0.10 points vs its dense 1.70 % error")
@@ -419,8 +423,8 @@ def test_no_pruning_results_says_so(tmp_path):
     section = pruning_section(build(results, out))
     assert section.startswith("No pruning results") and "\n" not in section.strip()
     assert "`gordon2020_char_transformer_*`" in section
-    assert not (out / "figures" / bp.PRUNING_ZHU_FIGURE).exists()
-    assert not (out / "figures" / bp.PRUNING_GORDON_FIGURE).exists()
+    assert not (out / "figures" / pruning_unstructured.PRUNING_ZHU_FIGURE).exists()
+    assert not (out / "figures" / pruning_transformer.PRUNING_GORDON_FIGURE).exists()
 
 
 # --------------------------------------------------------------------------
@@ -467,7 +471,7 @@ def test_gordon_table_claim_line_and_figure(tmp_path):
     text = subsection(pruning_section(build(results, out)), GORDON)
 
     assert cells(table_row(text, "0")) == [
-        "0", "1.500", bp.MISSING, "+0.000", bp.MISSING, "800,000 / 800,000 (100.00 %)",
+        "0", "1.500", common.MISSING, "+0.000", common.MISSING, "800,000 / 800,000 (100.00 %)",
         "3,201,000"]
     assert cells(table_row(text, "30")) == [
         "30", "1.510", "1.505", "+0.010", "+0.005", "560,000 / 800,000 (70.00 %)", "2,241,000"]
@@ -490,9 +494,9 @@ def test_gordon_table_claim_line_and_figure(tmp_path):
             "`10`, `10_ft`, `20`, `20_ft`, `50`, `50_ft`, `60`, `60_ft`, `70`, `70_ft`, "
             "`80`, `80_ft`).") in text
 
-    png = out / "figures" / bp.PRUNING_GORDON_FIGURE
+    png = out / "figures" / pruning_transformer.PRUNING_GORDON_FIGURE
     assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
-    assert f"](figures/{bp.PRUNING_GORDON_FIGURE})" in text
+    assert f"](figures/{pruning_transformer.PRUNING_GORDON_FIGURE})" in text
 
 
 def test_michel_and_sajjad_tables_beside_paper(tmp_path):
@@ -516,7 +520,8 @@ def test_michel_and_sajjad_tables_beside_paper(tmp_path):
     assert cells(table_row(text, "4 of 16")) == [
         "4 of 16", "25.0", "1.560", "1.520", "+0.060", "+0.020", "96.0 / 98.7", "825,000"]
     assert cells(table_row(text, "8 of 16")) == [
-        "8 of 16", "50.0", "1.800", bp.MISSING, "+0.300", bp.MISSING, "80.0 / —", "775,000"]
+        "8 of 16", "50.0", "1.800", common.MISSING, "+0.300", common.MISSING, "80.0 / —",
+        "775,000"]
     assert "The paper (Michel et al. 2019 [1]): 20 % of the heads (WMT Transformer) to 40 %" in text
     # 20 % lies between 2 and 4 of 16, 40 % between 4 and 8: each named once.
     assert ("Ours nearest 20 % and 40 %, change in validation loss against our dense "
@@ -551,7 +556,8 @@ def test_transformer_studies_without_dense_or_runs(tmp_path):
     section = pruning_section(build(results, out))
     text = subsection(section, MICHEL)
     assert cells(table_row(text, "4 of 16")) == [
-        "4 of 16", "25.0", bp.MISSING, "1.520", bp.MISSING, bp.MISSING, "— / —", "875,520"]
+        "4 of 16", "25.0", common.MISSING, "1.520", common.MISSING, common.MISSING, "— / —",
+        "875,520"]
     assert "`baseline_char_transformer` is not run yet" in text
     assert "Not run yet: 7 of 8 runs" in text
     assert subsection(section, GORDON) == (
@@ -559,7 +565,7 @@ def test_transformer_studies_without_dense_or_runs(tmp_path):
         "`gordon2020_char_transformer_S_ft` for S in 0, 10, 20, 30, 40, 50, 60, 70, 80, 90) yet.")
     assert subsection(section, SAJJAD).startswith("No Sajjad et al. 2020 results (")
     assert "No Han et al. 2015 results" in section
-    assert not (out / "figures" / bp.PRUNING_GORDON_FIGURE).exists()
+    assert not (out / "figures" / pruning_transformer.PRUNING_GORDON_FIGURE).exists()
 
 
 # --------------------------------------------------------------------------
@@ -707,7 +713,7 @@ def test_structured_without_latency_or_dense_says_so(tmp_path):
     text = subsection(pruning_section(build(results, tmp_path / "paper")), STRUCTURED)
     part = model_part(text, "LeNet-5")
 
-    missing = bp.MISSING
+    missing = common.MISSING
     assert ablation_row(part, 50, "filters") == [
         "50", "filters", "89.70", missing, "109,295", "109,000", "438,820", "4,586,000†",
         missing, missing, missing, missing]
@@ -767,7 +773,7 @@ def test_structured_run_missing_from_latency_and_li2017_claim(tmp_path):
         "0.160", "12.000", "0.81×", "0.75×"]
     assert ablation_row(part, 50, "unstructured") == [
         "50", "unstructured", "91.40", "-0.60", "431,080", "109,000", "494,293",
-        "4,586,000†", bp.MISSING, bp.MISSING, bp.MISSING, bp.MISSING]
+        "4,586,000†", common.MISSING, common.MISSING, common.MISSING, common.MISSING]
     assert "Not in the latency run: `unstructured_50`." in part
     assert "† FLOPs as the run's results.json has them" in part
     assert ("Not run yet: 2 of 6 runs (after `li2017_lenet5_`: `filters_75`, "
@@ -786,8 +792,8 @@ def test_structured_run_missing_from_latency_and_li2017_claim(tmp_path):
         "up to 34 % fewer FLOPs for CIFAR-10 VGG-16 at close to the original accuracy; our "
         "filters exports have 41 %, 72 % fewer FLOPs than the dense LeNet-5 (P = 25, 50) at "
         "-1.00, -2.00 points.")  # 1 - 2,719,500 / 4,586,000 = 40.7 %; 1 - 1,293,000 / ... = 71.8 %
-    assert f"1. {published_entry(bp.LI2017_REFERENCE)['citation']}" in pruning_section(
-        build(results, tmp_path / "paper"))
+    li = published_entry(pruning_structured.LI2017_REFERENCE)
+    assert f"1. {li['citation']}" in pruning_section(build(results, tmp_path / "paper"))
 
 
 @pytest.mark.parametrize("content", ["{not json", "[1, 2]", json.dumps({"rows": [{"ms": 1}]})])
@@ -797,7 +803,7 @@ def test_malformed_latency_json_raises_naming_the_path(tmp_path, content):
         0.897, params_exported=109_295, weights_nonzero=109_000, bytes_exported=438_820,
         flops=4_586_000, model="lenet5"))
     bad = write_latency(results, "structured_latency_lenet5", content)
-    with pytest.raises(bp.ResultsError, match=str(bad).replace("\\", "\\\\")):
+    with pytest.raises(common.ResultsError, match=str(bad).replace("\\", "\\\\")):
         build(results, tmp_path / "paper")
 
 
@@ -832,6 +838,7 @@ def test_zhu_ordering_marks_means_the_seeds_do_not_separate():
     # one-shot 89.86 ± 0.05 vs gradual 89.76 ± 0.15: 0.10 apart, less than the larger std.
     values = {"gradual": [89.73, 89.63, 89.93], "oneshot": [89.85, 89.81, 89.91],
               "smalldense": [89.06, 89.23, 89.38]}
-    assert bp._ordering(values) == "one-shot ≈ gradual > small-dense"
+    assert pruning_unstructured._ordering(values) == "one-shot ≈ gradual > small-dense"
     # With one seed each there is no std: a plain ordering.
-    assert bp._ordering({"gradual": [89.5], "oneshot": [88.2]}) == "gradual > one-shot"
+    assert (pruning_unstructured._ordering({"gradual": [89.5], "oneshot": [88.2]})
+            == "gradual > one-shot")

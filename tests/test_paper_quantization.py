@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from experiments import build_paper as bp
-from experiments import paper_quantization as pq
+from experiments.report import (builder, common, quantization_benchmark, quantization_bits,
+                                quantization_lowbit)
 from tests.test_build_paper import (PUBLISHED, build, cells, make_result, published_entry,
                                     table_row, write)
 
@@ -48,11 +48,11 @@ TWN_COMMAND = ("python -m experiments.reproduce "
 
 
 def test_section_registered_after_pruning_and_published_ids_exist():
-    titles = [t for t, _ in bp.SECTIONS]
+    titles = [t for t, _ in builder.sections()]
     assert titles.index("Quantization") == titles.index("Pruning") + 1
-    ids = {e["id"] for e in bp.load_published(PUBLISHED)}
-    assert pq.TWN_FP_REFERENCE in ids
-    for variant in (*pq.TWN_VARIANTS, *pq.BC_VARIANTS):
+    ids = {e["id"] for e in common.load_published(PUBLISHED)}
+    assert quantization_lowbit.TWN_FP_REFERENCE in ids
+    for variant in (*quantization_lowbit.TWN_VARIANTS, *quantization_lowbit.BC_VARIANTS):
         assert variant.published_id is None or variant.published_id in ids
     assert [published_entry(f"li2016_lenet5_{k}_accuracy")["value"] for k in ("fp", "bwn", "twn")] \
         == [99.41, 99.05, 99.35]
@@ -119,10 +119,10 @@ def test_twn_recipe_difference_and_missing_variant_are_named(tmp_path):
     (-1.004, "within 1.0 points (drop 1.00 ≤ 1.0)"),  # judged as printed
     (-1.006, "not within 1.0 points (drop 1.01 > 1.0)"),
     (0.25, "within 1.0 points (gain 0.25)"),
-    (None, bp.MISSING),
+    (None, common.MISSING),
 ])
 def test_drop_claim_boundaries(change, expected):
-    assert pq.drop_claim(change, 1.0) == expected
+    assert quantization_lowbit.drop_claim(change, 1.0) == expected
 
 
 @pytest.mark.parametrize("make_dir", [True, False])
@@ -138,7 +138,7 @@ def test_missing_results_show_not_run_yet(tmp_path, make_dir):
     assert "Not run yet: `courbariaux2015_mlp_fp`, `courbariaux2015_mlp_binary`, " \
         "`courbariaux2015_mlp_bwn`" in subsection(section, "BinaryConnect")
     sweeps = subsection(section, "Bit-width sweep")
-    for sweep in pq.BIT_SWEEPS:
+    for sweep in quantization_bits.BIT_SWEEPS:
         assert f"Not run yet: 26 of 26 runs (after `{sweep.config}_`: `ptq_32`, `qat_32`" in sweeps
         assert not (out / "figures" / sweep.figure).exists()
     assert "Not run yet: 9 of 9 runs (after `ablation_bits_char_transformer_`" in \
@@ -202,7 +202,7 @@ def test_bits_sweep_table_summary_and_figure(tmp_path):
     row4 = cells(table_row(lenet300, "4"))
     assert row4[1:5] == ["85.00", "87.00", "88.00", "89.00"]
     assert row4[5] == "PTQ min-max 134,305; PTQ MSE 134,305; PTQ mixed 134,305; QAT 134,309"
-    assert cells(table_row(lenet300, "1"))[1:5] == [bp.MISSING, "n/a", "n/a", "80.00"]
+    assert cells(table_row(lenet300, "1"))[1:5] == [common.MISSING, "n/a", "n/a", "80.00"]
     assert "| 16 " not in lenet300  # no run at 16 bits: no row
     # Within 1 point of its float control: PTQ min-max 8 (4 is 5 points down),
     # PTQ MSE 8, PTQ mixed none (4 is 2 points down), QAT 4 (0.50 below
@@ -252,7 +252,7 @@ def test_transformer_table_lists_the_variants_beside_float(tmp_path):
     float_row = cells(table_row(part, "float"))
     assert float_row[2:8] == ["`baseline_char_transformer`", "1.500", "reference", "`fp_ft`",
                               "1.450", "reference"]
-    for setting, bits in pq.LM_SETTINGS:
+    for setting, bits in quantization_bits.LM_SETTINGS:
         row = cells(table_row(part, setting))
         ptq, qat = losses[setting]
         assert row[1:8] == [bits, f"`ptq_{setting}`", f"{ptq:.3f}", f"{ptq - 1.50:+.3f}",
@@ -269,7 +269,7 @@ def test_transformer_without_float_baseline_says_so(tmp_path):
     write(results, "ablation_bits_char_transformer_ptq_w8", lm_run(1.5))
     part = subsection(quantization_section(build(results, tmp_path / "paper")),
                       "The char Transformer")
-    assert cells(table_row(part, "w8"))[4] == bp.MISSING  # no change without the float loss
+    assert cells(table_row(part, "w8"))[4] == common.MISSING  # no change without the float loss
     assert "The float baseline `baseline_char_transformer` is not run yet" in part
     assert "Not run yet: 8 of 9 runs" in part
 
@@ -295,7 +295,7 @@ def benchmark_json() -> dict[str, Any]:
 
 def test_benchmark_tables_show_ratios_and_command(tmp_path):
     results = tmp_path / "results"
-    path = results / pq.BENCHMARK_DIR / pq.BENCHMARK_FILE
+    path = results / quantization_benchmark.BENCHMARK_DIR / quantization_benchmark.BENCHMARK_FILE
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps(benchmark_json()))
     part = subsection(quantization_section(build(results, tmp_path / "paper")), "Cost of")
@@ -313,7 +313,7 @@ def test_benchmark_tables_show_ratios_and_command(tmp_path):
 
 def test_benchmark_with_one_part_names_the_other_as_not_run(tmp_path):
     results = tmp_path / "results"
-    path = results / pq.BENCHMARK_DIR / pq.BENCHMARK_FILE
+    path = results / quantization_benchmark.BENCHMARK_DIR / quantization_benchmark.BENCHMARK_FILE
     path.parent.mkdir(parents=True)
     data = benchmark_json()
     del data["bytes"]
@@ -329,10 +329,10 @@ def test_benchmark_with_one_part_names_the_other_as_not_run(tmp_path):
                                      json.dumps({"jax": "0"})])
 def test_malformed_benchmark_json_raises_naming_the_path(tmp_path, content):
     results = tmp_path / "results"
-    path = results / pq.BENCHMARK_DIR / pq.BENCHMARK_FILE
+    path = results / quantization_benchmark.BENCHMARK_DIR / quantization_benchmark.BENCHMARK_FILE
     path.parent.mkdir(parents=True)
     path.write_text(content)
-    with pytest.raises(bp.ResultsError, match=str(path).replace("\\", "\\\\")):
+    with pytest.raises(common.ResultsError, match=str(path).replace("\\", "\\\\")):
         build(results, tmp_path / "paper")
 
 

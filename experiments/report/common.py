@@ -1,0 +1,453 @@
+"""Shared helpers of the report builder: every family module imports these.
+
+Loading (`load_results`, `load_published`, `read_json`, `ResultsError`),
+seeds (`split_seed`, `group_seeds`: `NAME/seed_K` and `NAME_seedK` share the
+group `NAME`; `mean_std`, `format_stat`: mean ± sample standard deviation,
+ddof=1), Markdown tables, citations (`References`, `format_published`),
+figures (`save_figure`, `accuracy_line`, `finish_line_figure`), what every
+part sees (`ReportInputs`), and the small column/mean/format helpers that
+more than one family uses. This module imports no family module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import statistics
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+MISSING = "—"
+FIGURES_DIR = "figures"
+REPORT_FILE = "README.md"
+RESULTS_FILE = "results.json"
+# The contract in DESIGN.md: every run writes these sections (more is fine).
+REQUIRED_SECTIONS = ("config", "metrics", "compression", "timing", "versions")
+
+Results = Mapping[str, Mapping[str, Any]]
+Group = list[tuple[str, Mapping[str, Any]]]
+CLAIM_EPS = 1e-9  # 0.9 - 0.897 is 0.30000000000000004 in floating point
+REPRODUCE = "python -m experiments.reproduce"
+
+
+class ResultsError(ValueError):
+    """A results.json or published.json that does not follow the contract."""
+
+
+# --------------------------------------------------------------------------
+# Loading.
+
+
+def read_json(path: Path) -> Any:
+    try:
+        with path.open(encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ResultsError(f"{path}: cannot read JSON: {e}") from e
+
+
+def _check_result(path: Path, data: Any) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ResultsError(f"{path}: top level must be a JSON object, "
+                           f"got {type(data).__name__}")
+    for key in REQUIRED_SECTIONS:
+        if not isinstance(data.get(key), dict):
+            raise ResultsError(f"{path}: missing or non-object section {key!r} "
+                               f"(required: {', '.join(REQUIRED_SECTIONS)})")
+    return data
+
+
+def load_results(results_dir: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+    """Reads every results.json below `results_dir`, keyed by its run name.
+
+    The run name is the folder path relative to `results_dir`, e.g.
+    `baseline_lenet5` or `baseline_lenet5/seed_1`. A missing directory reads as
+    no results; a file that is not valid JSON or lacks a contract section
+    raises `ResultsError` naming its path (nothing is skipped silently).
+    """
+    root = Path(results_dir)
+    if not root.is_dir():
+        return {}
+    results: dict[str, dict[str, Any]] = {}
+    for path in sorted(root.rglob(RESULTS_FILE)):
+        rel = path.parent.relative_to(root)
+        if rel == Path("."):
+            raise ResultsError(f"{path}: results must live in {root}/NAME/, "
+                               "the folder name is the run's name")
+        results[rel.as_posix()] = _check_result(path, read_json(path))
+    return dict(sorted(results.items()))
+
+
+def load_published(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Reads the published-numbers file: a list of entries with unique ids.
+
+    Every entry needs an `id`, a non-empty `citation` and a numeric `value`;
+    anything else raises `ResultsError` naming the file and the entry.
+    """
+    path = Path(path)
+    data = read_json(path)
+    if not isinstance(data, list):
+        raise ResultsError(f"{path}: expected a JSON list of entries")
+    seen: set[str] = set()
+    for i, entry in enumerate(data):
+        where = f"{path}: entry {i}"
+        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
+            raise ResultsError(f"{where}: needs a string 'id'")
+        where = f"{path}: entry {entry['id']!r}"
+        if entry["id"] in seen:
+            raise ResultsError(f"{where}: duplicate id")
+        seen.add(entry["id"])
+        if not isinstance(entry.get("citation"), str) or not entry["citation"].strip():
+            raise ResultsError(f"{where}: needs a non-empty 'citation'")
+        if not is_number(entry.get("value")):
+            raise ResultsError(f"{where}: 'value' must be a number")
+    return data
+
+
+# --------------------------------------------------------------------------
+# Seeds, formatting, tables and citations.
+
+
+def is_number(x: Any) -> bool:
+    """True for int/float values (bool excluded: True is not a measurement)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def get_path(data: Mapping[str, Any], dotted: str) -> Any:
+    """`get_path(r, "config.model.name")`: nested .get, None when absent."""
+    node: Any = data
+    for key in dotted.split("."):
+        if not isinstance(node, Mapping):
+            return None
+        node = node.get(key)
+    return node
+
+
+_SEED_RE = re.compile(r"^(?P<base>.+?)(?:/seed_(?P<a>\d+)|_seed(?P<b>\d+))$")
+
+
+def split_seed(name: str) -> tuple[str, int | None]:
+    """`a/seed_2` and `a_seed2` -> ("a", 2); a name without a seed -> (name, None)."""
+    m = _SEED_RE.match(name)
+    if not m:
+        return name, None
+    return m.group("base"), int(m.group("a") or m.group("b"))
+
+
+def group_seeds(results: Results) -> dict[str, Group]:
+    """Groups runs that differ only by seed, sorted by group then seed.
+
+    Returns {group name: [(run name, results), ...]}; a run without a seed
+    suffix forms (or joins) the group of its own name.
+    """
+    groups: dict[str, list[tuple[int, str, Mapping[str, Any]]]] = {}
+    for name, result in results.items():
+        base, seed = split_seed(name)
+        # Runs without a seed sort first; -1 never collides with a real seed.
+        groups.setdefault(base, []).append((-1 if seed is None else seed, name, result))
+    return {base: [(n, r) for _, n, r in sorted(members, key=lambda t: (t[0], t[1]))]
+            for base, members in sorted(groups.items())}
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (ddof=1); std is None for one value."""
+    if not values:
+        raise ValueError("mean_std of no values")
+    mean = statistics.fmean(values)
+    return mean, (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def format_stat(values: Iterable[Any], fmt: str = "{:.2f}", *,
+                collapse_equal: bool = False) -> str:
+    """Formats one value, or `mean ± std` over several; MISSING when none.
+
+    Non-numbers (absent fields) are ignored. With `collapse_equal`, identical
+    values print once: a parameter count repeated over seeds is not a spread.
+    """
+    xs = [float(v) for v in values if is_number(v)]
+    if not xs:
+        return MISSING
+    if len(xs) == 1 or (collapse_equal and all(x == xs[0] for x in xs)):
+        return fmt.format(xs[0])
+    mean, std = mean_std(xs)
+    return f"{fmt.format(mean)} ± {fmt.format(std)}"
+
+
+def format_seconds(values: Iterable[Any]) -> str:
+    """Wall time in s, min or h (unit chosen from the mean), mean ± std."""
+    xs = [float(v) for v in values if is_number(v)]
+    if not xs:
+        return MISSING
+    mean = statistics.fmean(xs)
+    scale, unit = (1.0, "s") if mean < 120 else (60.0, "min") if mean < 7200 else (3600.0, "h")
+    return f"{format_stat([x / scale for x in xs], '{:.1f}')} {unit}"
+
+
+def distinct_text(values: Iterable[Any]) -> str:
+    """Distinct non-empty values joined in sorted order, MISSING when none."""
+    texts = sorted({str(v) for v in values if v not in (None, "")})
+    return ", ".join(texts) if texts else MISSING
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub-flavoured Markdown table; `|` inside cells is escaped."""
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ")
+                                 for c in cells) + " |"
+    return "\n".join([line(headers), line(["---"] * len(headers))]
+                     + [line(r) for r in rows])
+
+
+def short_cite(entry: Mapping[str, Any]) -> str:
+    """`Han et al. 2015` from a published entry's `paper` field."""
+    paper = entry.get("paper") or {}
+    authors = [a.strip() for a in str(paper.get("authors", "")).split(",") if a.strip()]
+    if not authors:
+        return str(entry.get("id", MISSING))
+    surname = authors[0].split()[-1]
+    if len(authors) == 2:
+        surname = f"{surname} & {authors[1].split()[-1]}"
+    elif len(authors) > 2:
+        surname = f"{surname} et al."
+    year = paper.get("year")
+    return f"{surname} {year}" if year else surname
+
+
+def published_accuracy_percent(entry: Mapping[str, Any]) -> float | None:
+    """A published entry as test accuracy in %, or None if it is not one.
+
+    Accuracy is stored as a fraction (Fashion-MNIST README) or in %, error in %
+    (Han et al.); converting here keeps published.json in the papers' own units.
+    """
+    metric, unit, value = entry.get("metric"), entry.get("unit"), entry.get("value")
+    if not is_number(value):
+        return None
+    if metric in ("test_accuracy", "top1_accuracy"):
+        return 100.0 * value if unit == "fraction" else float(value) if unit == "%" else None
+    if metric == "test_error" and unit == "%":
+        return 100.0 - value
+    return None
+
+
+def format_published(entry: Mapping[str, Any]) -> str:
+    """`90.0 % accuracy` / `1.64 % error`, in the paper's own measure."""
+    value, unit, metric = entry["value"], entry.get("unit", ""), entry.get("metric", "")
+    if metric == "test_accuracy" and unit == "fraction":
+        text = f"{100 * value:.1f} % accuracy"
+    elif metric == "test_accuracy" and unit == "%":
+        text = f"{value:g} % accuracy"
+    elif metric == "test_error" and unit == "%":
+        text = f"{value:.2f} % error"
+    else:
+        text = f"{value:g} {unit}".strip()
+    return text if entry.get("checked", True) else f"{text} (unchecked)"
+
+
+class References:
+    """Numbers citations in order of first use, for a section's reference list."""
+
+    def __init__(self) -> None:
+        self._order: list[Mapping[str, Any]] = []
+
+    def cite(self, entry: Mapping[str, Any]) -> str:
+        """Returns `Han et al. 2015 [n]`, numbering the citation on first use."""
+        citations = [e["citation"] for e in self._order]
+        if entry["citation"] not in citations:
+            self._order.append(entry)
+            citations.append(entry["citation"])
+        return f"{short_cite(entry)} [{citations.index(entry['citation']) + 1}]"
+
+    def markdown(self) -> str:
+        """The numbered reference list, empty when nothing was cited."""
+        return "\n".join(f"{i}. {e['citation']}" for i, e in enumerate(self._order, 1))
+
+
+# --------------------------------------------------------------------------
+# Figures.
+
+
+def save_figure(fig: Figure, path: Path) -> None:
+    """Writes a PNG through the Agg canvas with no version stamp, so reruns
+    (and other matplotlib versions) produce byte-identical files."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
+    fig.savefig(path, format="png", dpi=120, metadata={"Software": None})
+
+
+def accuracy_line(ax: Any, groups: Sequence[Group], style: tuple[str, str], label: str) -> bool:
+    """Mean accuracy (± sample std where several seeds) of groups[i] at x = i, skipping empty ones.
+
+    Returns whether anything was drawn.
+    """
+    points = [(i, mean_std(acc)) for i, members in enumerate(groups)
+              if (acc := accuracy_percents(members))]
+    if not points:
+        return False
+    errs = [std or 0.0 for _, (_, std) in points]
+    colour, marker = style
+    ax.errorbar([i for i, _ in points], [mean for _, (mean, _) in points],
+                yerr=errs if any(errs) else None, color=colour, marker=marker, capsize=3, label=label)
+    return True
+
+
+def finish_line_figure(fig: Any, ax: Any, xlabel: str, ylabel: str, title: str, path: Path) -> None:
+    """Labels, legend and grid of a line figure, then writes it (the pruning figures share this look)."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+# --------------------------------------------------------------------------
+# What every part sees.
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportInputs:
+    """What every section sees: all results, published entries, where figures go,
+    and the results folder, for the few measurements kept beside results.json
+    (e.g. a latency benchmark's JSON); None when there is no folder to read."""
+    results: Results
+    published: Sequence[Mapping[str, Any]]
+    figures_dir: Path
+    results_dir: Path | None = None
+
+    @property
+    def groups(self) -> dict[str, Group]:
+        return group_seeds(self.results)
+
+    def published_by_id(self, entry_id: str) -> Mapping[str, Any]:
+        for entry in self.published:
+            if entry["id"] == entry_id:
+                return entry
+        raise KeyError(f"published.json has no entry {entry_id!r}")
+
+    def figure_link(self, filename: str) -> str:
+        """Path of a figure relative to the report (README sits above figures/)."""
+        return f"{self.figures_dir.name}/{filename}"
+
+
+# --------------------------------------------------------------------------
+# Columns of a group of runs (one per seed), and their means.
+
+
+def column(members: Group, dotted: str) -> list[Any]:
+    return [get_path(r, dotted) for _, r in members]
+
+
+def mean_or_none(values: Sequence[Any]) -> float | None:
+    xs = [float(v) for v in values if is_number(v)]
+    return statistics.fmean(xs) if xs else None
+
+
+def accuracy_percents(members: Group) -> list[float]:
+    return [100.0 * v for _, r in members
+            if is_number(v := get_path(r, "metrics.test_accuracy"))]
+
+
+def mean_accuracy(groups: Mapping[str, Group], group: str) -> float | None:
+    """Mean test accuracy in % of a group, None when absent."""
+    return mean_or_none(accuracy_percents(groups.get(group, [])))
+
+
+def _kept_percent(members: Group, total: str = "compression.weights_total",
+                  nonzero: str = "compression.weights_nonzero") -> list[float]:
+    return [100.0 * n / t for t, n in zip(column(members, total), column(members, nonzero))
+            if is_number(t) and is_number(n) and t > 0]
+
+
+def weights_kept(members: Group) -> str:
+    """`22,000 / 266,200 (8.26 %)`: weight-matrix nonzeros over weights, as Han et al. count."""
+    nonzero = format_stat(column(members, "compression.weights_nonzero"), "{:,.0f}",
+                          collapse_equal=True)
+    total = format_stat(column(members, "compression.weights_total"), "{:,.0f}",
+                        collapse_equal=True)
+    if nonzero == MISSING or total == MISSING:
+        return MISSING
+    return f"{nonzero} / {total} ({format_stat(_kept_percent(members), collapse_equal=True)} %)"
+
+
+def signed_points(value: float | None) -> str:
+    return MISSING if value is None else f"{value:+.2f}"
+
+
+def format_times(values: Sequence[Any]) -> str:
+    text = format_stat(values, "{:.2f}", collapse_equal=True)
+    return text if text == MISSING else f"{text}×"
+
+
+def val_losses(members: Group) -> list[Any]:
+    return column(members, "metrics.val_loss_nats")
+
+
+def loss_text(members: Group) -> str:
+    return format_stat(val_losses(members), "{:.3f}")
+
+
+def loss_change(members: Group, dense: float | None) -> float | None:
+    """Mean val loss minus the dense model's, in nats (positive: worse)."""
+    loss = mean_or_none(val_losses(members))
+    return None if loss is None or dense is None else loss - dense
+
+
+def signed_nats(value: float | None) -> str:
+    return MISSING if value is None else f"{value:+.3f}"
+
+
+def change_vs(members: Group, reference: float | None) -> float | None:
+    """Mean accuracy of `members` minus `reference`, in points."""
+    mean = mean_or_none(accuracy_percents(members))
+    return None if mean is None or reference is None else mean - reference
+
+
+def config_text(groups: Iterable[Group], dotted: str) -> str:
+    """The distinct values of one config field over the runs, MISSING when none records it."""
+    return distinct_text(value for members in groups
+                         for value in column(members, f"config.{dotted}"))
+
+
+# --------------------------------------------------------------------------
+# Provenance lines under a table.
+
+
+def recorded_commands(groups: Iterable[Group]) -> str:
+    """`Results from `cmd`.`: the distinct `command` keys of the runs a table shows."""
+    commands: list[str] = []
+    unrecorded = 0
+    for members in groups:
+        for _, result in members:
+            command = result.get("command")
+            if isinstance(command, str) and command.strip():
+                if command not in commands:
+                    commands.append(command)
+            else:
+                unrecorded += 1
+    if not commands and not unrecorded:
+        return ""
+    text = ("Results from " + "; ".join(f"`{c}`" for c in commands)) if commands else ""
+    if unrecorded:
+        note = f"{unrecorded} run{'s' if unrecorded > 1 else ''} without a recorded command"
+        text = f"{text} ({note})" if text else f"Results from {note}"
+    return text + "."
+
+
+def not_run_yet(config: str, variants: Sequence[str], groups: Mapping[str, Group],
+                total: int | None = None) -> str:
+    """`Not run yet: ...` naming the missing variants of `config` and how to run one."""
+    missing = [v for v in variants if f"{config}_{v}" not in groups]
+    if not missing:
+        return ""
+    if total is None:
+        names = ", ".join(f"`{config}_{v}`" for v in missing)
+    else:  # a sweep: name the variants once the prefix is said
+        names = (f"{len(missing)} of {total} runs (after `{config}_`: "
+                 + ", ".join(f"`{v}`" for v in missing) + ")")
+    return f"Not run yet: {names}; each runs with `{REPRODUCE} --configs={config}:VARIANT`."

@@ -1,0 +1,453 @@
+"""The report's Pruning section, second part: structured vs unstructured pruning.
+
+A family module of experiments/report (see builder.py): at equal nonzero
+weights, LeNet-300-100 neurons (configs/ablation_structured_lenet300.py) and
+LeNet-5 filters after Li et al. 2017 (configs/li2017_lenet5.py) against
+global magnitude pruning, with the exports' inference latency timed side by
+side by experiments/benchmark_inference.py, whose --out JSON sits at
+RESULTS/<latency_dir>/latency.json; and the multiple-of-8 width control.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from experiments.report.common import (CLAIM_EPS, MISSING, Group, References, ReportInputs,
+                                       ResultsError, accuracy_percents, column, format_stat,
+                                       get_path, is_number, markdown_table, mean_accuracy,
+                                       mean_or_none, read_json, signed_points, split_seed)
+
+SECTION = "Pruning"
+RESULTS_NAME = "pruning"
+
+STRUCTURED_LEVELS = (25, 50, 75)
+UNSTRUCTURED_KIND = "unstructured"
+LATENCY_FILE = "latency.json"
+LATENCY_BATCHES = (1, 128)
+# A speedup of at least this (or at most its inverse), as printed to two
+# decimals, counts as faster (slower) than dense; between the two is "about
+# dense speed": one timing run on a shared CPU moves by a few per cent.
+SPEEDUP_MARGIN = 1.10
+LI2017_REFERENCE = "li2017_vgg16_flops_reduction"
+
+
+@dataclasses.dataclass(frozen=True)
+class StructuredAblation:
+    """One model's structured runs (PREFIX + kind + _P) beside unstructured ones
+    holding exactly as many nonzero weights, and their latency JSON."""
+    label: str          # `LeNet-300-100`
+    prefix: str         # run names are PREFIX + KIND + `_` + P
+    kind: str           # the structured kind's run name: `neurons`, `filters`
+    removes: str        # what the structured kind removes, for the text
+    dense_group: str
+    latency_dir: str    # RESULTS/latency_dir/latency.json
+    references: tuple[str, ...] = ()
+
+    @property
+    def kinds(self) -> tuple[str, str]:
+        return (self.kind, UNSTRUCTURED_KIND)
+
+    def group(self, kind: str, level: int) -> str:
+        return f"{self.prefix}{kind}_{level}"
+
+
+STRUCTURED_ABLATIONS: tuple[StructuredAblation, ...] = (
+    StructuredAblation("LeNet-300-100", "ablation_structured_lenet300_", "neurons",
+                       "P % of the neurons of each hidden layer", "baseline_lenet300",
+                       "structured_latency_lenet300"),
+    StructuredAblation("LeNet-5", "li2017_lenet5_", "filters",
+                       "P % of the filters of each conv layer and of the 500 dense neurons",
+                       "baseline_lenet5", "structured_latency_lenet5", (LI2017_REFERENCE,)),
+)
+
+PREFIXES = tuple(s.prefix for s in STRUCTURED_ABLATIONS)
+
+
+def load_latency(path: Path) -> dict[str, Any] | None:
+    """A benchmark_inference JSON, None when the file does not exist.
+
+    One that is not JSON, or lacks a `rows` list of objects each naming its
+    `run`, raises `ResultsError` naming the path (nothing is skipped silently).
+    """
+    if not path.is_file():
+        return None
+    data = read_json(path)
+    rows = data.get("rows") if isinstance(data, dict) else None
+    if not isinstance(rows, list) or not all(
+            isinstance(r, dict) and isinstance(r.get("run"), str) for r in rows):
+        raise ResultsError(f"{path}: expected an object with a 'rows' list of objects "
+                           "that each name their 'run' (experiments/benchmark_inference.py)")
+    return data
+
+
+@dataclasses.dataclass(frozen=True)
+class _AblationRow:
+    """One table row: its runs, their latency row (None: not timed) and derived numbers."""
+    level: int | None       # None: the dense reference
+    kind: str
+    members: Group
+    latency: Mapping[str, Any] | None
+    accuracy: float | None  # mean test accuracy, %
+    flops: float | None
+    flops_from_results: bool  # no latency row: FLOPs as results.json has them
+
+
+def _latency_by_group(latency: Mapping[str, Any] | None) -> dict[str, Mapping[str, Any]]:
+    """{group: row} of a latency JSON; `baseline_lenet5/seed_0` is `baseline_lenet5`, first wins."""
+    found: dict[str, Mapping[str, Any]] = {}
+    for row in (latency or {}).get("rows", []):
+        found.setdefault(split_seed(row["run"])[0], row)
+    return found
+
+
+def _latency_ms(row: Mapping[str, Any] | None, batch: int) -> float | None:
+    value = get_path(row or {}, f"ms_median.{batch}")
+    return float(value) if is_number(value) else None
+
+
+def _latency_speedup(latency: Mapping[str, Any], row: Mapping[str, Any] | None,
+                     batch: int) -> float | None:
+    """The JSON's speedup (reference ms / this ms), else computed from the two medians."""
+    value = get_path(row or {}, f"speedup.{batch}")
+    if is_number(value):
+        return float(value)
+    reference = next((r for r in latency.get("rows", []) if r["run"] == latency.get("reference")),
+                     None)
+    ref_ms, ms = _latency_ms(reference, batch), _latency_ms(row, batch)
+    return ref_ms / ms if ref_ms is not None and ms else None
+
+
+def _first_number(*values: Any) -> float | None:
+    return next((float(v) for v in values if is_number(v)), None)
+
+
+def _ablation_rows(groups: Mapping[str, Group], study: StructuredAblation,
+                   latency: Mapping[str, Any] | None) -> list[_AblationRow]:
+    """The dense reference (when run or timed), then each level's kinds that have results."""
+    timed = _latency_by_group(latency)
+    wanted: list[tuple[int | None, str, str]] = [(None, "dense", study.dense_group)]
+    wanted += [(p, k, study.group(k, p)) for p in STRUCTURED_LEVELS for k in study.kinds]
+    rows = []
+    for level, kind, group in wanted:
+        members, lat = groups.get(group, []), timed.get(group)
+        if not members and not (level is None and lat):
+            continue
+        lat_flops = lat.get("flops_per_example") if lat else None
+        flops = _first_number(lat_flops, *column(members, "compression.flops_per_example"))
+        rows.append(_AblationRow(level, kind, members, lat,
+                                 mean_or_none(accuracy_percents(members)), flops,
+                                 flops is not None and not is_number(lat_flops)))
+    return rows
+
+
+def _size_cell(row: _AblationRow, dotted: str, latency_key: str,
+               dense_fallback: str | None = None) -> str:
+    """A size from results.json (over seeds), else the latency JSON's count of the export."""
+    text = format_stat(column(row.members, dotted), "{:,.0f}", collapse_equal=True)
+    if text == MISSING and row.latency is not None and is_number(row.latency.get(latency_key)):
+        text = f"{row.latency[latency_key]:,.0f}"
+    if text == MISSING and dense_fallback and row.level is None:
+        text = format_stat(column(row.members, dense_fallback), "{:,.0f}", collapse_equal=True)
+    return text
+
+
+def _ablation_cells(row: _AblationRow, dense: float | None,
+                    latency: Mapping[str, Any] | None) -> list[str]:
+    change = None if row.accuracy is None or dense is None else row.accuracy - dense
+    flops = MISSING if row.flops is None else f"{row.flops:,.0f}" + (
+        "†" if row.flops_from_results else "")
+    ms = [_latency_ms(row.latency, b) for b in LATENCY_BATCHES]
+    speed = [None if latency is None or row.latency is None
+             else _latency_speedup(latency, row.latency, b) for b in LATENCY_BATCHES]
+    return [
+        "0" if row.level is None else f"{row.level}",
+        row.kind,
+        format_stat(accuracy_percents(row.members)),
+        signed_points(change),
+        # The dense export is the full model: its params_total is what it exports.
+        _size_cell(row, "compression.params_exported", "params_total",
+                   dense_fallback="compression.params_total"),
+        _size_cell(row, "compression.weights_nonzero", "weights_nonzero"),
+        _size_cell(row, "compression.bytes_exported", "bytes_exported"),
+        flops,
+        *[MISSING if m is None else f"{m:.3f}" for m in ms],
+        *[MISSING if x is None else f"{x:.2f}×" for x in speed],
+    ]
+
+
+def _latency_line(path_text: str, latency: Mapping[str, Any]) -> str:
+    """Where the timings come from: the one side-by-side run, its device and command."""
+    def field(key: str) -> str:
+        value = latency.get(key)
+        return MISSING if value in (None, "") else str(value)
+
+    load = [latency.get(k) for k in ("load_average_before", "load_average_after")]
+    load_text = (f"load {load[0][0]:.1f} → {load[1][0]:.1f}"
+                 if all(isinstance(l, list) and l and is_number(l[0]) for l in load)
+                 else f"load {MISSING}")
+    return (f"Latency: every export above was timed side by side in one run, "
+            f"`{field('command')}`, on device {field('device')} (backend {field('backend')}, "
+            f"{field('cpu_count')} CPUs, {load_text}, jax {field('jax')}), recorded in "
+            f"`{path_text}`: the median over {field('repeats')} interleaved repetitions of the "
+            f"median time of one jitted forward pass on {field('input')}, per call at each batch "
+            f"size; speedup is the reference `{field('reference')}`'s ms over the row's "
+            f"(> 1 is faster).")
+
+
+def _ablation_table(inputs: ReportInputs, groups: Mapping[str, Group],
+                    study: StructuredAblation
+                    ) -> tuple[str, list[_AblationRow], Mapping[str, Any] | None]:
+    """The model's sub-part (table and notes), its rows and latency JSON, for the finding."""
+    kinds = f"{{{','.join(study.kinds)}}}"
+    path = (inputs.results_dir / study.latency_dir / LATENCY_FILE
+            if inputs.results_dir is not None else None)
+    path_text = (path.as_posix() if path is not None
+                 else f"{study.latency_dir}/{LATENCY_FILE}")
+    latency = load_latency(path) if path is not None else None
+    rows = _ablation_rows(groups, study, latency)
+    pruned = [r for r in rows if r.level is not None]
+    title = f"#### {study.label}"
+    if not pruned:
+        return (f"{title}\n\nNo {study.label} results (`{study.prefix}{kinds}_P` for P in "
+                f"{', '.join(map(str, STRUCTURED_LEVELS))}) yet.", [], latency)
+    dense = mean_accuracy(groups, study.dense_group)
+    headers = ["P (%)", "kind", "test accuracy (%)", "change vs dense (points)",
+               "params exported", "nonzero weights", "bytes exported", "FLOPs / example",
+               *[f"ms / batch, b={b}" for b in LATENCY_BATCHES],
+               *[f"speedup vs dense, b={b}" for b in LATENCY_BATCHES]]
+    parts = [title, markdown_table(headers, [_ablation_cells(r, dense, latency) for r in rows])]
+    notes = []
+    dense_members = groups.get(study.dense_group, [])
+    if dense_members:
+        seeds = f", {len(dense_members)} seeds" if len(dense_members) > 1 else ""
+        notes.append(f"Dense accuracy: `{study.dense_group}`{seeds}, "
+                     f"{format_stat(accuracy_percents(dense_members))} %.")
+    else:
+        notes.append(f"Dense baseline `{study.dense_group}` not run yet: no accuracy change.")
+    missing = [f"{k}_{p}" for p in STRUCTURED_LEVELS for k in study.kinds
+               if not groups.get(study.group(k, p))]
+    if missing:
+        notes.append(f"Not run yet: {len(missing)} of {2 * len(STRUCTURED_LEVELS)} runs "
+                     f"(after `{study.prefix}`: " + ", ".join(f"`{n}`" for n in missing) + ").")
+    if latency is None:
+        runs = ",".join([f"runs/{study.dense_group}/seed_0"] + [
+            f"runs/{study.group(k, p)}" for k in study.kinds for p in STRUCTURED_LEVELS])
+        notes.append(f"No latency measurement (`{path_text}`) yet: run "
+                     f"`python -m experiments.benchmark_inference --runs={runs} "
+                     f"--out={path_text}`.")
+    else:
+        untimed = [r.kind if r.level is None else f"{r.kind}_{r.level}"
+                   for r in rows if r.latency is None]
+        if untimed:
+            notes.append(f"Not in the latency run: " + ", ".join(f"`{n}`" for n in untimed) + ".")
+    if any(r.flops_from_results for r in rows):
+        notes.append("† FLOPs as the run's results.json has them (no latency row counted the "
+                     "export): results written before the FLOPs fix count the masked "
+                     "full-size model, not the smaller export.")
+    parts.append(" ".join(notes))
+    if latency is not None:
+        parts.append(_latency_line(path_text, latency))
+    return "\n\n".join(parts), rows, latency
+
+
+def _levels_text(levels: Sequence[int]) -> str:
+    return f"P = {', '.join(map(str, levels))}"
+
+
+def _speed_class(speedup: float) -> str:
+    shown = round(speedup, 2)  # judged as the table prints it
+    if shown >= SPEEDUP_MARGIN - CLAIM_EPS:
+        return "faster"
+    if shown <= round(1.0 / SPEEDUP_MARGIN, 2) + CLAIM_EPS:
+        return "slower"
+    return "about dense speed"
+
+
+def _speed_text(kind: str, values: Mapping[int, float]) -> str:
+    """`neurons 1.30×, 1.67×, 2.90× (faster than dense at every level)`."""
+    by_class: dict[str, list[int]] = {}
+    for level, x in sorted(values.items()):
+        by_class.setdefault(_speed_class(x), []).append(level)
+    if len(by_class) == 1:
+        (which,) = by_class
+        qual = ("about dense speed at every level" if which == "about dense speed"
+                else f"{which} than dense at every level")
+    else:
+        qual = "; ".join(f"{which} at {', '.join(map(str, levels))} %"
+                         for which in ("faster", "slower", "about dense speed")
+                         if (levels := by_class.get(which)))
+    return f"{kind} " + ", ".join(f"{x:.2f}×" for _, x in sorted(values.items())) + f" ({qual})"
+
+
+def _ablation_finding(inputs: ReportInputs, study: StructuredAblation,
+                      rows: Sequence[_AblationRow], latency: Mapping[str, Any] | None,
+                      refs: References) -> str:
+    """What this model's numbers say: which kind gives speed, which keeps accuracy."""
+    dense = next((r for r in rows if r.level is None), None)
+    by = {(r.level, r.kind): r for r in rows if r.level is not None}
+    both = [p for p in STRUCTURED_LEVELS
+            if all(by.get((p, k)) and by[p, k].accuracy is not None for k in study.kinds)]
+    if not both:
+        return ""
+    s_kind, u_kind = study.kinds
+    sentences = []
+
+    def speedup(level: int, kind: str, batch: int) -> float | None:
+        row = by[level, kind].latency
+        return None if latency is None or row is None else _latency_speedup(latency, row, batch)
+
+    # Speed is compared where both kinds were timed at every batch size.
+    timed = [p for p in both if all(speedup(p, k, b) is not None
+                                    for k in study.kinds for b in LATENCY_BATCHES)]
+    speeds = {b: {k: {p: speedup(p, k, b) for p in timed} for k in study.kinds}
+              for b in LATENCY_BATCHES}
+    if timed:
+        sentences.append(
+            f"{study.label}, speedup against the dense export ({_levels_text(timed)}): "
+            + "; ".join(f"at batch {b}, " + " against ".join(
+                _speed_text(k, speeds[b][k]) for k in study.kinds) for b in LATENCY_BATCHES)
+            + ".")
+    else:
+        sentences.append(f"{study.label}: no latency for both kinds at any level both ran "
+                         f"({_levels_text(both)}), so no speed comparison.")
+    acc = {k: [by[p, k].accuracy for p in both] for k in study.kinds}
+    wins = {k: sum(round(a, 2) > round(b, 2) for a, b in zip(acc[k], acc[o]))
+            for k, o in ((s_kind, u_kind), (u_kind, s_kind))}
+    dense_acc = dense.accuracy if dense is not None else None
+    if dense_acc is not None:
+        changes = "; ".join(f"{k} " + ", ".join(signed_points(a - dense_acc) for a in acc[k])
+                            for k in study.kinds)
+        detail = f" (change vs dense in points: {changes})"
+    else:
+        detail = " (accuracy %: " + "; ".join(
+            f"{k} " + ", ".join(f"{a:.2f}" for a in acc[k]) for k in study.kinds) + ")"
+    if wins[s_kind] == wins[u_kind]:
+        acc_text = (f"neither kind keeps more accuracy at equal nonzero weights "
+                    f"(each ahead at {wins[s_kind]} of {len(both)} levels)")
+        acc_kind = None
+    else:
+        acc_kind = max(study.kinds, key=lambda k: wins[k])
+        acc_text = (f"{acc_kind} keeps more accuracy at equal nonzero weights, at "
+                    f"{wins[acc_kind]} of {len(both)} levels")
+    sentences.append(acc_text[0].upper() + acc_text[1:] + detail + ".")
+    if timed:
+        b = LATENCY_BATCHES[-1]
+        speed = speeds[b]
+        fast = {k: sum(_speed_class(x) == "faster" for x in speed[k].values())
+                for k in study.kinds}
+        if fast[s_kind] == fast[u_kind]:
+            speed_text = (f"neither kind is faster than dense at batch {b}" if not fast[s_kind]
+                          else f"both kinds are faster than dense at {fast[s_kind]} of "
+                               f"{len(timed)} levels at batch {b}")
+        else:
+            speed_kind = max(study.kinds, key=lambda k: fast[k])
+            other = u_kind if speed_kind == s_kind else s_kind
+            speed_text = (f"{speed_kind} pruning is the kind that gives speed (faster than "
+                          f"dense at {fast[speed_kind]} of {len(timed)} levels at batch {b}, "
+                          f"{other} at {fast[other]})")
+        keep = ("" if acc_kind is None
+                else f", {acc_kind} pruning the kind that keeps accuracy")
+        sentences.append(f"So on {study.label}, {speed_text}{keep}.")
+        slow = [p for p in timed if _speed_class(speed[s_kind][p]) == "slower"
+                and dense is not None and dense.flops and by[p, s_kind].flops is not None
+                and by[p, s_kind].flops < dense.flops]
+        if slow:
+            sentences.append(
+                f"Fewer FLOPs did not always mean faster: {s_kind} at "
+                + ", ".join(f"{p} % ({100.0 * (1.0 - by[p, s_kind].flops / dense.flops):.0f} % "
+                            f"fewer FLOPs, {speed[s_kind][p]:.2f}×)" for p in slow)
+                + f" ran slower than dense at batch {b} in this one timing run.")
+    # FLOPs from results.json may be the masked full-size count: only the
+    # exports the latency benchmark counted go into the comparison with the paper.
+    if (LI2017_REFERENCE in study.references and dense is not None and dense.flops
+            and not dense.flops_from_results):
+        cut = {p: 100.0 * (1.0 - row.flops / dense.flops) for p in STRUCTURED_LEVELS
+               if (row := by.get((p, s_kind))) and row.flops is not None
+               and not row.flops_from_results}
+        if cut:
+            entry = inputs.published_by_id(LI2017_REFERENCE)
+            levels = sorted(cut)
+            changes = [None if dense_acc is None or by[p, s_kind].accuracy is None
+                       else by[p, s_kind].accuracy - dense_acc for p in levels]
+            sentences.append(
+                f"{refs.cite(entry)} report up to {entry['value']:g} % fewer FLOPs for "
+                f"{entry.get('dataset', MISSING)} VGG-16 at close to the original accuracy; "
+                f"our {s_kind} exports have " + ", ".join(f"{cut[p]:.0f} %" for p in levels)
+                + f" fewer FLOPs than the dense {study.label} ({_levels_text(levels)}) at "
+                + ", ".join(signed_points(c) for c in changes) + " points.")
+    return " ".join(sentences)
+
+
+def _structured_vs_unstructured_part(inputs: ReportInputs, groups: Mapping[str, Group],
+                                     refs: References) -> str:
+    structured = "; ".join(f"`{s.prefix}{s.kind}_P` removes {s.removes}"
+                           for s in STRUCTURED_ABLATIONS)
+    parts = [
+        "Each model's trained dense baseline is pruned one-shot at three levels P and "
+        f"fine-tuned for two epochs, in two ways. Structured ({structured}), those with "
+        "the smallest L1 norm of their incoming weights: the export is a smaller dense "
+        "model. Unstructured (`..._unstructured_P`): global weight magnitude down to "
+        "exactly as many nonzero weights as the structured run at the same P, exported "
+        "sparse (values + indices); it is small on disk but loads as dense tensors and "
+        "runs the dense shapes, zeros included, so its FLOPs are the dense model's. "
+        "Params exported count what the export holds (the full model for a sparse one), "
+        "nonzero weights the weight-matrix entries that are not zero; sizes come from "
+        "results.json, from the latency JSON where results.json lacks them. FLOPs are 2 "
+        "per multiply-add of the matmuls and convolutions of one example through the "
+        "exported model, as the latency benchmark counted them. The dense row's accuracy "
+        "is the baseline's mean over its seeds, its timing that of the export the latency "
+        "run names as its reference.",
+    ]
+    findings = []
+    for study in STRUCTURED_ABLATIONS:
+        text, rows, latency = _ablation_table(inputs, groups, study)
+        parts.append(text)
+        finding = _ablation_finding(inputs, study, rows, latency, refs)
+        if finding:
+            findings.append(finding)
+    if findings:
+        parts.append("Finding: " + " ".join(findings))
+    width = _width_control_part(inputs, groups)
+    if width:
+        parts.append(width)
+    return "\n\n".join(parts)
+
+
+WIDTH_CONTROL = ("li2017_lenet5_filters_25", "li2017_lenet5_filters8_25", "structured_latency_lenet5")
+
+
+def _width_control_part(inputs: ReportInputs, groups: Mapping[str, Group]) -> str:
+    """filters_25 against filters8_25 (kept counts rounded up to multiples of 8): accuracy and speed."""
+    plain, rounded, latency_dir = WIDTH_CONTROL
+    if not groups.get(rounded):
+        return ""
+    latency = (load_latency(inputs.results_dir / latency_dir / "latency.json")
+               if inputs.results_dir is not None else None)
+    timed = _latency_by_group(latency)
+
+    def described(group: str) -> str:
+        members = groups.get(group, [])
+        row = timed.get(group)
+        model = (row or {}).get("model") or {}
+        shape = (f"{'/'.join(str(c) for c in model['conv_features'])} filters and "
+                 f"{model['dense_features']} neurons"
+                 if "conv_features" in model and "dense_features" in model else "its widths")
+        accuracy = format_stat(accuracy_percents(members)) if members else MISSING
+        speeds = [(_latency_speedup(latency, row, b) if latency is not None and row is not None else None)
+                  for b in LATENCY_BATCHES]
+        speed = ", ".join(f"{'n/a' if x is None else f'{x:.2f}×'} at batch {b}"
+                          for x, b in zip(speeds, LATENCY_BATCHES))
+        return f"`{group}` keeps {shape}: {accuracy} % test accuracy, speed against dense {speed}"
+
+    return ("Hardware-friendly widths (LeNet-5): `structured_prune(multiple_of=8)` rounds each "
+            "layer's kept count up to a multiple of 8. " + described(plain) + "; "
+            + described(rounded) + ". The latency numbers are from the same timing run "
+            f"(`{latency_dir}/latency.json`)" + ("" if latency is not None else ", not run yet") + ".")
+
+
+PARTS = (
+    ("Structured vs unstructured pruning: size, accuracy and speed",
+     _structured_vs_unstructured_part),
+)
