@@ -1,6 +1,6 @@
 """The Shakespeare Transformer at 8 and 4 bits: weights, then weights and activations; PTQ and QAT.
 
-Variants KIND_SETTING[_quick]:
+Variants KIND_SETTING[_quick] (`:quick` alone is `ptq_w8_quick`):
 - KIND `ptq`: the trained baseline quantized once and evaluated (no training);
   `qat`: the same quantizers during a 300-step fine-tune (straight-through
   gradients), the transformer_pruning_common recipe.
@@ -15,25 +15,21 @@ Variants KIND_SETTING[_quick]:
 Starts from runs/baseline_char_transformer/export/params.safetensors
 (`python -m experiments.reproduce --configs=baseline_char_transformer`).
 """
-from configs import quantization_common as qc, transformer_pruning_common as common
+from configs import common, quantization_common as qc, transformer_pruning_common
 
 WEIGHTS = (".*kernel", "embed/embedding", "pos_embed")
 SETTINGS = {"w8": (8, None), "w4": (4, None), "w8a8": (8, 8), "w4a4": (4, 4)}
+VARIANTS = (*(f"{kind}_{setting}" for kind in ("ptq", "qat") for setting in SETTINGS), "fp_ft")
 INIT_BATCHES = 4
 
 
-def get_config(variant: str = "ptq_w8"):
-    quick = variant.endswith("_quick")
-    name = variant.removesuffix("_quick")
-    kind, _, setting = name.partition("_")
-    if name == "fp_ft":
-        config = common.pretrained_config(True, quick)
-        return config
-    if kind not in ("ptq", "qat") or setting not in SETTINGS:
-        raise ValueError(f"unknown variant {variant!r}: use ptq_S or qat_S with S one of {sorted(SETTINGS)}, "
-                         f"or fp_ft; optionally followed by _quick")
+def get_config(arg: str = "ptq_w8"):
+    arg = common.parse_arg(arg, __file__, variant=("ptq_w8", VARIANTS), quick=False)
+    if arg.variant == "fp_ft":
+        return transformer_pruning_common.pretrained_config(True, arg.quick)
+    kind, _, setting = arg.variant.partition("_")
     weight_bits, activation_bits = SETTINGS[setting]
-    config = common.pretrained_config(kind == "qat", quick)
+    config = transformer_pruning_common.pretrained_config(kind == "qat", arg.quick)
     activations = None
     if activation_bits is not None:
         activations = qc.activation_stage(activation_bits, calibration="percentile" if activation_bits == 8 else "mse")

@@ -1,7 +1,7 @@
 """Bit-width sweep on LeNet-300-100 (Fashion-MNIST): post-training quantization against quantization-aware training.
 
 Variants KIND_BITS[_quick]: ptq_B, ptqmse_B, ptqmixed_B, qat_B, described in
-`quantization_common.bits_sweep_config`. Starts from
+`quantization_common.bits_sweep_config`; `:quick` alone is `qat_4_quick`. Starts from
 runs/baseline_lenet300/seed_0/export/params.safetensors
 (`python -m experiments.reproduce --configs=baseline_lenet300 --seeds=0,1,2`).
 """
@@ -10,5 +10,5 @@ from configs import baseline_lenet300, quantization_common
 PRETRAINED = "runs/baseline_lenet300/seed_0/export/params.safetensors"
 
 
-def get_config(variant: str = "qat_4"):
-    return quantization_common.bits_sweep_config(variant, baseline_lenet300, PRETRAINED)
+def get_config(arg: str = "qat_4"):
+    return quantization_common.bits_sweep_config(arg, __file__, baseline_lenet300, PRETRAINED)

@@ -15,12 +15,12 @@ runs/baseline_lenet300/seed_0/export/params.safetensors, trained by
   shrunk model, with a sparse export (values + indices).
 
 Both fine-tune for 2 epochs (936 steps) of Adam at a constant 3e-4; append
-`_quick` for a 10x shorter fine-tune. experiments/benchmark_inference.py
+`_quick` for a 10x shorter fine-tune (`:quick` alone is `neurons_50_quick`). experiments/benchmark_inference.py
 times the exports against the dense baseline.
 """
 from __future__ import annotations
 
-from configs import baseline_lenet300, pruning_common
+from configs import baseline_lenet300, common, pruning_common
 from experiments import structures
 
 PRETRAINED = "runs/baseline_lenet300/seed_0/export/params.safetensors"
@@ -47,8 +47,9 @@ def unstructured_sparsity(level: int) -> float:
     return pruning_common.matching_sparsity(mlp_weights(HIDDEN), mlp_weights(shrunk_hidden(level)))
 
 
-def get_config(variant: str = "neurons_50"):
-    kind, level, quick = pruning_common.parse_variant(variant, KINDS, LEVELS)
+def get_config(arg: str = "neurons_50"):
+    arg = common.parse_arg(arg, __file__, kind=("neurons", KINDS), level=(50, LEVELS), quick=False)
+    kind, level, quick = arg.kind, arg.level, arg.quick
     config = baseline_lenet300.get_config()
     config.model = {"name": "mlp", "hidden": HIDDEN}
     pruning_common.finetune(config, PRETRAINED, quick)

@@ -3,10 +3,11 @@
 Validation loss is reported in nats per character beside the unigram entropy
 of the validation text. `:quick` trains a few hundred steps.
 """
-from configs import default
+from configs import common, default
 
 
-def get_config(variant: str = ""):
+def get_config(arg: str = ""):
+    arg = common.parse_arg(arg, __file__, quick=False)
     config = default.get_config()
     config.dataset = {"name": "shakespeare", "seq_len": 128, "val_every": 10, "val_offset": 0}
     config.model = {"name": "char_transformer", "max_len": 128, "width": 128, "num_layers": 4,
@@ -18,9 +19,7 @@ def get_config(variant: str = ""):
     config.train.num_steps = 4000
     config.train.log_every = 100
     config.train.checkpoint_every = 500
-    if variant == "quick":
+    if arg.quick:
         config.train.num_steps = 300
         config.train.checkpoint_every = 300
-    elif variant:
-        raise ValueError(f"unknown variant {variant!r}; use ':quick' or nothing")
     return config

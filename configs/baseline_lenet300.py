@@ -2,17 +2,16 @@
 
 Full: 20 epochs of batch 128 with Adam. `:quick`: 2 epochs, for a CPU check.
 """
-from configs import default
+from configs import common, default
 
 
-def get_config(variant: str = ""):
+def get_config(arg: str = ""):
+    arg = common.parse_arg(arg, __file__, quick=False)
     config = default.get_config()
     config.model = {"name": "mlp", "hidden": (300, 100)}
     config.train.num_steps = 20 * 468
     config.train.log_every = 200
     config.train.checkpoint_every = 2000
-    if variant == "quick":
+    if arg.quick:
         config.train.num_steps = 2 * 468
-    elif variant:
-        raise ValueError(f"unknown variant {variant!r}; use ':quick' or nothing")
     return config

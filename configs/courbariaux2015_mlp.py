@@ -12,9 +12,10 @@ it rescales the +-1 sums), Adam, 20 epochs of batch 128, cosine schedule:
 - `binary`: deterministic BinaryConnect on every kernel: sign(W) with no
   scale, shadow weights clipped to [-1, 1] after each step; 1-bit export.
 - `bwn`: sign(W) times mean|W| per output unit (Rastegari et al. 2016), no clipping.
-The stochastic variant is not implemented. Append `_quick` for 2 epochs.
+The stochastic variant is not implemented. Append `_quick` for 2 epochs;
+`:quick` alone is `binary_quick`.
 """
-from configs import default
+from configs import common, default
 
 KINDS = {
     "fp": None,
@@ -24,16 +25,13 @@ KINDS = {
 EPOCHS, STEPS_PER_EPOCH = 20, 468
 
 
-def get_config(variant: str = "binary"):
-    quick = variant.endswith("_quick")
-    kind = variant.removesuffix("_quick")
-    if kind not in KINDS:
-        raise ValueError(f"unknown variant {variant!r}: use one of {sorted(KINDS)}, optionally followed by _quick")
+def get_config(arg: str = "binary"):
+    arg = common.parse_arg(arg, __file__, kind=("binary", tuple(KINDS)), quick=False)
     config = default.get_config()
     config.model = {"name": "mlp", "hidden": (1024, 1024, 1024), "normalization": "layer"}
-    config.train.num_steps = (2 if quick else EPOCHS) * STEPS_PER_EPOCH
+    config.train.num_steps = (2 if arg.quick else EPOCHS) * STEPS_PER_EPOCH
     config.train.log_every = 200
     config.train.checkpoint_every = 2000
-    if KINDS[kind] is not None:
-        config.compression.stages = [dict(KINDS[kind])]
+    if KINDS[arg.kind] is not None:
+        config.compression.stages = [dict(KINDS[arg.kind])]
     return config

@@ -8,7 +8,7 @@ fraction in four geometric steps (s_k = 1 - (1 - s)^(k/4)), one prune stage per
 layer chained together. Biases are not pruned (Han et al. count weights).
 `:quick` shrinks every phase 10x.
 """
-from configs import baseline_lenet300, pruning_common
+from configs import baseline_lenet300, common, pruning_common
 
 FINAL_SPARSITY = {"Dense_0/kernel": 0.92, "Dense_1/kernel": 0.91, "Dense_2/kernel": 0.74}
 ROUNDS = 4
@@ -33,10 +33,9 @@ def add_prune_retrain(config, dense_steps: int, final_sparsity: dict, scale: int
     config.export.codecs = pruning_common.SPARSE_EXPORT
 
 
-def get_config(variant: str = ""):
-    if variant not in ("", "quick"):
-        raise ValueError(f"unknown variant {variant!r}; use ':quick' or nothing")
-    scale = 10 if variant == "quick" else 1
+def get_config(arg: str = ""):
+    arg = common.parse_arg(arg, __file__, quick=False)
+    scale = 10 if arg.quick else 1
     config = baseline_lenet300.get_config()
     add_prune_retrain(config, 20 * pruning_common.STEPS_PER_EPOCH // scale, FINAL_SPARSITY, scale)
     return config

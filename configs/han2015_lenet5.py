@@ -7,15 +7,14 @@ fractions (s_k = 1 - (1 - s)^(k/4)), each followed by 10 epochs of retraining
 with a fresh cosine decay, as configs/han2015_lenet300.py. `:quick` shrinks
 every phase 10x.
 """
-from configs import baseline_lenet5, han2015_lenet300, pruning_common
+from configs import baseline_lenet5, common, han2015_lenet300, pruning_common
 
 FINAL_SPARSITY = {"Conv_0/kernel": 0.34, "Conv_1/kernel": 0.88, "Dense_0/kernel": 0.92, "Dense_1/kernel": 0.81}
 
 
-def get_config(variant: str = ""):
-    if variant not in ("", "quick"):
-        raise ValueError(f"unknown variant {variant!r}; use ':quick' or nothing")
-    scale = 10 if variant == "quick" else 1
+def get_config(arg: str = ""):
+    arg = common.parse_arg(arg, __file__, quick=False)
+    scale = 10 if arg.quick else 1
     config = baseline_lenet5.get_config()
     dense_steps = 15 * pruning_common.STEPS_PER_EPOCH // scale
     han2015_lenet300.add_prune_retrain(config, dense_steps, FINAL_SPARSITY, scale)

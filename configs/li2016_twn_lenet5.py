@@ -12,9 +12,9 @@ Ours (Fashion-MNIST, LeNet-5 in the Caffe form, the baseline_lenet5 recipe:
   straight-through gradient to the float weights (2-bit packed export).
 - `bwn`: every kernel binarized, a * sign(W) with a = mean|W| per layer
   (1-bit packed export).
-Append `_quick` for 1 epoch.
+Append `_quick` for 1 epoch; `:quick` alone is `twn_quick`.
 """
-from configs import baseline_lenet5, pruning_common
+from configs import baseline_lenet5, common
 
 KINDS = {
     "fp": None,
@@ -24,12 +24,9 @@ KINDS = {
 }
 
 
-def get_config(variant: str = "twn"):
-    quick = variant.endswith("_quick")
-    kind = variant.removesuffix("_quick")
-    if kind not in KINDS:
-        raise ValueError(f"unknown variant {variant!r}: use one of {sorted(KINDS)}, optionally followed by _quick")
-    config = baseline_lenet5.get_config("quick" if quick else "")
-    if KINDS[kind] is not None:
-        config.compression.stages = [dict(KINDS[kind])]
+def get_config(arg: str = "twn"):
+    arg = common.parse_arg(arg, __file__, kind=("twn", tuple(KINDS)), quick=False)
+    config = baseline_lenet5.get_config("quick" if arg.quick else "")
+    if KINDS[arg.kind] is not None:
+        config.compression.stages = [dict(KINDS[arg.kind])]
     return config

@@ -34,11 +34,11 @@ runs/baseline_lenet5/seed_0/export/params.safetensors, trained by
 (a single `--seeds=0` writes runs/baseline_lenet5/ without the seed_0
 folder; then set `--override=init_from=...` to that export). Fine-tuning:
 2 epochs (936 steps) of Adam at a constant 3e-4. Append `_quick` for a 10x
-shorter fine-tune (93 steps).
+shorter fine-tune (93 steps); `:quick` alone is `filters_50_quick`.
 """
 from __future__ import annotations
 
-from configs import baseline_lenet5, pruning_common
+from configs import baseline_lenet5, common, pruning_common
 from experiments import structures
 
 PRETRAINED = "runs/baseline_lenet5/seed_0/export/params.safetensors"
@@ -69,8 +69,9 @@ def unstructured_sparsity(level: int) -> float:
     return pruning_common.matching_sparsity(lenet5_weights(CONV_FEATURES, DENSE_FEATURES), lenet5_weights(conv, dense))
 
 
-def get_config(variant: str = "filters_50"):
-    kind, level, quick = pruning_common.parse_variant(variant, KINDS, LEVELS)
+def get_config(arg: str = "filters_50"):
+    arg = common.parse_arg(arg, __file__, kind=("filters", KINDS), level=(50, LEVELS), quick=False)
+    kind, level, quick = arg.kind, arg.level, arg.quick
     config = baseline_lenet5.get_config()
     # Spelled out: a structured export writes the kept counts into these fields.
     config.model = {"name": "lenet5", "conv_features": CONV_FEATURES, "dense_features": DENSE_FEATURES}

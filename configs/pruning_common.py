@@ -43,16 +43,6 @@ def matching_sparsity(total: int, keep: int) -> float:
     return sparsity
 
 
-def parse_variant(variant: str, kinds: tuple, levels: tuple) -> tuple[str, int, bool]:
-    """KIND_P[_quick] -> (kind, P, quick)."""
-    quick = variant.endswith("_quick")
-    kind, _, level = variant.removesuffix("_quick").partition("_")
-    if kind not in kinds or not level.isdigit() or int(level) not in levels:
-        raise ValueError(f"unknown variant {variant!r}: use KIND_P with KIND one of {list(kinds)} and P "
-                         f"one of {list(levels)} (percent removed), optionally followed by _quick")
-    return kind, int(level), quick
-
-
 def finetune(config, pretrained: str, quick: bool) -> None:
     """Start from `pretrained`; fine-tune FINETUNE_EPOCHS (10x fewer steps if quick) at a constant lr."""
     config.init_from = pretrained

@@ -39,9 +39,11 @@ MIXED_BUDGETS = (6, 4, 3, 2)
 MIXED_INIT_BATCHES = 4
 
 
-def bits_sweep_config(variant: str, baseline, pretrained: str):
-    """The bit-width sweep variant KIND_BITS[_quick] of `baseline`'s model, started from `pretrained`.
+def bits_sweep_config(arg: str, config_file: str, baseline, pretrained: str):
+    """The bit-width sweep variant ARG = KIND_BITS[_quick] of `baseline`'s model, started from `pretrained`.
 
+    `config_file` is the calling config's __file__ (for error messages); its
+    default variant, and so `:quick` alone, is `qat_4` (`qat_4_quick`).
     Variants, BITS in 32, 16, 8, 6, 4, 3, 2, 1 (32 = float):
     - `ptq_B`: the trained baseline's weights quantized once (symmetric
       uniform, per output channel, min-max range; binary with BWN's mean|w|
@@ -58,16 +60,18 @@ def bits_sweep_config(variant: str, baseline, pretrained: str):
     All kernels are quantized, biases stay float32; the export packs each
     kernel's codes at B bits with its per-channel scales (bytes measured on disk).
     """
-    from configs import pruning_common
+    from configs import common, pruning_common
 
-    kind, bits, quick = pruning_common.parse_variant(variant, SWEEP_KINDS, BIT_LEVELS)
+    parsed = common.parse_arg(arg, config_file, kind=("qat", SWEEP_KINDS), bits=(4, BIT_LEVELS), quick=False)
+    kind, bits = parsed.kind, parsed.bits
+    if kind == "ptqmixed" and bits not in MIXED_BUDGETS:
+        raise common.arg_error(config_file, arg, f"ptqmixed takes a budget of {MIXED_BUDGETS} bits per weight",
+                               f"ptqmixed_B[_quick] with B one of {', '.join(map(str, MIXED_BUDGETS))}")
     config = baseline.get_config()
-    pruning_common.finetune(config, pretrained, quick)
+    pruning_common.finetune(config, pretrained, parsed.quick)
     if kind != "qat":
         config.train.num_steps = 0
     if kind == "ptqmixed":
-        if bits not in MIXED_BUDGETS:
-            raise ValueError(f"variant {variant!r}: ptqmixed takes a budget of {MIXED_BUDGETS} bits per weight")
         stage = dict(weight_stage(8, calibration="mse"), bits="auto", budget_bits_per_weight=bits,
                      candidate_bits=MIXED_CANDIDATES)
         set_stages(config, stage, init_batches=MIXED_INIT_BATCHES)

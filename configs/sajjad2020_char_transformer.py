@@ -2,18 +2,19 @@
 
 Paper: 40% of BERT's layers dropped (top layers) keeps 98% of its performance.
 Ours: the trained 4-layer Shakespeare Transformer with its top K blocks dropped
-(K in 1, 2, 3); the export is the smaller model (num_layers - K). `_ft` fine-tunes.
+(K in 1, 2, 3); the export is the smaller model (num_layers - K). Variants K[_ft][_quick]:
+`_ft` fine-tunes, `_quick` is a CPU check (`:quick` alone is `1_quick`).
 """
-from configs import transformer_pruning_common as common
+from configs import common, transformer_pruning_common
 from experiments import structures
 
 LEVELS = (1, 2, 3)
 
 
-def get_config(variant: str = "1"):
-    count, finetune, quick = common.parse_variant(variant, LEVELS, "number of top layers dropped")
-    config = common.pretrained_config(finetune, quick)
+def get_config(arg: str = "1"):
+    arg = common.parse_arg(arg, __file__, layers=(1, LEVELS), ft=False, quick=False)
+    config = transformer_pruning_common.pretrained_config(arg.ft, arg.quick)
     config.compression.stages = [{"technique": "layer_drop",
                                   "layers": structures.transformer_layers(config.model.num_layers),
-                                  "drop": {"policy": "top", "count": count}}]
+                                  "drop": {"policy": "top", "count": arg.layers}}]
     return config

@@ -4,7 +4,8 @@ Run configs/baseline_char_transformer.py first (python -m experiments.reproduce
 --configs=baseline_char_transformer); its export in runs/baseline_char_transformer/
 is the pretrained model these configs prune. Without fine-tuning (`num_steps`
 = 0) a run only evaluates and exports the pruned model; `_ft` variants
-fine-tune for FINETUNE_STEPS at a small constant learning rate.
+fine-tune for FINETUNE_STEPS at a small constant learning rate. The pruning
+configs' variants are LEVEL[_ft][_quick] (common.parse_arg with ft and quick flags).
 """
 from configs import baseline_char_transformer
 
@@ -26,14 +27,3 @@ def pretrained_config(finetune: bool, quick: bool = False):
         config.train.eval_batch_size = 64
     return config
 
-
-def parse_variant(variant: str, allowed: tuple, what: str) -> tuple:
-    """NAME[_ft][_quick] -> (int level, finetune, quick); levels must be in `allowed`."""
-    quick = variant.endswith("_quick")
-    variant = variant.removesuffix("_quick")
-    finetune = variant.endswith("_ft")
-    level = variant.removesuffix("_ft")
-    if not level.isdigit() or int(level) not in allowed:
-        raise ValueError(f"unknown variant {variant!r}: give the {what}, one of {allowed}, "
-                         f"optionally followed by _ft (fine-tune) and/or _quick")
-    return int(level), finetune, quick

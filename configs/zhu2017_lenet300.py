@@ -1,6 +1,7 @@
 """Zhu & Gupta 2017, "To prune, or not to prune": gradual vs one-shot pruning, and large-sparse vs small-dense.
 
-Variants (`configs/zhu2017_lenet300.py:VARIANT`, append `_quick` for a CPU check):
+Variants (`configs/zhu2017_lenet300.py:VARIANT`, append `_quick` for a CPU check; `:quick` alone is
+`gradual_90_quick`, and `:quick,sparsity=75` is `gradual_75_quick`):
 - `gradual_S`: global magnitude pruning to S% with the cubic schedule
   s_t = s_f (1 - (t - t0)/(n dt))^3 from epoch 2 to epoch 12 every 50 steps, then fine-tuning to epoch 20;
 - `oneshot_S`: the same total training, all S% removed at once at epoch 12, then fine-tuning;
@@ -10,8 +11,9 @@ S is one of 50, 75, 90, 95, 98.
 """
 import math
 
-from configs import baseline_lenet300, pruning_common
+from configs import baseline_lenet300, common, pruning_common
 
+KINDS = ("gradual", "oneshot", "smalldense")
 SPARSITIES = (50, 75, 90, 95, 98)
 
 
@@ -24,14 +26,10 @@ def small_dense_hidden(sparsity: float) -> tuple:
     return (max(1, round(300 * best)), max(1, round(100 * best)))
 
 
-def get_config(variant: str = "gradual_90"):
-    quick = variant.endswith("_quick")
-    kind, _, level = variant.removesuffix("_quick").partition("_")
-    if kind not in ("gradual", "oneshot", "smalldense") or not level.isdigit() or int(level) not in SPARSITIES:
-        raise ValueError(f"unknown variant {variant!r}; use gradual_S, oneshot_S or smalldense_S with S in "
-                         f"{SPARSITIES}, optionally followed by _quick")
-    sparsity = int(level) / 100
-    scale = 10 if quick else 1
+def get_config(arg: str = "gradual_90"):
+    arg = common.parse_arg(arg, __file__, kind=("gradual", KINDS), sparsity=(90, SPARSITIES), quick=False)
+    kind, sparsity = arg.kind, arg.sparsity / 100
+    scale = 10 if arg.quick else 1
     epoch = pruning_common.STEPS_PER_EPOCH // scale
     config = baseline_lenet300.get_config()
     config.train.num_steps = 20 * epoch

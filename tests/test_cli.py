@@ -34,14 +34,19 @@ def _experiment_configs():
                   if f.endswith(".py") and f != "__init__.py" and f != "default.py" and "common" not in f)
 
 
+@pytest.mark.parametrize("arg", [None, "quick"])
 @pytest.mark.parametrize("name", _experiment_configs())
-def test_every_experiment_config_resolves_to_a_buildable_technique_chain(name):
+def test_every_experiment_config_resolves_to_a_buildable_technique_chain(name, arg):
+    # None: get_config() with no argument; "quick": configs/NAME.py:quick, the default variant at CPU scale.
     from compression import registry
 
-    config = importlib.import_module(f"configs.{name}").get_config()
+    module = importlib.import_module(f"configs.{name}")
+    config = module.get_config() if arg is None else module.get_config(arg)
     for stage in config.compression.stages:
         assert stage["technique"] in registry.names(), (name, stage["technique"])
     assert config.train.num_steps >= 0 and config.dataset.name and config.model.name
+    if arg == "quick":
+        assert config.train.num_steps <= module.get_config().train.num_steps
 
 
 def test_main_runs_a_config_with_overrides_on_real_data_and_writes_results(tmp_path):
