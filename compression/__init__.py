@@ -16,10 +16,11 @@ first use.
 LAB_PACKAGE = "compression-lab"
 
 from compression.selection import path_str, leaf_paths, select, selected_paths, match_rules  # noqa: E402
-from compression.transform import Transform, chain, identity  # noqa: E402
+from compression.selection import map_at_paths  # noqa: E402
+from compression.transform import Transform, chain, export_model, identity, named_chain  # noqa: E402
 from compression import registry  # noqa: E402
 
 __all__ = [
-    "LAB_PACKAGE", "Transform", "chain", "identity", "path_str", "leaf_paths",
+    "LAB_PACKAGE", "Transform", "chain", "named_chain", "export_model", "identity", "map_at_paths", "path_str", "leaf_paths",
     "select", "selected_paths", "match_rules", "registry",
 ]

@@ -17,8 +17,9 @@ Schemes:
   non-negative inputs, initialized to `initial_alpha` or, given batches, to
   the calibration range's upper end.
 
-Learned scales (alpha, step) are in the trainable under the same
-`~intercept` entry, calibrated ones in the state; `apply` merges them.
+Learned scales (alpha, step) are in the trainable's `scales` entry, nested
+by module path (a chain keeps it under this stage's name), calibrated ones
+in the state; `apply` merges them into the hooks it adds to the params.
 """
 from __future__ import annotations
 
@@ -31,7 +32,9 @@ from compression import quantizers as qz
 from compression.intercept import INTERCEPT_KEY, register_input_hook
 from compression.registry import register
 from compression.selection import Selector, leaf_paths, leaves_by_path, nest_paths, selected_paths
-from compression.transform import Transform
+from compression.transform import PARAMS, Transform
+
+LEARNED = "scales"
 
 SCHEMES = {"uniform": "fake_quant_input", "lsq": "lsq_input", "pact": "pact_input"}
 
@@ -94,31 +97,28 @@ def quantize_activations(select: Selector = ".*", scheme: str = "uniform", bits:
                     alpha = qz.calibrated_range(x, calibration, qmin, qmax, False, None, percentile, mse_grid)[1]
                 learned[site] = {"alpha": jnp.maximum(alpha.reshape(()), 1e-3)}
                 state[site] = {"bits": jnp.float32(bits)}
-        trainable = dict(params)
+        trainable = {PARAMS: params}
         if learned:
-            trainable[INTERCEPT_KEY] = _merge(params.get(INTERCEPT_KEY, {}),
-                                              nest_paths({f"{s}/{hook}": v for s, v in learned.items()}))
+            trainable[LEARNED] = nest_paths({f"{s}/{name}": v for s, d in learned.items() for name, v in d.items()})
         return trainable, state
 
     def apply(trainable, state):
         hooks = {}
-        learned = leaves_by_path(trainable.get(INTERCEPT_KEY, {}))
+        learned = leaves_by_path(trainable.get(LEARNED, {}))
         for site, static in state.items():
             values = dict(static)
             for name in ("step", "alpha"):
-                key = f"{site}/{hook}/{name}"
-                if key in learned:
-                    values[name] = learned[key]
+                if f"{site}/{name}" in learned:
+                    values[name] = learned[f"{site}/{name}"]
             hooks[f"{site}/{hook}"] = values
-        out = dict(trainable)
-        out[INTERCEPT_KEY] = _merge(trainable.get(INTERCEPT_KEY, {}), nest_paths(hooks))
-        return out
+        params = trainable[PARAMS]
+        return dict(params, **{INTERCEPT_KEY: _merge(params.get(INTERCEPT_KEY, {}), nest_paths(hooks))})
 
     def update(trainable, state, grads, step):
         del grads, step
         return trainable, state
 
-    return Transform(init, apply, update)
+    return Transform(init, apply, update, name="quantize_activations")
 
 
 def _merge(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict:

@@ -59,6 +59,35 @@ class Coded:
         return f"Coded({self.codec}, shape={np.shape(self.values)})"
 
 
+def leaf_shape(leaf: Any) -> tuple[int, ...]:
+    """The shape of a parameter leaf: an array's, or a `Coded` leaf's values'."""
+    return tuple(np.shape(leaf.values if isinstance(leaf, Coded) else leaf))
+
+
+def take(leaf: Any, index: Any, axis: int) -> Any:
+    """np.take(leaf, index, axis) for an array; for a `Coded` leaf, its values and every setting that follows them.
+
+    A setting follows the values along `axis` when it is an array whose
+    leading dimensions align with the values' (a per-channel scale kept with
+    keepdims, integer codes, a per-channel codebook with its entries on a
+    trailing axis) and whose length on `axis` equals the values'; size-1
+    (broadcast) axes, scalars and plain numbers stay as they are. This is how
+    a structural export (dropped filters) carries a quantizer's state with
+    the parameter it describes.
+    """
+    if not isinstance(leaf, Coded):
+        return np.take(np.asarray(leaf), index, axis=axis)
+    values = np.asarray(leaf.values)
+    axis = axis % values.ndim
+    settings = {}
+    for key, value in leaf.settings.items():
+        if isinstance(value, np.ndarray) and value.ndim >= values.ndim and value.shape[axis] == values.shape[axis] \
+                and values.shape[axis] != 1:
+            value = np.take(value, index, axis=axis)
+        settings[key] = value
+    return Coded(np.take(values, index, axis=axis), leaf.codec, settings)
+
+
 def plain_values(tree: Any) -> Any:
     """The tree with every `Coded` leaf replaced by its float values."""
     return jax.tree_util.tree_map(lambda leaf: leaf.values if isinstance(leaf, Coded) else leaf, tree)

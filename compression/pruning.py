@@ -33,8 +33,8 @@ import jax.numpy as jnp
 
 from compression import pruning_masks, sparsity_schedules
 from compression.registry import register
-from compression.selection import Selector, leaves_by_path, path_str, selected_paths
-from compression.transform import Transform
+from compression.selection import Selector, leaves_by_path, map_at_paths, path_str, selected_paths
+from compression.transform import PARAMS, Transform
 
 CRITERIA = ("magnitude", "random", "taylor", "movement", "snip")
 SCOPES = ("layer", "global", "nm")
@@ -128,19 +128,23 @@ def prune(select: Selector = ".*kernel", sparsity: Union[float, Mapping[str, Any
         ones = {p: jnp.ones(w.shape, bool) for p, w in weights.items()}
         masks = new_masks(scores_of(weights, state), ones, state["sparsity"])
         state["masks"] = masks
-        trainable = _like(params, {p: jnp.where(masks[p], w, jnp.zeros((), w.dtype)) for p, w in weights.items()},
-                          lambda x: x)
-        return trainable, _pack(params, state)
+        state = _pack(params, state)
+        return project({PARAMS: params}, state), state
 
     def apply(trainable, state):
-        masks = state["masks"]
+        return project(trainable, state)[PARAMS]
+
+    def project(trainable, state):
         # where, not w * mask: a pruned weight is +0.0 exactly (w * 0 would keep -0.0 for negatives).
-        return jax.tree_util.tree_map(lambda w, mk: jnp.where(mk, w, jnp.zeros((), w.dtype)), trainable, masks)
+        masks = _unpack(state)["masks"]
+        params = map_at_paths(lambda p, w: jnp.where(masks[p], w, jnp.zeros((), w.dtype)),
+                              trainable[PARAMS], masks, what="prune")
+        return dict(trainable, **{PARAMS: params})
 
     def update(trainable, state, grads, step):
         flat = _unpack(state)
-        weights = {p: w for p, w in leaves_by_path(trainable).items() if p in flat["masks"]}
-        g = leaves_by_path(grads)
+        weights = {p: w for p, w in leaves_by_path(trainable[PARAMS]).items() if p in flat["masks"]}
+        g = leaves_by_path(grads[PARAMS])
         if criterion == "taylor":
             flat["scores"] = {p: s + jnp.abs(g[p] * weights[p]) for p, s in flat["scores"].items()}
         elif criterion == "movement":
@@ -152,8 +156,9 @@ def prune(select: Selector = ".*kernel", sparsity: Union[float, Mapping[str, Any
         masks = jax.lax.cond(due, lambda: new_masks(scores_of(weights, flat), flat["masks"], target),
                              lambda: dict(flat["masks"]))
         flat.update(masks=masks, sparsity=jnp.where(due, target, flat["sparsity"]))
-        packed = _pack(trainable, flat)
-        return apply(trainable, packed), packed
+        # Packed on the state's own tree: a stage before this one may hand over extra leaves (input hooks).
+        packed = _pack(state["masks"], flat)
+        return project(trainable, packed), packed
 
     def _pack(tree, flat):
         # Masks and scores are stored shaped like the params (scalars where nothing is pruned),
@@ -168,10 +173,11 @@ def prune(select: Selector = ".*kernel", sparsity: Union[float, Mapping[str, Any
         return {"masks": masks, "scores": scores, "sparsity": state["sparsity"]}
 
     def keep(trainable, state):
-        del trainable
-        return state["masks"]
+        masks = _unpack(state)["masks"]
+        ones = jax.tree_util.tree_map(lambda leaf: jnp.ones((), jnp.float32), trainable)
+        return dict(ones, **{PARAMS: map_at_paths(lambda p, one: masks[p], ones[PARAMS], masks, what="prune")})
 
-    return Transform(init, apply, update, keep=keep)
+    return Transform(init, apply, update, project, keep, name="prune")
 
 
 def mask_sparsity(state: Any) -> jnp.ndarray:

@@ -26,10 +26,11 @@ Schemes (the arithmetic is in `compression.quantizers`):
 'auto': a mixed-precision allocation that meets `budget_bits_per_weight`
 from each layer's measured sensitivity (`compression.mixed_precision`; needs
 init batches). Bit-widths are arrays in the state, so they never recompile.
-Learned scales live under the trainable's top-level key `~quantize`, beside
-the model's params, so a transform chained before this one (pruning, say)
-still finds each weight at its own path. `export` hands each quantized
-weight to the `packed` codec with its integer codes and scales.
+Learned scales live in the trainable's `scales` entry (nested by weight
+path), beside `params`, so a chain keeps them under this stage's name and
+a transform chained before this one (pruning, say) still finds each weight
+at its own path. `encode` hands each quantized weight to the `packed` codec
+with its integer codes and scales; BinaryConnect's clip is `project`.
 """
 from __future__ import annotations
 
@@ -42,34 +43,23 @@ import numpy as np
 from compression import mixed_precision, quantizers as qz
 from compression.export import Coded
 from compression.registry import register
-from compression.selection import Selector, leaves_by_path, match_rules, nest_paths, path_str, selected_paths
-from compression.transform import Transform
+from compression.selection import Selector, leaves_by_path, map_at_paths, match_rules, nest_paths, selected_paths
+from compression.transform import PARAMS, Transform
 
 SCHEMES = ("uniform", "fixed_point", "lsq", "binary", "ternary", "ttq")
-LEARNED_KEY = "~quantize"
+LEARNED = "scales"  # the trainable's entry for learned scales (LSQ's step, TTQ's positive/negative)
+_LEARNED_NAMES = {"lsq": ("step",), "ttq": ("positive", "negative")}
 _FIXED_BITS = {"binary": 1, "ternary": 2, "ttq": 2}
 _DEFAULT_THRESHOLD = {"ternary": 0.7, "ttq": 0.05}
 
 
-def split_learned(trainable: Mapping[str, Any]) -> tuple[dict, dict]:
-    """(the model's params, the flat {path: learned scales}) of a quantize trainable."""
-    params = {k: v for k, v in trainable.items() if k != LEARNED_KEY}
-    learned = trainable.get(LEARNED_KEY, {})
-    flat = {}
-
-    def collect(node, prefix):
-        if isinstance(node, Mapping) and not _is_learned_leaf(node):
-            for k, v in node.items():
-                collect(v, f"{prefix}/{k}" if prefix else k)
-        else:
-            flat[prefix] = node
-
-    collect(learned, "")
-    return params, flat
-
-
-def _is_learned_leaf(node: Mapping) -> bool:
-    return set(node) <= {"step", "positive", "negative"} and bool(node)
+def learned_scales(trainable: Mapping[str, Any], paths, scheme: str) -> dict:
+    """{weight path: {name: learned array}} of a quantize trainable (empty for schemes that learn nothing)."""
+    names = _LEARNED_NAMES.get(scheme, ())
+    if not names:
+        return {}
+    flat = leaves_by_path(trainable.get(LEARNED, {}))
+    return {p: {k: flat[f"{p}/{k}"] for k in names} for p in paths}
 
 
 def _check_settings(scheme, bits, ste, calibration, percentile, symmetric, recalibrate_every):
@@ -195,28 +185,30 @@ def quantize(select: Selector = ".*kernel", scheme: str = "uniform",
         learned = {p: initial_learned(leaves[p], per_path[p]) for p in paths}
         learned = {p: v for p, v in learned.items() if v is not None}
         state = {p: calibrate(leaves[p], per_path[p], learned.get(p)) for p in paths}
-        trainable = dict(params)
+        trainable = {PARAMS: params}
         if learned:
-            trainable[LEARNED_KEY] = nest_paths(learned)
+            trainable[LEARNED] = nest_paths({f"{p}/{k}": v for p, d in learned.items() for k, v in d.items()})
         return trainable, state
 
     def apply(trainable, state):
-        params, learned = split_learned(trainable)
-        flat = leaves_by_path(params)
-        quantized = {p: forward(flat[p], s, learned.get(p)) for p, s in state.items()}
-        return jax.tree_util.tree_map_with_path(lambda kp, leaf: quantized.get(path_str(kp), leaf), params)
+        learned = learned_scales(trainable, state, scheme)
+        return map_at_paths(lambda p, w: forward(w, state[p], learned.get(p)), trainable[PARAMS], state,
+                            what="quantize")
+
+    def project(trainable, state):
+        if not clip:
+            return trainable
+        # BinaryConnect keeps the real-valued weights in [-1, 1], where the sign's STE passes gradient.
+        params = map_at_paths(lambda p, w: jnp.clip(w, -1.0, 1.0), trainable[PARAMS], state, what="quantize")
+        return dict(trainable, **{PARAMS: params})
 
     def update(trainable, state, grads, step):
         del grads
-        params, learned = split_learned(trainable)
-        if clip:
-            # BinaryConnect keeps the real-valued weights in [-1, 1], where the sign's STE passes gradient.
-            params = jax.tree_util.tree_map_with_path(
-                lambda kp, leaf: jnp.clip(leaf, -1.0, 1.0) if path_str(kp) in state else leaf, params)
-            trainable = dict(params, **({LEARNED_KEY: trainable[LEARNED_KEY]} if LEARNED_KEY in trainable else {}))
+        trainable = project(trainable, state)
         if recalibrate_every == 0 and scheme not in ("lsq", "ttq"):
             return trainable, state
-        flat = leaves_by_path(params)
+        learned = learned_scales(trainable, state, scheme)
+        flat = leaves_by_path(trainable[PARAMS])
         fresh = {p: calibrate(flat[p], s["bits"] if "bits" in s else None, learned.get(p)) for p, s in state.items()}
         # Learned scales are mirrored every step: the export reads them from the state.
         if scheme in ("lsq", "ttq") or recalibrate_every == 1:
@@ -224,13 +216,11 @@ def quantize(select: Selector = ".*kernel", scheme: str = "uniform",
         due = jnp.equal(jnp.mod(step, recalibrate_every), 0)
         return trainable, jax.tree_util.tree_map(lambda new, old: jnp.where(due, new, old), fresh, state)
 
-    def export(params, state, model_config):
-        flat = leaves_by_path(params)
-        coded = {p: _coded(np.asarray(flat[p], np.float32), jax.tree_util.tree_map(np.asarray, s))
-                 for p, s in state.items()}
-        return jax.tree_util.tree_map_with_path(lambda kp, leaf: coded.get(path_str(kp), leaf), params), model_config
+    def encode(params, state):
+        return map_at_paths(lambda p, w: _coded(np.asarray(w, np.float32), jax.tree_util.tree_map(np.asarray, state[p])),
+                            params, state, what="quantize")
 
-    return Transform(init, apply, update, export)
+    return Transform(init, apply, update, project, encode=encode, name="quantize")
 
 
 def _bit_values(bits) -> list[int]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any, Callable, Mapping, Sequence
 
-from compression.transform import Transform, chain, identity
+from compression.transform import Transform, identity, named_chain, stage_names
 
 _FACTORIES: dict[str, Callable[..., Transform]] = {}
 # Modules whose import registers techniques; loaded on first lookup (see compression/__init__.py).
@@ -40,27 +40,43 @@ def names() -> list[str]:
     return sorted(_FACTORIES)
 
 
+def factory(name: str) -> Callable[..., Transform]:
+    """The factory registered as `name` (its `__module__` says which module registered it)."""
+    _load_techniques()
+    if name not in _FACTORIES:
+        raise ValueError(f"unknown technique {name!r}; registered techniques: {names()}")
+    return _FACTORIES[name]
+
+
 def build(name: str, **settings: Any) -> Transform:
     """Builds the transform registered as `name` with `settings`."""
     _load_techniques()
     if name not in _FACTORIES:
         raise ValueError(f"unknown technique {name!r}; registered techniques: {names()}")
     try:
-        return _FACTORIES[name](**settings)
+        transform = _FACTORIES[name](**settings)
     except TypeError as e:
         raise ValueError(f"technique {name!r} does not accept settings {sorted(settings)}: {e}") from e
+    return transform._replace(name=name)
 
 
 def build_chain(stages: Sequence[Mapping[str, Any]]) -> Transform:
-    """Builds chain(stage_0, stage_1, ...) from mappings {'technique': name, **settings}."""
-    transforms = []
+    """Builds the named chain of mappings {'technique': name, 'name': optional stage name, **settings}.
+
+    A stage's name keys its state and the arrays it adds to the trainable;
+    it defaults to the technique's name, numbered where several share one
+    (`compression.transform.stage_names`).
+    """
+    transforms, given = [], []
     for i, stage in enumerate(stages):
         stage = dict(stage)
         if "technique" not in stage:
             raise ValueError(f"compression stage {i} ({stage}) has no 'technique' field; "
                              f"registered techniques: {names()}")
+        given.append(stage.pop("name", None))
         transforms.append(build(stage.pop("technique"), **stage))
-    return chain(*transforms)
+    default = stage_names(transforms)
+    return named_chain(*((g or d, t) for g, d, t in zip(given, default, transforms)))
 
 
 register("identity")(identity)

@@ -135,3 +135,30 @@ def match_rules(tree: Any, rules: Sequence[tuple[str, Any]], *, what: str = "rul
     if unused and not allow_unused:
         raise ValueError(f"{what}: rule(s) {unused} match no parameter (a typo?)")
     return jax.tree_util.tree_unflatten(treedef, values)
+
+
+def map_at_paths(fn: Callable[[str, Any], Any], tree: Any, paths: Any, *, what: str = "transform") -> Any:
+    """`tree` with each leaf at one of `paths` replaced by fn(path, leaf); other leaves pass through.
+
+    The reusable piece (like `optax.masked`) that lets a technique act on the
+    leaves it chose at init, by path, on whatever tree it is later handed (a
+    chain's stored parameters, say). A path that is not a leaf of `tree` is a
+    ValueError naming `what`: a stage must never silently miss a parameter.
+    """
+    wanted = set(paths)
+    found = set()
+
+    def visit(kp, leaf):
+        path = path_str(kp)
+        if path in wanted:
+            found.add(path)
+            return fn(path, leaf)
+        return leaf
+
+    out = jax.tree_util.tree_map_with_path(visit, tree)
+    missing = sorted(wanted - found)
+    if missing:
+        raise ValueError(f"{what}: no parameter leaf at {', '.join(missing[:10])}"
+                         f"{' ...' if len(missing) > 10 else ''} (it was a parameter when the stage was "
+                         f"initialized; an earlier stage restructured it?)")
+    return out

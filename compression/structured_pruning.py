@@ -84,9 +84,10 @@ import numpy as np
 
 from compression.pruning import make_schedule
 from compression.registry import register
-from compression.selection import leaves_by_path, nest_paths, path_str
+from compression.export import Coded, leaf_shape, take
+from compression.selection import leaves_by_path, map_at_paths, nest_paths, path_str
 from compression.sparsity_schedules import check_sparsity
-from compression.transform import Transform
+from compression.transform import PARAMS, Transform
 
 SCOPES = ("layer", "global")
 NORMS = {1: 1, 2: 2, "l1": 1, "l2": 2, "L1": 1, "L2": 2}
@@ -125,6 +126,15 @@ class _Member:
     def unit_vector(self, keep, length: int, xp=jnp):
         """The per-index keep vector along the member's axis (tiled when periodic)."""
         return keep if self.period is None else xp.tile(keep, length // self.period)
+
+
+class _Shaped:
+    """Stands for a leaf (an array or an encoded `Coded` one) where only its shape is read."""
+
+    __slots__ = ("shape",)
+
+    def __init__(self, shape):
+        self.shape = shape
 
 
 class _Group:
@@ -205,7 +215,7 @@ def _parse_groups(groups: Any) -> list[_Group]:
 
 def _check_groups(groups: list[_Group], params: Any) -> dict[str, int]:
     """Validates paths, axes, periods and unit counts against `params`; returns units per group."""
-    leaves = leaves_by_path(params)
+    leaves = {p: _Shaped(leaf_shape(leaf)) for p, leaf in leaves_by_path(params).items()}
     counts = {}
     for g in groups:
         missing = [m.path for m in g.members + g.score if m.path not in leaves]
@@ -282,10 +292,7 @@ def _zero_units(tree: Any, groups: list[_Group], masks: Mapping[str, Any]) -> An
         for m in g.members:
             by_path.setdefault(m.path, []).append((m, g.name))
 
-    def zero(kp, leaf):
-        p = path_str(kp)
-        if p not in by_path:
-            return leaf
+    def zero(p, leaf):
         shape = jnp.shape(leaf)
         keep = jnp.ones(shape, bool)
         for m, name in by_path[p]:
@@ -297,7 +304,7 @@ def _zero_units(tree: Any, groups: list[_Group], masks: Mapping[str, Any]) -> An
         # where, not multiply: a pruned weight is +0.0 exactly.
         return jnp.where(keep, leaf, jnp.zeros((), leaf.dtype))
 
-    return jax.tree_util.tree_map_with_path(zero, tree)
+    return map_at_paths(zero, tree, by_path, what="structured_prune")
 
 
 @register("structured_prune")
@@ -378,26 +385,29 @@ def structured_prune(groups: Sequence[Mapping[str, Any]], sparsity: Union[float,
         ones = {g.name: jnp.ones((counts[g.name],), bool) for g in parsed}
         masks = new_masks(params, ones, target)
         state = {"masks": masks, "sparsity": target}
-        return _zero_units(params, parsed, masks), state
+        return {PARAMS: _zero_units(params, parsed, masks)}, state
 
     def apply(trainable, state):
-        return _zero_units(trainable, parsed, state["masks"])
+        return _zero_units(trainable[PARAMS], parsed, state["masks"])
+
+    def project(trainable, state):
+        return dict(trainable, **{PARAMS: apply(trainable, state)})
 
     def update(trainable, state, grads, step):
         del grads
         target = jnp.asarray(schedule(step + 1), jnp.float32)
         # As in `prune`: re-scoring at an unchanged target keeps the masks, so skip it.
         due = ((step + 1) % update_every == 0) & (target != state["sparsity"])
-        masks = jax.lax.cond(due, lambda: new_masks(trainable, state["masks"], target),
+        masks = jax.lax.cond(due, lambda: new_masks(trainable[PARAMS], state["masks"], target),
                              lambda: dict(state["masks"]))
         state = {"masks": masks, "sparsity": jnp.where(due, target, state["sparsity"])}
-        return apply(trainable, state), state
+        return project(trainable, state), state
 
     def export(params, state, model_config):
         masks = {name: np.asarray(m) for name, m in state["masks"].items()}
         return shrink_params(params, groups, masks), shrink_config(model_config, groups, masks)
 
-    return Transform(init, apply, update, export)
+    return Transform(init, apply, update, project, export=export, name="structured_prune")
 
 
 # --------------------------------------------------------------------------- layer pruning
@@ -508,26 +518,32 @@ def layer_drop(layers: Sequence[str], drop: Any, *, zero: Sequence[str] = DEFAUL
                                  f"zeroing nothing would not drop it")
         kept = jnp.asarray([i not in dropped for i in range(len(layers))], bool)
         state = {"kept": kept}
-        return apply(params, state), state
+        return {PARAMS: zeroed(params, state)}, state
 
-    def apply(trainable, state):
+    def zeroed(params, state):
         kept = state["kept"]
 
         def zero_leaf(kp, leaf):
             i = layer_of(path_str(kp))
             return leaf if i is None else jnp.where(kept[i], leaf, jnp.zeros((), leaf.dtype))
 
-        return jax.tree_util.tree_map_with_path(zero_leaf, trainable)
+        return jax.tree_util.tree_map_with_path(zero_leaf, params)
+
+    def apply(trainable, state):
+        return zeroed(trainable[PARAMS], state)
+
+    def project(trainable, state):
+        return dict(trainable, **{PARAMS: zeroed(trainable[PARAMS], state)})
 
     def update(trainable, state, grads, step):
         del grads, step
-        return apply(trainable, state), state
+        return project(trainable, state), state
 
     def export(params, state, model_config):
         gone = [i for i, k in enumerate(np.asarray(state["kept"])) if not k]
         return drop_layers_params(params, layers, gone), drop_layers_config(model_config, gone)
 
-    return Transform(init, apply, update, export)
+    return Transform(init, apply, update, project, export=export, name="layer_drop")
 
 
 # --------------------------------------------------------------------------- export helpers
@@ -558,11 +574,12 @@ def shrink_params(params: Any, groups: Sequence[Mapping[str, Any]], unit_masks: 
             by_path.setdefault(m.path, []).append((m, g.name))
 
     def shrink(kp, leaf):
-        x = np.asarray(leaf)
+        x = leaf if isinstance(leaf, Coded) else np.asarray(leaf)
         for m, name in by_path.get(path_str(kp), ()):
-            axis = m.axis % x.ndim
-            index = np.nonzero(m.unit_vector(keep[name], x.shape[axis], xp=np))[0]
-            x = np.take(x, index, axis=axis)
+            shape = leaf_shape(x)
+            axis = m.axis % len(shape)
+            index = np.nonzero(m.unit_vector(keep[name], shape[axis], xp=np))[0]
+            x = take(x, index, axis=axis)
         return x
 
     return _as_nested(jax.tree_util.tree_map_with_path(shrink, params))
@@ -630,10 +647,11 @@ def drop_layers_params(params: Any, layers: Sequence[str], dropped: Any) -> dict
     out: dict[str, Any] = {}
     for path, leaf in flat.items():
         owner = next((pre for pre in layers if path.startswith(pre + "/")), None)
+        leaf = leaf if isinstance(leaf, Coded) else np.asarray(leaf)
         if owner is None:
-            out[path] = np.asarray(leaf)
+            out[path] = leaf
         elif owner in rename:
-            out[rename[owner] + path[len(owner):]] = np.asarray(leaf)
+            out[rename[owner] + path[len(owner):]] = leaf
     return nest_paths(out)
 
 

@@ -76,6 +76,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from compression import export, registry
+from compression.transform import export_model
 from compression.selection import leaves_by_path
 from configs import baseline_lenet300, baseline_lenet5, quantization_common as qc
 from experiments import benchmark_step, models
@@ -265,7 +266,7 @@ def measure_bytes(model_name: str, bits: int, seed: int = 0) -> dict[str, Any]:
         trainable, state = jax.jit(transform.init)(params, jax.random.PRNGKey(seed))
         effective = jax.device_get(jax.jit(transform.apply)(trainable, state))
         state = jax.device_get(state)
-        exported, config_dict = transform.export(effective, state, config_dict)
+        exported, config_dict = export_model(transform, effective, state, config_dict)
     formula = formula_bytes(params, state)
     with tempfile.TemporaryDirectory(prefix="benchmark_quantization_") as tmp:
         path = os.path.join(tmp, "params.safetensors")

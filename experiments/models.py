@@ -1,7 +1,12 @@
 """The lab's models: ordinary Flax Linen modules, looked up by name from the config.
 
 Compression never edits these classes: techniques transform their parameter
-pytrees. Every model maps `inputs` to logits and takes `train` (dropout).
+pytrees. Every model maps `inputs` to logits and takes `train` (dropout,
+BatchNorm's batch statistics). Models sow the values that distillation and
+calibration read into the `intermediates` collection (hidden states,
+convolution features, attention probabilities); sowing costs nothing unless
+the caller asks for that collection, and inside a jitted step the ones no
+loss term reads are dropped by XLA.
 """
 from __future__ import annotations
 
@@ -12,6 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from compression import intercept
+
+NORMALIZATIONS = ("none", "layer", "batch")
+# Collections besides params that a model may carry between steps (BatchNorm's running statistics).
+STATE_COLLECTIONS = ("batch_stats",)
 
 
 def _as_float_images(x: jnp.ndarray) -> jnp.ndarray:
@@ -30,21 +39,24 @@ class MLP(nn.Module):
     hidden: Sequence[int]
     num_classes: int = 10
     dropout_rate: float = 0.0
-    # "layer": LayerNorm between each hidden Dense and its ReLU. BinaryConnect's
-    # MLP relies on batch norm to rescale the sums of +-1 weights; LayerNorm
-    # does that job without batch statistics (state the driver does not keep).
+    # "layer": LayerNorm between each hidden Dense and its ReLU; "batch": BatchNorm
+    # there (BinaryConnect's MLP relies on batch norm to rescale the sums of +-1
+    # weights), with running statistics in the `batch_stats` collection.
     normalization: str = "none"
 
     @nn.compact
     def __call__(self, inputs: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
-        if self.normalization not in ("none", "layer"):
-            raise ValueError(f"MLP normalization {self.normalization!r} is not 'none' or 'layer'")
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"MLP normalization {self.normalization!r} is not one of {NORMALIZATIONS}")
         x = _as_float_images(inputs).reshape((inputs.shape[0], -1))
-        for width in self.hidden:
+        for i, width in enumerate(self.hidden):
             x = nn.Dense(width)(x)
             if self.normalization == "layer":
                 x = nn.LayerNorm()(x)
+            elif self.normalization == "batch":
+                x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
             x = nn.relu(x)
+            self.sow("intermediates", f"hidden_{i}", x)
             x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
         return nn.Dense(self.num_classes)(x)
 
@@ -62,15 +74,21 @@ class LeNet5(nn.Module):
     conv_features: Sequence[int] = (20, 50)
     dense_features: int = 500
     dropout_rate: float = 0.0
+    # BatchNorm after each convolution (running statistics in `batch_stats`); off in the Caffe form.
+    batch_norm: bool = False
 
     @nn.compact
     def __call__(self, inputs: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
         x = _as_float_images(inputs)
-        for features in self.conv_features:
+        for i, features in enumerate(self.conv_features):
             x = nn.Conv(features, (5, 5), padding="VALID")(x)
+            if self.batch_norm:
+                x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
             x = nn.max_pool(x, (2, 2), strides=(2, 2))
+            self.sow("intermediates", f"features_{i}", x)
         x = x.reshape((x.shape[0], -1))
         x = nn.relu(nn.Dense(self.dense_features)(x))
+        self.sow("intermediates", "hidden", x)
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
         return nn.Dense(self.num_classes)(x)
 
@@ -86,14 +104,19 @@ class VGG(nn.Module):
     dense: Sequence[int] = (256,)
     num_classes: int = 10
     dropout_rate: float = 0.0
+    batch_norm: bool = False  # BatchNorm between each convolution and its ReLU
 
     @nn.compact
     def __call__(self, inputs: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
         x = _as_float_images(inputs)
-        for stage in self.stages:
+        for i, stage in enumerate(self.stages):
             for features in stage:
-                x = nn.relu(nn.Conv(features, (3, 3), padding="SAME")(x))
+                x = nn.Conv(features, (3, 3), padding="SAME")(x)
+                if self.batch_norm:
+                    x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
+                x = nn.relu(x)
             x = nn.max_pool(x, (2, 2), strides=(2, 2))
+            self.sow("intermediates", f"features_{i}", x)
         x = x.reshape((x.shape[0], -1))
         for width in self.dense:
             x = nn.relu(nn.Dense(width)(x))
@@ -125,7 +148,9 @@ class CausalSelfAttention(nn.Module):
         causal = jnp.tril(jnp.ones((length, length), dtype=bool))
         scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(self.head_dim).astype(q.dtype)
         scores = jnp.where(causal, scores, jnp.finfo(scores.dtype).min)
-        weights = nn.Dropout(self.dropout_rate, deterministic=not train)(nn.softmax(scores, axis=-1))
+        probs = nn.softmax(scores, axis=-1)
+        self.sow("intermediates", "attention", probs)  # [batch, heads, query, key], for attention transfer
+        weights = nn.Dropout(self.dropout_rate, deterministic=not train)(probs)
         heads = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
         return nn.DenseGeneral(width, axis=(-2, -1), name="out")(heads)
 
@@ -188,8 +213,10 @@ class CharTransformer(nn.Module):
         positions = self.param("pos_embed", nn.initializers.normal(0.02), (self.max_len, self.width))
         x = x + positions[: tokens.shape[-1]]
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+        self.sow("intermediates", "embedding", x)
         for i, (heads, ffn) in enumerate(zip(self.num_heads, self.ffn_dims)):
             x = DecoderBlock(heads, self.head_dim, ffn, self.dropout_rate, name=f"block_{i}")(x, train=train)
+            self.sow("intermediates", f"hidden_{i}", x)
         return nn.Dense(self.vocab_size, name="head")(nn.LayerNorm(name="ln_final")(x))
 
 
@@ -231,23 +258,34 @@ def build_model(model_config: Any, num_classes: int) -> nn.Module:
         raise ValueError(f"model {name!r} does not accept settings {sorted(settings)}: {e}") from e
 
 
-def apply_model(model: nn.Module, params: Any, *args: Any, **kwargs: Any) -> Any:
+def apply_model(model: nn.Module, params: Any, *args: Any, model_state: Optional[dict] = None,
+                **kwargs: Any) -> Any:
     """model.apply on params that may carry input hooks (`compression.intercept`).
 
     The hooks' entry is taken out of the params, and each hooked module's
     first positional input goes through its hooks before the module runs,
     via flax.linen.intercept_methods: activation techniques reach the
-    unedited model this way.
+    unedited model this way. `model_state` holds the collections besides
+    params ({"batch_stats": ...} for BatchNorm models); `mutable` (a list of
+    collection names, passed through to `model.apply`) returns (output,
+    updated collections), e.g. ["batch_stats", "intermediates"] in training.
     """
-    return _apply_with_hooks(model, params, args, kwargs)
+    return _apply_with_hooks(model, params, args, kwargs, model_state=model_state)
 
 
-def _apply_with_hooks(model, params, args, kwargs, observe=None, replace=None):
+def init_variables(model: nn.Module, key: Any, example: Any) -> tuple[Any, dict]:
+    """(params, model_state) of a freshly initialized model; model_state holds STATE_COLLECTIONS only."""
+    variables = model.init(key, example)
+    return variables["params"], {k: v for k, v in variables.items() if k in STATE_COLLECTIONS}
+
+
+def _apply_with_hooks(model, params, args, kwargs, observe=None, replace=None, model_state=None):
     # `observe(module path, input)` sees each module's input after its hooks ran;
     # `replace(module, input)` may return a module call's output in place of running it (None: run it).
     model_params, hooks = intercept.split_params(params)
+    variables = {"params": model_params, **(model_state or {})}
     if not hooks and observe is None and replace is None:
-        return model.apply({"params": model_params}, *args, **kwargs)
+        return model.apply(variables, *args, **kwargs)
 
     def interceptor(next_fun, call_args, call_kwargs, context):
         if context.method_name == "__call__" and call_args:
@@ -264,11 +302,11 @@ def _apply_with_hooks(model, params, args, kwargs, observe=None, replace=None):
         return next_fun(*call_args, **call_kwargs)
 
     with nn.intercept_methods(interceptor):
-        return model.apply({"params": model_params}, *args, **kwargs)
+        return model.apply(variables, *args, **kwargs)
 
 
 def capture_module_inputs(model: nn.Module, params: Any, inputs: Sequence[Any],
-                          module_paths: Sequence[str]) -> dict[str, np.ndarray]:
+                          module_paths: Sequence[str], model_state: Optional[dict] = None) -> dict[str, np.ndarray]:
     """{module path: the inputs it received, flattened to (-1, features)}, over the `inputs` batches.
 
     Runs in eval mode after the params' own input hooks, so a later stage
@@ -282,7 +320,7 @@ def capture_module_inputs(model: nn.Module, params: Any, inputs: Sequence[Any],
             seen[wanted[path]].append(np.asarray(x))
 
     for x in inputs:
-        _apply_with_hooks(model, params, (x,), {"train": False}, observe)
+        _apply_with_hooks(model, params, (x,), {"train": False}, observe, model_state=model_state)
     missing = sorted(p for p, got in seen.items() if not got)
     if missing:
         raise ValueError(f"modules {missing} were never called with an input; check the paths")

@@ -30,9 +30,9 @@ import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
-from compression import accounting, export, registry
+from compression import accounting, export, intercept, losses, registry
 from compression.selection import match_rules, path_str
-from compression.transform import InitBatches, Transform
+from compression.transform import InitBatches, Transform, export_model
 from experiments import data as data_lib
 from experiments import models
 from experiments.metrics_log import MetricsLog
@@ -143,54 +143,87 @@ def cross_entropy(logits: jnp.ndarray, targets: jnp.ndarray, mask: Optional[jnp.
     return (losses * weights).sum(), (correct * weights).sum(), weights.sum()
 
 
-def make_loss(model: Any) -> Callable:
-    """loss(params, batch): the mean training cross-entropy of the model in eval mode (no dropout)."""
+def make_loss(model: Any, model_state: Optional[dict] = None) -> Callable:
+    """loss(params, batch): the mean training cross-entropy of the model in eval mode (no dropout).
+
+    What data-aware techniques (SNIP, mixed precision) read at init.
+    """
 
     def loss(params, batch):
-        logits = models.apply_model(model, params, batch["inputs"], train=False)
+        logits = models.apply_model(model, params, batch["inputs"], model_state=model_state, train=False)
         loss_sum, _, count = cross_entropy(logits, batch["targets"])
         return loss_sum / count
 
     return loss
 
 
-def make_train_step(model: Any, transform: Transform, optimizer: optax.GradientTransformation) -> Callable:
-    """train_step(state, batch) -> (state, metrics): one optimizer step on the transform's trainable."""
+def make_train_step(model: Any, transform: Transform, optimizer: optax.GradientTransformation,
+                    loss: losses.Loss, teacher: Optional[Any] = None) -> Callable:
+    """train_step(state, batch, teacher_variables) -> (state, metrics): one optimizer step on the trainable.
 
-    def loss_fn(trainable, comp_state, batch, rng):
+    The loss is the configured terms over the student's outputs (logits and
+    sown intermediates); the teacher, when the config names one, runs in the
+    same jitted step in eval mode, and its outputs enter the loss under
+    `extras["teacher"]` with no gradient. The model's collections besides
+    params (BatchNorm's `batch_stats`) are carried in `state["model_state"]`
+    and updated by the training forward pass.
+    """
+
+    def loss_fn(trainable, comp_state, model_state, batch, rng, teacher_variables):
         params = transform.apply(trainable, comp_state)
-        logits = models.apply_model(model, params, batch["inputs"], train=True, rngs={"dropout": rng})
-        loss_sum, correct, count = cross_entropy(logits, batch["targets"])
-        return loss_sum / count, {"accuracy": correct / count}
+        logits, updates = models.apply_model(
+            model, params, batch["inputs"], model_state=model_state, train=True, rngs={"dropout": rng},
+            mutable=[*model_state, "intermediates"])
+        outputs = {"logits": logits, "intermediates": updates.get("intermediates", {})}
+        extras = {"params": params}
+        if teacher is not None:
+            t_logits, t_updates = models.apply_model(
+                teacher, teacher_variables["params"], batch["inputs"], model_state=teacher_variables["model_state"],
+                train=False, mutable=["intermediates"])
+            extras["teacher"] = jax.lax.stop_gradient(
+                {"logits": t_logits, "intermediates": t_updates.get("intermediates", {})})
+        total, terms = loss.total(outputs, batch, extras)
+        accuracy = jnp.mean((jnp.argmax(logits, -1) == batch["targets"]).astype(jnp.float32))
+        metrics = {"accuracy": accuracy, **({f"loss_{k}": v for k, v in terms.items()} if len(terms) > 1 else {})}
+        return total, (metrics, {k: updates[k] for k in model_state})
 
-    def train_step(state, batch):
+    def train_step(state, batch, teacher_variables=None):
         rng = jax.random.fold_in(state["rng"], state["step"])
-        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state["trainable"], state["comp_state"], batch, rng)
+        (total, (metrics, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state["trainable"], state["comp_state"], state["model_state"], batch, rng, teacher_variables)
         updates, opt_state = optimizer.update(grads, state["opt_state"], state["trainable"])
         trainable = optax.apply_updates(state["trainable"], updates)
         trainable, comp_state = transform.update(trainable, state["comp_state"], grads, state["step"])
-        if transform.keep is not None:
-            # Entries a technique removed (pruned weights) keep no optimizer state.
-            keep = transform.keep(trainable, comp_state)
-            opt_state = optax.tree_utils.tree_map_params(
-                optimizer, lambda leaf, k: leaf * jnp.asarray(k, leaf.dtype), opt_state, keep,
-                transform_non_params=lambda leaf: leaf)
+        # Entries a technique removed (pruned weights) keep no optimizer state; the
+        # default keep is a constant 1, which XLA folds away.
+        keep = transform.keep(trainable, comp_state)
+        opt_state = optax.tree_utils.tree_map_params(
+            optimizer, lambda leaf, k: leaf * jnp.asarray(k, leaf.dtype), opt_state, keep,
+            transform_non_params=lambda leaf: leaf)
         new_state = dict(state, step=state["step"] + 1, trainable=trainable, comp_state=comp_state,
-                         opt_state=opt_state)
-        return new_state, {"loss": loss, **aux}
+                         opt_state=opt_state, model_state=model_state)
+        return new_state, {"loss": total, **metrics}
 
     return train_step
 
 
 def make_eval_step(model: Any) -> Callable:
-    """eval_step(params, batch) -> (loss_sum, correct_sum, count) over the batch's mask."""
+    """eval_step(variables, batch) -> (loss_sum, correct_sum, count) over the batch's mask.
 
-    def eval_step(params, batch):
-        logits = models.apply_model(model, params, batch["inputs"], train=False)
+    `variables` = {"params": effective params, **model_state}.
+    """
+
+    def eval_step(variables, batch):
+        params, model_state = split_variables(variables)
+        logits = models.apply_model(model, params, batch["inputs"], model_state=model_state, train=False)
         return jnp.stack(cross_entropy(logits, batch["targets"], batch["mask"]))
 
     return eval_step
+
+
+def split_variables(variables: dict) -> tuple[Any, dict]:
+    """(params, the other collections) of a Flax variables dict."""
+    return variables["params"], {k: v for k, v in variables.items() if k != "params"}
 
 
 # ---------------------------------------------------------------- the run
@@ -211,6 +244,7 @@ class Run:
     eval_step: Any
     apply_transform: Any
     num_steps: int
+    teacher: Any = None  # (teacher model, its variables on the mesh) when config.teacher names one
 
 
 def _example_input(config: Any, dataset: data_lib.Dataset) -> np.ndarray:
@@ -244,24 +278,28 @@ def build_run(config: Any, dataset: Optional[data_lib.Dataset] = None) -> Run:
 
     example = _example_input(config, dataset)
     init_key, transform_key, rng = jax.random.split(jax.random.PRNGKey(int(config.seed)), 3)
-    abstract = jax.eval_shape(lambda k: model.init(k, example)["params"], init_key)
-    specs = param_specs(abstract, config.mesh.partition_rules, mesh)
-    shardings = jax.tree_util.tree_map(lambda s: NamedSharding(mesh, s), specs)
-    params = jax.jit(lambda k: model.init(k, example)["params"], out_shardings=shardings)(init_key)
+    abstract, abstract_state = jax.eval_shape(lambda k: models.init_variables(model, k, example), init_key)
+    shardings = param_shardings(abstract, config.mesh.partition_rules, mesh)
+    params, model_state = jax.jit(lambda k: models.init_variables(model, k, example),
+                                  out_shardings=(shardings, None))(init_key)
     if config.get("init_from"):
-        params = load_pretrained(config.init_from, abstract, shardings)
+        params, model_state = load_pretrained(config.init_from, abstract, shardings, abstract_state)
+    teacher = load_teacher(config, dataset, mesh)
+    loss = losses.build_loss(list(config.get("loss", [{"term": "cross_entropy"}])))
 
     # Data-aware techniques (SNIP, calibration) read the first few training batches at init.
     count = int(config.compression.get("init_batches", 0))
     batches = [data_lib.train_batch(dataset, int(config.seed), i, batch_size, int(config.dataset.get("seq_len", 0)))
                for i in range(count)]
     init_batches = InitBatches(
-        batches, make_loss(model),
-        lambda p, paths: models.capture_module_inputs(model, p, [b["inputs"] for b in batches], paths),
+        batches, make_loss(model, model_state),
+        lambda p, paths: models.capture_module_inputs(model, p, [b["inputs"] for b in batches], paths,
+                                                      model_state=model_state),
     ) if count > 0 else None
     trainable, comp_state = transform.init(params, transform_key, init_batches)
+    check_export(transform, trainable, comp_state, config.model.to_dict())
     state = {"step": jnp.zeros((), jnp.int32), "trainable": trainable, "comp_state": comp_state,
-             "opt_state": jax.jit(optimizer.init)(trainable), "rng": rng}
+             "opt_state": jax.jit(optimizer.init)(trainable), "rng": rng, "model_state": model_state}
     # Every leaf lives on the mesh (scalars and keys replicated), and the step
     # returns the same shardings it takes, so it compiles once per run.
     replicated = NamedSharding(mesh, PartitionSpec())
@@ -274,12 +312,88 @@ def build_run(config: Any, dataset: Optional[data_lib.Dataset] = None) -> Run:
     batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
     # With the batch sharding given here, a single process passes numpy batches
     # straight in and the jitted call places them (cheaper than device_put).
-    train_step = jax.jit(make_train_step(model, transform, optimizer), donate_argnums=0,
-                         in_shardings=(state_shardings, batch_sharding),
-                         out_shardings=(state_shardings, None))
+    teacher_model, teacher_variables = teacher if teacher is not None else (None, None)
+    step = jax.jit(make_train_step(model, transform, optimizer, loss, teacher_model), donate_argnums=0,
+                   in_shardings=(state_shardings, batch_sharding, None), out_shardings=(state_shardings, None))
+
+    def train_step(state, batch):
+        # The teacher's variables are an argument, not constants baked into the program.
+        return step(state, batch, teacher_variables)
+
+    train_step._cache_size = step._cache_size  # the compile count results.json reports
     eval_step = jax.jit(make_eval_step(model), in_shardings=(None, batch_sharding))
     return Run(config, dataset, model, transform, mesh, batch_sharding, state, train_step,
-               eval_step, jax.jit(transform.apply), num_steps)
+               eval_step, jax.jit(transform.apply), num_steps, teacher)
+
+
+def param_shardings(abstract: Any, rules: Any, mesh: Mesh) -> Any:
+    """NamedShardings for a parameter tree from the config's first-match partition rules."""
+    return jax.tree_util.tree_map(lambda s: NamedSharding(mesh, s), param_specs(abstract, rules, mesh))
+
+
+def load_teacher(config: Any, dataset: data_lib.Dataset, mesh: Mesh) -> Optional[tuple[Any, dict]]:
+    """(the teacher model, {"params", "model_state"} on the mesh) from `config.teacher.export`, or None.
+
+    The export's header names the model config that reads it, so a teacher
+    is one path: an earlier run's DIR/export/params.safetensors.
+    """
+    path = config.get("teacher", {}).get("export", "")
+    if not path:
+        return None
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"teacher.export {path!r} does not exist: run the teacher's config first "
+                                f"(its export is DIR/export/params.safetensors)")
+    model_config, params, model_state = read_export(path)
+    teacher = models.build_model(ml_collections.ConfigDict(model_config), dataset.num_classes)
+    example = _example_input(config, dataset)
+    model_params, _ = intercept.split_params(params)
+    abstract, _ = jax.eval_shape(lambda k: models.init_variables(teacher, k, example), jax.random.PRNGKey(0))
+    _check_shapes(f"teacher.export {path!r} (read as its header's model with the dataset's "
+                  f"{dataset.num_classes} classes: a teacher must predict the student's classes)", abstract, model_params)
+    out = jax.eval_shape(lambda p, s: models.apply_model(teacher, p, example, model_state=s), params, model_state)
+    if out.shape[-1] != dataset.num_classes:
+        raise ValueError(f"teacher.export {path!r} predicts {out.shape[-1]} classes but the dataset "
+                         f"{dataset.name!r} has {dataset.num_classes}; distil from a teacher of the same task")
+    replicated = NamedSharding(mesh, PartitionSpec())
+    shardings = jax.tree_util.tree_map(lambda _: replicated, params)
+    if jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(abstract):
+        shardings = param_shardings(abstract, config.mesh.partition_rules, mesh)
+    variables = {"params": jax.device_put(jax.tree_util.tree_map(jnp.asarray, params), shardings),
+                 "model_state": jax.device_put(jax.tree_util.tree_map(jnp.asarray, model_state), replicated)}
+    return teacher, variables
+
+
+def read_export(path: str) -> tuple[dict, Any, dict]:
+    """(model config, params, model_state) of an export written by `export_run`."""
+    header = export.read_header(path)
+    loaded = export.load_params(path)
+    collections = header["metadata"].get("collections", [])
+    params = {k: v for k, v in loaded.items() if k not in collections}
+    return header["metadata"].get("model", {}), params, {k: loaded[k] for k in collections if k in loaded}
+
+
+def _check_shapes(what: str, abstract: Any, loaded: Any) -> None:
+    want = {path_str(kp): tuple(leaf.shape) for kp, leaf in jax.tree_util.tree_flatten_with_path(abstract)[0]}
+    got = {path_str(kp): tuple(np.shape(leaf)) for kp, leaf in jax.tree_util.tree_flatten_with_path(loaded)[0]}
+    if want != got:
+        diff = sorted(p for p in set(want) | set(got) if want.get(p) != got.get(p))[:10]
+        raise ValueError(f"{what} does not fit the configured model; differing parameters "
+                         f"(path: model shape vs file shape): "
+                         + ", ".join(f"{p}: {want.get(p)} vs {got.get(p)}" for p in diff))
+
+
+def check_export(transform: Transform, trainable: Any, comp_state: Any, model_config: dict) -> None:
+    """Runs the transform's export on zero stand-ins of the effective params, before any training.
+
+    A chain whose stages cannot export together (a structural stage whose
+    export renames the layers a later stage's export selects) is refused
+    here, with the chain's message naming both stages, instead of after a
+    whole run. The stand-ins are zero-stride numpy views, so nothing
+    parameter-sized is allocated for them.
+    """
+    shapes = jax.eval_shape(transform.apply, trainable, comp_state)
+    stand_ins = jax.tree_util.tree_map(lambda s: np.broadcast_to(np.zeros((), s.dtype), s.shape), shapes)
+    export_model(transform, stand_ins, jax.device_get(comp_state), model_config)
 
 
 def _unalias(tree: Any) -> Any:
@@ -295,38 +409,42 @@ def _unalias(tree: Any) -> Any:
     return jax.tree_util.tree_map(own, tree)
 
 
-def load_pretrained(path: str, abstract: Any, shardings: Any) -> Any:
-    """Params from an earlier run's export (`config.init_from`), checked against the model's shapes.
+def load_pretrained(path: str, abstract: Any, shardings: Any, abstract_state: Any = None) -> tuple[Any, dict]:
+    """(params, model_state) from an earlier run's export (`config.init_from`), checked against the model's shapes.
 
     Fine-tuning, post-training compression and pruning a trained model start here.
     """
     if not os.path.exists(path):
         raise FileNotFoundError(f"init_from {path!r} does not exist: run the config that trains it first "
                                 f"(its export is DIR/export/params.safetensors)")
-    loaded = export.load_params(path)
-    want = {path_str(kp): leaf.shape for kp, leaf in jax.tree_util.tree_flatten_with_path(abstract)[0]}
-    got = {path_str(kp): np.shape(leaf) for kp, leaf in jax.tree_util.tree_flatten_with_path(loaded)[0]}
-    if want != got:
-        diff = sorted(p for p in set(want) | set(got) if want.get(p) != got.get(p))[:10]
-        raise ValueError(f"init_from {path!r} does not fit the configured model; differing parameters "
-                         f"(path: model shape vs file shape): "
-                         + ", ".join(f"{p}: {want.get(p)} vs {got.get(p)}" for p in diff))
-    return jax.device_put(jax.tree_util.tree_map(jnp.asarray, loaded), shardings)
+    _, loaded, model_state = read_export(path)
+    _check_shapes(f"init_from {path!r}", abstract, loaded)
+    if abstract_state:
+        _check_shapes(f"init_from {path!r} (its {sorted(abstract_state)})", abstract_state, model_state)
+    return (jax.device_put(jax.tree_util.tree_map(jnp.asarray, loaded), shardings),
+            jax.tree_util.tree_map(jnp.asarray, model_state))
 
 
-def evaluate(run: Run, trainable: Any, comp_state: Any, max_batches: int = 0) -> dict[str, float]:
-    """Mean loss and accuracy of the effective params on the evaluation split (sums stay on device)."""
+def evaluate(run: Run, trainable: Any, comp_state: Any, max_batches: int = 0,
+             split: str = "eval", model_state: Optional[dict] = None) -> dict[str, float]:
+    """Mean loss and accuracy of the effective params on `split` (eval or selection; sums stay on device).
+
+    `model_state` (BatchNorm's running statistics) defaults to the run's state's.
+    """
     params = run.apply_transform(trainable, comp_state)
-    return evaluate_params(run, params, max_batches)
+    return evaluate_params(run, params, max_batches, split,
+                           run.state["model_state"] if model_state is None else model_state)
 
 
-def evaluate_params(run: Run, params: Any, max_batches: int = 0) -> dict[str, float]:
-    """Mean loss and accuracy of `params` on the evaluation split."""
+def evaluate_params(run: Run, params: Any, max_batches: int = 0, split: str = "eval",
+                    model_state: Optional[dict] = None) -> dict[str, float]:
+    """Mean loss and accuracy of `params` (with `model_state`) on `split`: "eval" (reported) or "selection"."""
+    variables = {"params": params, **(model_state or {})}
     totals = jnp.zeros(3)
     for batch in data_lib.eval_batches(run.dataset, int(run.config.train.eval_batch_size),
                                        int(run.config.dataset.get("seq_len", 0)), max_batches,
-                                       jax.process_index(), jax.process_count()):
-        totals = totals + run.eval_step(params, _put_batch(batch, run.batch_sharding))
+                                       jax.process_index(), jax.process_count(), split=split):
+        totals = totals + run.eval_step(variables, _put_batch(batch, run.batch_sharding))
     loss_sum, correct, count = (float(v) for v in jax.device_get(totals))
     return {"loss": loss_sum / count, "accuracy": correct / count}
 
@@ -417,10 +535,12 @@ def train_loop(run: Run, workdir: str, log: Optional[MetricsLog] = None, progres
                                      for k in history[-1]})
                 bar.set_postfix(loss=f"{last_finite['loss']:.4f}", refresh=False)
             if eval_every and step % eval_every == 0 and step < run.num_steps:
+                # Choices made during training look at the selection split, never the reported one.
+                split = "selection" if run.dataset.has_selection else "eval"
                 ev = evaluate(run, state["trainable"], state["comp_state"],
-                              int(config.train.get("eval_max_batches", 0)))
+                              int(config.train.get("eval_max_batches", 0)), split, state["model_state"])
                 if log is not None:
-                    log.write(step, {f"eval_{k}": v for k, v in ev.items()})
+                    log.write(step, {f"{split}_{k}": v for k, v in ev.items()})
             # Orbax's own cadence check costs ~40 us a call: ask it only when a save is due.
             if step % checkpoint_every == 0:
                 manager.save(step, args=ocp.args.StandardSave(state))
@@ -459,40 +579,45 @@ def versions() -> dict[str, str]:
 def export_run(run: Run, workdir: str) -> tuple[str, dict]:
     """Exports the model to DIR/export/params.safetensors; returns the path and the size report.
 
-    The effective params are made physically smaller by the transform's
-    `export` where it has one (with the model config that reads them), each
-    parameter is written with the codec `config.export.codecs` names, and the
-    file is loaded back and run beside the trained model on evaluation inputs:
-    an export that does not predict what the trained model predicts is an error.
+    The effective params are encoded and made physically smaller by the
+    transform (`compression.transform.export_model`, with the model config
+    that reads them), each other parameter is written with the codec
+    `config.export.codecs` names, the model's other collections (BatchNorm's
+    running statistics) are written beside them (dense, named in the
+    header's `collections`), and the file is loaded back and run beside the
+    trained model on evaluation inputs: an export that does not predict what
+    the trained model predicts is an error.
     """
     params = jax.device_get(run.apply_transform(run.state["trainable"], run.state["comp_state"]))
+    model_state = jax.device_get(run.state["model_state"])
     model_config = run.config.model.to_dict()
-    exported = params
-    if run.transform.export is not None:
-        exported, model_config = run.transform.export(params, jax.device_get(run.state["comp_state"]), model_config)
+    exported, model_config = export_model(run.transform, params, jax.device_get(run.state["comp_state"]),
+                                          model_config)
     path = os.path.join(workdir, "export", "params.safetensors")
     rules = run.config.get("export", {}).get("codecs", ((".*", "dense"),))
     names = match_rules(exported, [tuple(rule) for rule in rules], what="export.codecs", allow_unused=True)
     codecs = {path_str(kp): (name, {}) for kp, name in jax.tree_util.tree_flatten_with_path(names)[0]}
-    export.export_params(path, exported, codecs, metadata={"model": model_config})
+    metadata = {"model": model_config, **({"collections": sorted(model_state)} if model_state else {})}
+    export.export_params(path, {**exported, **model_state}, codecs, metadata=metadata)
     report = accounting.size_report(params, path)
     report["params_exported"] = accounting.params_total(export.plain_values(exported))
     report.update(export.payload_report(path))
-    loaded_model = models.build_model(ml_collections.ConfigDict(export.read_header(path)["metadata"]["model"]),
-                                      run.dataset.num_classes)
-    loaded = export.load_params(path)
-    report["export_max_abs_logit_diff"] = _check_export(run, params, loaded_model, loaded, path)
+    loaded_config, loaded, loaded_state = read_export(path)
+    loaded_model = models.build_model(ml_collections.ConfigDict(loaded_config), run.dataset.num_classes)
+    report["export_max_abs_logit_diff"] = _check_export(
+        run, (params, model_state), loaded_model, (loaded, loaded_state), path)
     # Multiply-add FLOPs of one forward pass of the exported model on one example (one sequence
     # for language models): a structured export is a smaller model and costs less.
     report["flops_per_example"] = accounting.count_flops(
-        lambda p, x: models.apply_model(loaded_model, p, x), loaded, _example_input(run.config, run.dataset))
+        lambda p, x: models.apply_model(loaded_model, p, x, model_state=loaded_state), loaded,
+        _example_input(run.config, run.dataset))
     return path, report
 
 
-def _check_export(run: Run, params: Any, loaded_model: Any, loaded: Any, path: str) -> float:
+def _check_export(run: Run, trained: tuple, loaded_model: Any, loaded: tuple, path: str) -> float:
     inputs = _eval_inputs(run)
-    expected = np.asarray(models.apply_model(run.model, params, inputs))
-    got = np.asarray(models.apply_model(loaded_model, loaded, inputs))
+    expected = np.asarray(models.apply_model(run.model, trained[0], inputs, model_state=trained[1]))
+    got = np.asarray(models.apply_model(loaded_model, loaded[0], inputs, model_state=loaded[1]))
     diff = float(np.max(np.abs(expected - got)))
     if not diff <= 1e-4 * (1.0 + float(np.max(np.abs(expected)))):
         raise AssertionError(f"the export at {path} predicts differently from the trained model "
@@ -506,13 +631,19 @@ def _eval_inputs(run: Run, count: int = 16) -> np.ndarray:
 
 
 def final_metrics(run: Run) -> dict[str, float]:
-    """The results.json `metrics` block: test accuracy/loss, or validation loss in nats per character."""
+    """The results.json `metrics` block: test accuracy/loss, or validation loss in nats per character;
+    plus the selection split's (selection_accuracy/selection_loss, or selection_loss_nats) when it has one."""
     ev = evaluate(run, run.state["trainable"], run.state["comp_state"])
+    sel = evaluate(run, run.state["trainable"], run.state["comp_state"], split="selection") \
+        if run.dataset.has_selection else None
     if run.dataset.kind == "language_model":
         entropy = float(run.dataset.info["unigram_entropy_nats"])
-        return {"val_loss_nats": ev["loss"], "val_accuracy": ev["accuracy"],
-                "unigram_entropy_nats": entropy, "val_loss_below_unigram": 1.0 - ev["loss"] / entropy}
-    return {"test_accuracy": ev["accuracy"], "test_loss": ev["loss"]}
+        metrics = {"val_loss_nats": ev["loss"], "val_accuracy": ev["accuracy"],
+                   "unigram_entropy_nats": entropy, "val_loss_below_unigram": 1.0 - ev["loss"] / entropy}
+        return metrics if sel is None else {**metrics, "selection_loss_nats": sel["loss"]}
+    metrics = {"test_accuracy": ev["accuracy"], "test_loss": ev["loss"]}
+    return metrics if sel is None else {**metrics, "selection_accuracy": sel["accuracy"],
+                                        "selection_loss": sel["loss"]}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, progress: bool = True) -> Optional[dict]:

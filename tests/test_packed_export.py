@@ -10,6 +10,7 @@ from safetensors.numpy import load_file
 from compression import export, registry
 from compression.export import Coded
 from compression.packed_export import decode_packed, encode_packed, pack_bits, unpack_bits
+from compression.transform import export_model
 
 LENGTHS = (0, 1, 7, 9, 13, 1001)
 
@@ -220,7 +221,7 @@ def test_a_quantized_export_loads_back_the_effective_params_in_the_expected_byte
     t = registry.build("quantize", **settings)
     trainable, state = t.init(params)
     effective = jax.device_get(t.apply(trainable, state))
-    exported, model_config = t.export(effective, jax.device_get(state), {})
+    exported, model_config = export_model(t, effective, jax.device_get(state), {})
     assert model_config == {}
     assert isinstance(exported["Dense_0"]["kernel"], Coded)
     path = str(tmp_path / "q.safetensors")

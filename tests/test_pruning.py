@@ -56,7 +56,7 @@ def test_random_criterion_prunes_the_requested_fraction_with_a_fixed_mask():
     trainable, state = t.init({"k": w}, jax.random.key(3))
     first = state["masks"]["k"]
     for step in range(3):
-        trainable, state = t.update(trainable, state, {"k": jnp.ones_like(w)}, step)
+        trainable, state = t.update(trainable, state, {"params": {"k": jnp.ones_like(w)}}, step)
     np.testing.assert_array_equal(state["masks"]["k"], first)
     assert int(jnp.sum(~first)) == 120
 
@@ -68,7 +68,7 @@ def test_polynomial_schedule_drives_the_masks_inside_one_compiled_update():
     update = jax.jit(t.update)
     seen, previous = [], jnp.ones((16, 16), bool)
     for step in range(6):
-        trainable, state = update(trainable, state, {"d": {"kernel": jnp.zeros_like(w)}}, jnp.int32(step))
+        trainable, state = update(trainable, state, {"params": {"d": {"kernel": jnp.zeros_like(w)}}}, jnp.int32(step))
         mask = state["masks"]["d"]["kernel"]
         assert not bool(jnp.any(mask & ~previous))  # masks only shrink
         previous = mask
@@ -96,9 +96,9 @@ def test_pruned_weights_stay_exactly_zero_under_adam_momentum():
         if step >= 4:
             pruned = ~state["masks"]["k"]
             assert int(pruned.sum()) == 128
-            assert bool(jnp.all(trainable["k"][pruned] == 0))
+            assert bool(jnp.all(trainable["params"]["k"][pruned] == 0))
     # Adam still holds momentum for pruned entries (built before step 5): it cannot revive them.
-    assert float(jnp.abs(opt_state[0].mu["k"][~state["masks"]["k"]]).max()) > 0
+    assert float(jnp.abs(opt_state[0].mu["params"]["k"][~state["masks"]["k"]]).max()) > 0
 
 
 def test_taylor_and_movement_scores_accumulate_from_the_gradients():
@@ -108,12 +108,12 @@ def test_taylor_and_movement_scores_accumulate_from_the_gradients():
         t = prune("k", {"kind": "one_shot", "sparsity": 0.5, "at_step": 100}, criterion=criterion)
         trainable, state = t.init({"k": w})
         for step in range(2):
-            trainable, state = t.update(trainable, state, {"k": g}, step)
+            trainable, state = t.update(trainable, state, {"params": {"k": g}}, step)
         np.testing.assert_allclose(state["scores"]["k"], expected)
     # At step 100 movement pruning drops the weights moving toward zero (lowest -w*g).
     t = prune("k", {"kind": "one_shot", "sparsity": 0.5, "at_step": 1}, criterion="movement")
     trainable, state = t.init({"k": w})
-    trainable, state = t.update(trainable, state, {"k": g}, 0)
+    trainable, state = t.update(trainable, state, {"params": {"k": g}}, 0)
     np.testing.assert_array_equal(state["masks"]["k"], [False, True, True, False])
 
 
@@ -187,13 +187,13 @@ def test_snip_scores_are_gradient_times_weight_at_init_averaged_over_batches():
 def test_snip_in_a_chain_differentiates_through_the_later_stage():
     from compression.transform import InitBatches, Transform
 
-    double = Transform(lambda p, k=None, b=None: (p, ()), lambda t, s: {"k": 2 * t["k"]},
+    double = Transform(lambda p, k=None, b=None: ({"params": p}, ()), lambda t, s: {"k": 2 * t["params"]["k"]},
                        lambda t, s, g, step: (t, s))
     data = InitBatches([jnp.array([1.0, 0.0, 3.0, 1.0])], lambda params, c: jnp.sum(c * params["k"]))
     t = chain(prune("k", 0.5, criterion="snip"), double)
     trainable, state = t.init({"k": jnp.array([1.0, 1.0, 1.0, 5.0])}, None, data)
     # The model sees 2 * W, so dL/dW = 2c and the scores are |2c * W| = [2, 0, 6, 10].
-    np.testing.assert_allclose(state[0]["scores"]["k"], [2.0, 0.0, 6.0, 10.0])
+    np.testing.assert_allclose(state["prune"]["scores"]["k"], [2.0, 0.0, 6.0, 10.0])
 
 
 def test_driver_prunes_at_initialization_with_snip(tmp_path):
@@ -202,10 +202,10 @@ def test_driver_prunes_at_initialization_with_snip(tmp_path):
     config.compression.stages = [{"technique": "prune", "select": ".*kernel", "sparsity": 0.9,
                                   "criterion": "snip", "scope": "global"}]
     run = train.build_run(config)
-    initial_mask = np.asarray(run.state["comp_state"]["masks"]["Dense_0"]["kernel"])  # the state is donated
-    assert float(mask_sparsity(run.state["comp_state"])) == pytest.approx(0.9, abs=1e-4)
+    initial_mask = np.asarray(run.state["comp_state"]["prune"]["masks"]["Dense_0"]["kernel"])  # the state is donated
+    assert float(mask_sparsity(run.state["comp_state"]["prune"])) == pytest.approx(0.9, abs=1e-4)
     train.train_loop(run, str(tmp_path), progress=False)
-    np.testing.assert_array_equal(run.state["comp_state"]["masks"]["Dense_0"]["kernel"],
+    np.testing.assert_array_equal(run.state["comp_state"]["prune"]["masks"]["Dense_0"]["kernel"],
                                   initial_mask)  # fixed after init
 
 
@@ -223,10 +223,10 @@ def test_the_driver_zeroes_the_optimizer_state_of_pruned_entries_after_every_ste
     for step in range(6):
         batch = train.data_lib.train_batch(run.dataset, 0, step, 32)
         state, _ = run.train_step(state, batch)
-    masks = state["comp_state"]["masks"]["Dense_0"]["kernel"]
+    masks = state["comp_state"]["prune"]["masks"]["Dense_0"]["kernel"]
     adam = state["opt_state"][0] if hasattr(state["opt_state"][0], "mu") else state["opt_state"][-1][0]
     for moment in (adam.mu, adam.nu):
-        kernel = np.asarray(moment["Dense_0"]["kernel"])
+        kernel = np.asarray(moment["params"]["Dense_0"]["kernel"])
         assert int((~np.asarray(masks)).sum()) > 0
         assert np.all(kernel[~np.asarray(masks)] == 0)
         assert np.any(kernel[np.asarray(masks)] != 0)
@@ -241,5 +241,5 @@ def test_chain_keep_multiplies_the_stages_masks_by_path():
     t = chain(a, b)
     trainable, state = t.init({"k": w, "bias": jnp.ones(2)})
     keep = t.keep(trainable, state)
-    np.testing.assert_array_equal(keep["k"], [[0.0, 1.0], [1.0, 0.0]])
-    assert float(keep["bias"]) == 1.0
+    np.testing.assert_array_equal(keep["params"]["k"], [[0.0, 1.0], [1.0, 0.0]])
+    assert float(keep["params"]["bias"]) == 1.0

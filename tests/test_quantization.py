@@ -15,7 +15,7 @@ from compression.activation_quantization import quantize_activations
 from compression.intercept import INTERCEPT_KEY, run_hooks, split_params
 from compression.mixed_precision import allocate_bits
 from compression.pruning import prune
-from compression.quantization import LEARNED_KEY, quantize
+from compression.quantization import quantize
 from compression.transform import InitBatches, chain
 from experiments import models, train
 from tests.helpers import tiny_config
@@ -75,9 +75,9 @@ def test_apply_quantizes_each_output_channel_symmetrically_to_8_bits():
 def test_trainable_keeps_the_float_shadow_weights():
     t = quantize(bits=2)
     trainable, state = t.init(_params(bias=BIAS))
-    np.testing.assert_array_equal(trainable["Dense_0"]["kernel"], KERNEL)
-    np.testing.assert_array_equal(trainable["Dense_0"]["bias"], BIAS)
-    assert LEARNED_KEY not in trainable  # uniform has no learned scales
+    np.testing.assert_array_equal(trainable["params"]["Dense_0"]["kernel"], KERNEL)
+    np.testing.assert_array_equal(trainable["params"]["Dense_0"]["bias"], BIAS)
+    assert "scales" not in trainable  # uniform has no learned scales
     assert not np.array_equal(t.apply(trainable, state)["Dense_0"]["kernel"], KERNEL)
 
 
@@ -91,11 +91,11 @@ def test_gradient_through_apply_is_the_clipped_straight_through_mask():
     g = np.arange(1.0, 11.0, dtype=np.float32).reshape(10, 1)
     grads = jax.grad(_linear_loss(t, g))(trainable, state)
     inside = np.array([0, 1, 1, 1, 1, 1, 1, 1, 1, 0], np.float32).reshape(10, 1)
-    np.testing.assert_array_equal(grads["Dense_0"]["kernel"], g * inside)
+    np.testing.assert_array_equal(grads["params"]["Dense_0"]["kernel"], g * inside)
     # ste='identity' passes the gradient everywhere, outliers included.
     t = quantize(calibration="percentile", percentile=90.0, ste="identity")
     trainable, state = t.init(_params(w))
-    np.testing.assert_array_equal(jax.grad(_linear_loss(t, g))(trainable, state)["Dense_0"]["kernel"], g)
+    np.testing.assert_array_equal(jax.grad(_linear_loss(t, g))(trainable, state)["params"]["Dense_0"]["kernel"], g)
 
 
 def _scales_over_steps(recalibrate_every):
@@ -105,7 +105,7 @@ def _scales_over_steps(recalibrate_every):
     update = jax.jit(t.update)
     seen = []
     for step in range(7):
-        trainable = _params(w * (step + 2))  # an optimizer step that grew every weight
+        trainable = {"params": _params(w * (step + 2))}  # an optimizer step that grew every weight
         trainable, state = update(trainable, state, trainable, jnp.int32(step))
         seen.append(np.asarray(state["Dense_0/kernel"]["scale"]))
     return w, seen
@@ -141,19 +141,19 @@ def test_lsq_step_lives_in_the_trainable_gets_a_gradient_and_is_mirrored_into_th
     w = np.array([[0.3], [-2.6], [20.0]], np.float32)
     t = quantize(scheme="lsq", bits=4, per_channel=False)  # qmax = 7
     trainable, state = t.init(_params(w))
-    step = trainable[LEARNED_KEY]["Dense_0"]["kernel"]["step"]
+    step = trainable["scales"]["Dense_0"]["kernel"]["step"]
     np.testing.assert_allclose(step, [[2 * (22.9 / 3) / np.sqrt(7)]], rtol=1e-6)  # 2 mean|w| / sqrt(Qp)
     np.testing.assert_allclose(state["Dense_0/kernel"]["scale"], step)
 
-    trainable[LEARNED_KEY]["Dense_0"]["kernel"]["step"] = jnp.ones((1, 1))
+    trainable["scales"]["Dense_0"]["kernel"]["step"] = jnp.ones((1, 1))
     np.testing.assert_array_equal(t.apply(trainable, state)["Dense_0"]["kernel"], [[0.0], [-3.0], [7.0]])
     grads = jax.grad(_linear_loss(t, np.ones((3, 1), np.float32)))(trainable, state)
     # d/ds: round(w/s) - w/s inside the range, qmax where clipped: -0.3 - 0.4 + 7, scaled by 1/sqrt(N Qp).
-    np.testing.assert_allclose(grads[LEARNED_KEY]["Dense_0"]["kernel"]["step"], [[6.3 / np.sqrt(21)]],
+    np.testing.assert_allclose(grads["scales"]["Dense_0"]["kernel"]["step"], [[6.3 / np.sqrt(21)]],
                                rtol=1e-5)
-    np.testing.assert_array_equal(grads["Dense_0"]["kernel"], [[1.0], [1.0], [0.0]])
+    np.testing.assert_array_equal(grads["params"]["Dense_0"]["kernel"], [[1.0], [1.0], [0.0]])
 
-    trainable[LEARNED_KEY]["Dense_0"]["kernel"]["step"] = jnp.full((1, 1), 1.25)
+    trainable["scales"]["Dense_0"]["kernel"]["step"] = jnp.full((1, 1), 1.25)
     trainable, state = t.update(trainable, state, grads, 5)
     np.testing.assert_array_equal(state["Dense_0/kernel"]["scale"], [[1.25]])
 
@@ -167,17 +167,17 @@ def test_ttq_scales_get_the_sum_of_the_gradient_over_their_sets():
     # column 1: + {4.0}, - {-2.0}, 0 {0.05, -0.1}.
     t = quantize(scheme="ttq")
     trainable, state = t.init(_params(w))
-    learned = trainable[LEARNED_KEY]["Dense_0"]["kernel"]
+    learned = trainable["scales"]["Dense_0"]["kernel"]
     np.testing.assert_array_equal(learned["positive"], [[1.0, 4.0]])
     np.testing.assert_array_equal(learned["negative"], [[1.75, 2.0]])
     np.testing.assert_array_equal(t.apply(trainable, state)["Dense_0"]["kernel"],
                                   [[1.0, -2.0], [-1.75, 0.0], [0.0, 4.0], [-1.75, 0.0]])
     g = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [7.0, 8.0]], np.float32)
     grads = jax.grad(_linear_loss(t, g))(trainable, state)
-    np.testing.assert_array_equal(grads[LEARNED_KEY]["Dense_0"]["kernel"]["positive"], [[1.0, 6.0]])
-    np.testing.assert_array_equal(grads[LEARNED_KEY]["Dense_0"]["kernel"]["negative"], [[-10.0, -2.0]])
+    np.testing.assert_array_equal(grads["scales"]["Dense_0"]["kernel"]["positive"], [[1.0, 6.0]])
+    np.testing.assert_array_equal(grads["scales"]["Dense_0"]["kernel"]["negative"], [[-10.0, -2.0]])
     # The shadow weights: positive * g, g, negative * g on the positive / zero / negative sets.
-    np.testing.assert_array_equal(grads["Dense_0"]["kernel"], [[1.0, 4.0], [5.25, 4.0], [5.0, 24.0], [12.25, 8.0]])
+    np.testing.assert_array_equal(grads["params"]["Dense_0"]["kernel"], [[1.0, 4.0], [5.25, 4.0], [5.0, 24.0], [12.25, 8.0]])
 
 
 # --- binary --------------------------------------------------------------------------------------
@@ -188,7 +188,7 @@ def test_binaryconnect_clips_the_shadow_weights_to_plus_minus_one_in_update():
     trainable, state = t.init(_params(w))
     np.testing.assert_array_equal(t.apply(trainable, state)["Dense_0"]["kernel"], [[1.0, -1.0], [-1.0, 1.0]])
     trainable, state = t.update(trainable, state, trainable, 0)
-    np.testing.assert_array_equal(trainable["Dense_0"]["kernel"], np.float32([[1.0, -0.3], [-1.0, 0.8]]))
+    np.testing.assert_array_equal(trainable["params"]["Dense_0"]["kernel"], np.float32([[1.0, -0.3], [-1.0, 0.8]]))
 
 
 def test_bwn_scales_by_the_mean_magnitude_per_channel_and_does_not_clip():
@@ -198,7 +198,7 @@ def test_bwn_scales_by_the_mean_magnitude_per_channel_and_does_not_clip():
     np.testing.assert_allclose(t.apply(trainable, state)["Dense_0"]["kernel"],
                                [[1.75, -0.55], [-1.75, 0.55]], rtol=1e-6)
     trainable, state = t.update(trainable, state, trainable, 0)
-    np.testing.assert_array_equal(trainable["Dense_0"]["kernel"], w)
+    np.testing.assert_array_equal(trainable["params"]["Dense_0"]["kernel"], w)
 
 
 # --- mixed precision -----------------------------------------------------------------------------
@@ -280,18 +280,18 @@ def test_orders_differ_once_prune_rescores_on_the_quantized_weights():
     # the lower index goes first.
     w = {"k": jnp.array([0.30, 0.26, 0.75, -0.6])}
     schedule = {"kind": "one_shot", "sparsity": 0.25, "at_step": 1}
-    zeros = {"k": jnp.zeros(4)}
+    zeros = {"params": {"k": jnp.zeros(4)}}
 
     prune_then_quantize = chain(prune("k", schedule), quantize("k", bits=3, per_channel=False))
     tr, st = prune_then_quantize.init(w)
     tr, st = prune_then_quantize.update(tr, st, zeros, 0)
-    np.testing.assert_array_equal(st[0]["masks"]["k"], [True, False, True, True])  # m(W)
+    np.testing.assert_array_equal(st["prune"]["masks"]["k"], [True, False, True, True])  # m(W)
     np.testing.assert_array_equal(prune_then_quantize.apply(tr, st)["k"], [0.25, 0.0, 0.75, -0.5])  # Q(W m(W))
 
     quantize_then_prune = chain(quantize("k", bits=3, per_channel=False), prune("k", schedule))
     tr, st = quantize_then_prune.init(w)
     tr, st = quantize_then_prune.update(tr, st, zeros, 0)
-    np.testing.assert_array_equal(st[1]["masks"]["k"], [False, True, True, True])  # m(Q(W))
+    np.testing.assert_array_equal(st["prune"]["masks"]["k"], [False, True, True, True])  # m(Q(W))
     np.testing.assert_array_equal(quantize_then_prune.apply(tr, st)["k"], [0.0, 0.25, 0.75, -0.5])  # Q(W) m(Q(W))
 
 
@@ -428,7 +428,7 @@ def test_pact_alpha_gradient_is_the_sum_of_g_where_the_input_reaches_alpha():
     model, params = _tiny_mlp()
     t = quantize_activations("Dense_0", scheme="pact", bits=4, initial_alpha=1.0)
     trainable, state = t.init(params)
-    np.testing.assert_array_equal(trainable[INTERCEPT_KEY]["Dense_0"]["pact_input"]["alpha"], 1.0)
+    np.testing.assert_array_equal(trainable["scales"]["Dense_0"]["alpha"], 1.0)
     x = np.array([[0.45, 3.0], [1.5, -2.0]], np.float32)
     g = np.array([[1.0, 2.0], [4.0, 8.0]], np.float32)
     _, hooks = split_params(t.apply(trainable, state))
@@ -439,7 +439,7 @@ def test_pact_alpha_gradient_is_the_sum_of_g_where_the_input_reaches_alpha():
 
     # clip to [0, 1], then 15 steps of 1/15: 0.45 * 15 = 6.75 -> 7.
     np.testing.assert_allclose(run_hooks(hooks[("Dense_0",)], x), [[7 / 15, 1.0], [1.0, 0.0]], rtol=1e-6)
-    grad = jax.grad(loss)(trainable)[INTERCEPT_KEY]["Dense_0"]["pact_input"]["alpha"]
+    grad = jax.grad(loss)(trainable)["scales"]["Dense_0"]["alpha"]
     assert float(grad) == 2.0 + 4.0  # x >= alpha at 3.0 and 1.5
 
 
@@ -496,7 +496,10 @@ def test_pact_and_lsq_activation_scales_train_through_the_driver(tmp_path):
         {"technique": "quantize_activations", "select": "Dense_1", "scheme": "lsq", "bits": 4}]
     run = train.build_run(config)
     learned = {("Dense_0", "pact_input", "alpha"), ("Dense_1", "lsq_input", "step")}
-    before = {k: np.array(run.state["trainable"][INTERCEPT_KEY][k[0]][k[1]][k[2]]) for k in learned}
+    # Each stage's learned scale sits in the trainable under that stage's name (numbered: two
+    # quantize_activations stages), nested by module path.
+    stage = {"Dense_0": "quantize_activations_0", "Dense_1": "quantize_activations_1"}
+    before = {k: np.array(run.state["trainable"][stage[k[0]]]["scales"][k[0]][k[2]]) for k in learned}
     assert before[("Dense_0", "pact_input", "alpha")] == np.float32(0.5)
     assert before[("Dense_1", "lsq_input", "step")] > 0
     timing = train.train_loop(run, str(tmp_path), progress=False)

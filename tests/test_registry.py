@@ -11,10 +11,10 @@ def _scale_by(factor: float) -> Transform:
     """A test technique: the model sees every parameter times `factor`."""
 
     def init(params, key=None, batches=None):
-        return params, jnp.asarray(factor)
+        return {"params": params}, jnp.asarray(factor)
 
     def apply(trainable, state):
-        return {k: v * state for k, v in trainable.items()}
+        return {k: v * state for k, v in trainable["params"].items()}
 
     def update(trainable, state, grads, step):
         return trainable, state
@@ -58,7 +58,7 @@ def test_build_chain_of_identity_stages_leaves_params_unchanged():
     params = {"Dense_0": {"kernel": np.arange(4.0).reshape(2, 2), "bias": np.ones(2)}}
     t = registry.build_chain([{"technique": "identity"}, {"technique": "identity"}])
     trainable, state = t.init(params)
-    assert state == ((), ())
+    assert state == {"identity_0": (), "identity_1": ()}
     out = t.apply(trainable, state)
     np.testing.assert_array_equal(out["Dense_0"]["kernel"], params["Dense_0"]["kernel"])
     np.testing.assert_array_equal(out["Dense_0"]["bias"], params["Dense_0"]["bias"])
@@ -81,7 +81,7 @@ def test_build_chain_does_not_mutate_the_config_stages():
 def test_build_chain_of_no_stages_is_identity():
     t = registry.build_chain([])
     trainable, state = t.init({"w": np.ones(1)})
-    assert state == ()
+    assert state == {}
 
 
 def test_registering_a_different_factory_under_a_taken_name_raises():

@@ -115,7 +115,7 @@ def test_masks_are_monotone_under_a_schedule_with_one_compile():
             assert not bool(jnp.any(mask & ~previous[name]))  # only shrinks
             assert int((~mask).sum()) == min(round(s * n), n - 1)
         previous = dict(state["masks"])
-        out = np.asarray(trainable["l0"]["kernel"])
+        out = np.asarray(trainable["params"]["l0"]["kernel"])
         assert not np.any(out[:, ~np.asarray(state["masks"]["g0"])])  # update re-zeroed the pruned units
     assert update._cache_size() == 1
 
@@ -224,7 +224,7 @@ def test_layer_drop_small_model_equals_zeroed_model(drop, dropped):
         assert not np.any(np.asarray(zeroed[f"block_{i}"]["attn"]["out"]["kernel"]))
         assert not np.any(np.asarray(zeroed[f"block_{i}"]["ffn_out"]["bias"]))
     trainable, state = t.update(jax.tree_util.tree_map(lambda w: w + 1.0, trainable), state, trainable, 0)
-    assert not np.any(np.asarray(trainable[f"block_{dropped[0]}"]["ffn_out"]["kernel"]))  # re-zeroed
+    assert not np.any(np.asarray(trainable["params"][f"block_{dropped[0]}"]["ffn_out"]["kernel"]))  # re-zeroed
     small = drop_layers_params(zeroed, layers, dropped)
     small_config = drop_layers_config(TRANSFORMER, dropped)
     assert small_config["num_layers"] == 3 - len(dropped) and len(small_config["num_heads"]) == 3 - len(dropped)
@@ -242,8 +242,10 @@ def test_structured_prune_then_layer_drop_export_in_a_chain():
     layers = structures.transformer_layers(3)
     t = registry.build_chain([{"technique": "structured_prune", "groups": groups, "sparsity": 0.25},
                               {"technique": "layer_drop", "layers": layers, "drop": [0]}])
-    trainable, (prune_state, drop_state) = t.init(params)
-    effective = t.apply(trainable, (prune_state, drop_state))
+    trainable, state = t.init(params)
+    assert sorted(state) == ["layer_drop", "structured_prune"]
+    prune_state = state["structured_prune"]
+    effective = t.apply(trainable, state)
     small = drop_layers_params(shrink_params(effective, groups, prune_state["masks"]), layers, [0])
     small_config = drop_layers_config(shrink_config(TRANSFORMER, groups, prune_state["masks"]), [0])
     assert small_config["num_heads"] == [3, 3] and small_config["num_layers"] == 2

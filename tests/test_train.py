@@ -82,7 +82,7 @@ def test_sharded_run_on_a_data4_model2_mesh_matches_a_single_device_run(tmp_path
         timing = train.train_loop(run, str(tmp_path / name), progress=False)
         assert timing["compiles"] == 1
         runs.append(run)
-    kernel = runs[1].state["trainable"]["Dense_0"]["kernel"]
+    kernel = runs[1].state["trainable"]["params"]["Dense_0"]["kernel"]
     assert kernel.sharding.spec == jax.sharding.PartitionSpec(None, "model")
     assert len(kernel.sharding.device_set) == 8
     for a, b in zip(jax.tree_util.tree_leaves(_final_params(runs[0])),

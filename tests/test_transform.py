@@ -1,4 +1,4 @@
-"""Tests for compression.transform: identity, the chain algebra, gradients, map_selected, NNX.
+"""Tests for compression.transform: identity, the named chain algebra, projections, gradients, NNX.
 
 The transforms under test are built here, not taken from compression/: a
 magnitude mask (trainable = params, state = 0/1 masks scored |w| >= threshold
@@ -12,10 +12,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
-from compression.selection import select
-from compression.transform import Transform, chain, identity, map_selected
+from compression.selection import leaves_by_path, map_at_paths, nest_paths, select, selected_paths
+from compression.transform import Transform, chain, identity, named_chain, stage_names
 
 STEP = 0.5
 THRESHOLD = 0.4
@@ -36,18 +37,21 @@ def magnitude_mask(selector, threshold, rescore=False) -> Transform:
 
     def init(params, key=None, batches=None):
         del key, batches
-        return params, score(params)
+        return {"params": params}, score(params)
 
     def apply(trainable, masks):
-        return jax.tree_util.tree_map(jnp.multiply, trainable, masks)
+        return jax.tree_util.tree_map(jnp.multiply, trainable["params"], masks)
+
+    def project(trainable, masks):
+        return {"params": apply(trainable, masks)}
 
     def update(trainable, masks, grads, step):
         del grads, step
         if rescore:
-            masks = score(trainable)
-        return apply(trainable, masks), masks  # project: re-zero what the mask removes
+            masks = score(trainable["params"])
+        return project(trainable, masks), masks  # project: re-zero what the mask removes
 
-    return Transform(init, apply, update)
+    return Transform(init, apply, update, project, name="mask")
 
 
 def round_to_grid(selector, step=STEP) -> Transform:
@@ -55,19 +59,37 @@ def round_to_grid(selector, step=STEP) -> Transform:
 
     def init(params, key=None, batches=None):
         del key, batches
-        return params, ()
+        return {"params": params}, ()
 
     def apply(trainable, state):
         del state
-        chosen = select(trainable, selector, what="round_to_grid.select")
-        return map_selected(
-            lambda w: w + jax.lax.stop_gradient(jnp.round(w / step) * step - w), chosen, trainable)
+        paths = selected_paths(trainable["params"], selector, what="round_to_grid.select")
+        return map_at_paths(lambda p, w: w + jax.lax.stop_gradient(jnp.round(w / step) * step - w),
+                            trainable["params"], paths)
 
     def update(trainable, state, grads, step_):
         del grads, step_
         return trainable, state
 
-    return Transform(init, apply, update)
+    return Transform(init, apply, update, name="round")
+
+
+def clip_to_one(selector) -> Transform:
+    """BinaryConnect's projection alone: selected leaves clipped to [-1, 1] after each step."""
+
+    def init(params, key=None, batches=None):
+        del key, batches
+        return {"params": params}, ()
+
+    def project(trainable, state):
+        paths = selected_paths(trainable["params"], selector, what="clip.select")
+        return {"params": map_at_paths(lambda p, w: jnp.clip(w, -1.0, 1.0), trainable["params"], paths)}
+
+    def update(trainable, state, grads, step):
+        del grads, step
+        return project(trainable, state), state
+
+    return Transform(init, lambda t, s: t["params"], update, project, name="clip")
 
 
 def probe() -> Transform:
@@ -76,17 +98,74 @@ def probe() -> Transform:
     def init(params, key=None, batches=None):
         del key, batches
         zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
-        return params, {"seen": params, "grads": zeros, "step": jnp.asarray(-1)}
+        return {"params": params}, {"seen": params, "grads": zeros, "step": jnp.asarray(-1)}
 
     def apply(trainable, state):
         del state
-        return trainable
+        return trainable["params"]
 
     def update(trainable, state, grads, step):
         del state
-        return trainable, {"seen": trainable, "grads": grads, "step": jnp.asarray(step)}
+        return trainable, {"seen": trainable["params"], "grads": grads["params"], "step": jnp.asarray(step)}
 
-    return Transform(init, apply, update)
+    return Transform(init, apply, update, name="probe")
+
+
+def learned_scale() -> Transform:
+    """Multiplies every leaf by a learned scalar that it adds to the trainable (as LSQ adds its step)."""
+
+    def init(params, key=None, batches=None):
+        del key, batches
+        return {"params": params, "scale": jnp.float32(2.0)}, ()
+
+    def apply(trainable, state):
+        del state
+        return jax.tree_util.tree_map(lambda w: w * trainable["scale"], trainable["params"])
+
+    def project(trainable, state):
+        del state
+        return dict(trainable, scale=jnp.maximum(trainable["scale"], 0.5))
+
+    def update(trainable, state, grads, step):
+        del grads, step
+        return project(trainable, state), state
+
+    return Transform(init, apply, update, project, name="scale")
+
+
+def factorize(path) -> Transform:
+    """Stores the leaf W at `path` as factors {u: W, v: identity} (a toy W -> (u, v); apply gives u @ v)."""
+
+    def init(params, key=None, batches=None):
+        del key, batches
+        w = leaves_by_path(params)[path]
+        flat = dict(leaves_by_path(params))
+        flat[path] = {"u": jnp.asarray(w), "v": jnp.eye(w.shape[1], dtype=w.dtype)}
+        return {"params": _nest(flat)}, ()
+
+    def apply(trainable, state):
+        del state
+        flat = dict(leaves_by_path(trainable["params"]))
+        u, v = flat.pop(path + "/u"), flat.pop(path + "/v")
+        flat[path] = u @ v
+        return nest_paths(flat)
+
+    def update(trainable, state, grads, step):
+        del grads, step
+        return trainable, state
+
+    return Transform(init, apply, update, name="factorize")
+
+
+def _nest(flat):
+    tree = {}
+    for p, v in flat.items():
+        node = tree
+        *parents, leaf = p.split("/")
+        for k in parents:
+            node = node.setdefault(k, {})
+        node[leaf] = v
+    return tree
 
 
 def _effective(t, params):
@@ -100,6 +179,9 @@ def _assert_tree_equal(a, b):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+ZEROS = {"params": {"w": np.zeros_like(W)}}
+
+
 # --- identity and trivial chains -------------------------------------------------------------
 
 def test_identity_round_trips_params_through_init_apply_update():
@@ -108,22 +190,57 @@ def test_identity_round_trips_params_through_init_apply_update():
     trainable, state = t.init(params, jax.random.key(0))
     assert state == ()
     _assert_tree_equal(t.apply(trainable, state), params)
-    trainable2, state2 = t.update(trainable, state, params, 3)
-    _assert_tree_equal(trainable2, params)
+    trainable2, state2 = t.update(trainable, state, {"params": params}, 3)
+    _assert_tree_equal(trainable2, {"params": params})
     assert state2 == ()
+
+
+def test_default_capabilities_are_identities():
+    t = identity()
+    trainable = {"params": {"w": W}}
+    _assert_tree_equal(t.project(trainable, ()), trainable)
+    _assert_tree_equal(t.encode({"w": W}, ()), {"w": W})
+    assert t.export({"w": W}, (), {"a": 1}) == ({"w": W}, {"a": 1})
+    keep = t.keep(trainable, ())
+    assert float(keep["params"]["w"]) == 1.0 and np.ndim(keep["params"]["w"]) == 0
 
 
 def test_chain_of_nothing_is_identity():
     params = {"w": W}
     t = chain()
     trainable, state = t.init(params)
-    assert state == ()
+    assert state == {}
     _assert_tree_equal(t.apply(trainable, state), params)
 
 
-def test_chain_of_one_transform_is_that_transform():
-    t = round_to_grid("w")
-    assert chain(t) is t
+def test_chain_state_is_named_by_stage_and_repeated_names_are_numbered():
+    t = chain(magnitude_mask("w", THRESHOLD), round_to_grid("w"), magnitude_mask("w", 0.0))
+    assert stage_names([magnitude_mask("w", 0.1), round_to_grid("w"), magnitude_mask("w", 0.0)]) == \
+        ["mask_0", "round", "mask_1"]
+    _, state = t.init({"w": W})
+    assert sorted(state) == ["mask_0", "mask_1", "round"]
+    named = named_chain(("first", magnitude_mask("w", THRESHOLD)), ("second", round_to_grid("w")))
+    _, state = named.init({"w": W})
+    assert sorted(state) == ["first", "second"]
+
+
+def test_chain_refuses_bad_or_repeated_stage_names():
+    with pytest.raises(ValueError, match="not unique"):
+        named_chain(("a", identity()), ("a", identity()))
+    with pytest.raises(ValueError, match="'params'"):
+        named_chain(("params", identity()))
+
+
+def test_added_trainables_live_under_the_stage_name():
+    t = chain(magnitude_mask("w", THRESHOLD), learned_scale())
+    trainable, state = t.init({"w": W})
+    assert sorted(trainable) == ["params", "scale"]
+    assert float(trainable["scale"]["scale"]) == 2.0
+    np.testing.assert_array_equal(t.apply(trainable, state)["w"], W * M_W * 2.0)
+    # The later stage's projection reaches its own added arrays too.
+    trainable["scale"]["scale"] = jnp.float32(0.1)
+    trainable, _ = t.update(trainable, state, {"params": {"w": W}, "scale": {"scale": 0.0}}, 0)
+    assert float(trainable["scale"]["scale"]) == 0.5
 
 
 # --- the order algebra of chain(a, b) --------------------------------------------------------
@@ -140,11 +257,10 @@ def test_chain_init_runs_later_stage_first_and_masks_at_init_are_scored_on_raw_p
     # sees the raw params P, so its initial mask is scored on W, not on round(W): W[0] = 0.3
     # is pruned although round(W[0]) = 0.5 would survive the threshold 0.4.
     t = chain(round_to_grid("w"), magnitude_mask("w", THRESHOLD))
-    trainable, (round_state, mask_state) = t.init({"w": W})
-    assert round_state == ()
-    np.testing.assert_array_equal(mask_state["w"], M_W)
-    np.testing.assert_array_equal(trainable["w"], W)
-    effective = t.apply(trainable, (round_state, mask_state))
+    trainable, state = t.init({"w": W})
+    assert state["round"] == ()
+    np.testing.assert_array_equal(state["mask"]["w"], M_W)
+    effective = t.apply(trainable, state)
     np.testing.assert_array_equal(effective["w"], ROUND_W * M_W)  # round(W) * m
 
 
@@ -153,19 +269,18 @@ def test_prune_and_round_orders_differ_once_the_mask_is_scored_on_what_the_stage
     # trainable W; as the later stage, a.apply's output round(W). So after one update,
     # chain(mask, round) sees round(W * m(W)) and chain(round, mask) sees round(W) * m(round(W)).
     params = {"w": W}
-    grads = {"w": np.zeros_like(W)}
     prune_then_round = chain(magnitude_mask("w", THRESHOLD, rescore=True), round_to_grid("w"))
     round_then_prune = chain(round_to_grid("w"), magnitude_mask("w", THRESHOLD, rescore=True))
 
     tr, st = prune_then_round.init(params)
-    tr, st = prune_then_round.update(tr, st, grads, 1)
+    tr, st = prune_then_round.update(tr, st, ZEROS, 1)
     got_prune_then_round = prune_then_round.apply(tr, st)["w"]
 
     tr, st = round_then_prune.init(params)
-    tr, st = round_then_prune.update(tr, st, grads, 1)
+    tr, st = round_then_prune.update(tr, st, ZEROS, 1)
     got_round_then_prune = round_then_prune.apply(tr, st)["w"]
 
-    np.testing.assert_array_equal(st[1]["w"], M_ROUND_W)  # mask scored on round(W)
+    np.testing.assert_array_equal(st["mask"]["w"], M_ROUND_W)  # mask scored on round(W)
     np.testing.assert_array_equal(got_prune_then_round, np.array([0.0, -1.0, 0.0, 1.0], np.float32))
     np.testing.assert_array_equal(got_round_then_prune, np.array([0.5, -1.0, 0.0, 1.0], np.float32))
     assert not np.array_equal(got_prune_then_round, got_round_then_prune)
@@ -176,72 +291,100 @@ def test_chain_update_first_stage_update_projects_the_stored_trainable():
     # trainable after an optimizer step revived pruned weights.
     t = chain(magnitude_mask("w", THRESHOLD), round_to_grid("w"))
     trainable, state = t.init({"w": W})
-    revived = {"w": trainable["w"] + 0.25}  # an optimizer step moved every weight
-    trainable, state = t.update(revived, state, {"w": np.zeros_like(W)}, 1)
-    np.testing.assert_array_equal(trainable["w"], (W + 0.25) * M_W)
+    revived = {"params": {"w": trainable["params"]["w"] + 0.25}}  # an optimizer step moved every weight
+    trainable, state = t.update(revived, state, ZEROS, 1)
+    np.testing.assert_array_equal(trainable["params"]["w"], (W + 0.25) * M_W)
 
 
-def test_chain_update_later_stage_changes_only_its_state_and_its_invariant_holds_in_apply():
-    # chain(round, mask): what the mask's update returns as trainable is discarded (it is a
-    # function of round's output, not a stored array), so the stored weights stay revived,
-    # yet the model still sees zeros where the mask is 0 because apply multiplies by it.
+def test_chain_update_later_stage_projection_reaches_the_stored_trainable():
+    # chain(round, mask): the mask is the later stage; its projection acts on the stored
+    # weights themselves (not on round's output), so revived pruned weights are re-zeroed.
     t = chain(round_to_grid("w"), magnitude_mask("w", THRESHOLD))
     trainable, state = t.init({"w": W})
-    revived = {"w": trainable["w"] + 0.25}
-    trainable, state = t.update(revived, state, {"w": np.zeros_like(W)}, 1)
-    np.testing.assert_array_equal(trainable["w"], W + 0.25)
+    revived = {"params": {"w": trainable["params"]["w"] + 0.25}}
+    trainable, state = t.update(revived, state, ZEROS, 1)
+    np.testing.assert_array_equal(trainable["params"]["w"], (W + 0.25) * M_W)
     effective = t.apply(trainable, state)["w"]
     np.testing.assert_array_equal(effective, np.round((W + 0.25) / STEP) * STEP * M_W)
-    assert np.all(effective[M_W == 0] == 0)
+
+
+def test_clip_projection_holds_in_the_stored_trainable_in_either_order():
+    # The regression of issue 14: chain(prune, binary) kept [3, -2] un-clipped after update.
+    params = {"w": np.array([3.0, -2.0, 0.1, 0.5], np.float32)}
+    for t in (chain(magnitude_mask("w", 0.0), clip_to_one("w")), chain(clip_to_one("w"), magnitude_mask("w", 0.0))):
+        trainable, state = t.init(params)
+        trainable, state = t.update(trainable, state, ZEROS, 0)
+        np.testing.assert_array_equal(trainable["params"]["w"], np.array([1.0, -1.0, 0.1, 0.5], np.float32))
 
 
 def test_chain_update_later_stage_sees_first_stage_apply_of_the_updated_trainable():
-    # update: (Ta, Sa) = a.update(...); (_, Sb) = b.update(a.apply(Ta, Sa), Sb, g, step).
-    # The re-scoring mask changes both its trainable and its mask in update, so the probe
-    # must see a.apply of the *updated* pair, not of the old one.
     t = chain(magnitude_mask("w", THRESHOLD, rescore=True), probe())
     trainable, state = t.init({"w": W})
-    stepped = {"w": np.array([0.5, -0.2, 0.1, 1.2], np.float32)}
-    grads = {"w": np.array([1.0, 2.0, 3.0, 4.0], np.float32)}
-    trainable, (mask_state, probe_state) = t.update(stepped, state, grads, 7)
-    np.testing.assert_array_equal(mask_state["w"], [1.0, 0.0, 0.0, 1.0])
+    stepped = {"params": {"w": np.array([0.5, -0.2, 0.1, 1.2], np.float32)}}
+    grads = {"params": {"w": np.array([1.0, 2.0, 3.0, 4.0], np.float32)}}
+    trainable, state = t.update(stepped, state, grads, 7)
+    np.testing.assert_array_equal(state["mask"]["w"], [1.0, 0.0, 0.0, 1.0])
     projected = np.array([0.5, 0.0, 0.0, 1.2], np.float32)
-    np.testing.assert_array_equal(trainable["w"], projected)
-    np.testing.assert_array_equal(probe_state["seen"]["w"], projected)
-    # Each stage's update sees the gradient with respect to the chain's trainable.
-    np.testing.assert_array_equal(probe_state["grads"]["w"], grads["w"])
-    assert int(probe_state["step"]) == 7
+    np.testing.assert_array_equal(trainable["params"]["w"], projected)
+    np.testing.assert_array_equal(state["probe"]["seen"]["w"], projected)
+    # Each stage's update sees the gradient with respect to the stored parameters.
+    np.testing.assert_array_equal(state["probe"]["grads"]["w"], grads["params"]["w"])
+    assert int(state["probe"]["step"]) == 7
 
 
 def test_chain_update_later_stage_sees_rounded_output_of_first_stage():
     t = chain(round_to_grid("w"), probe())
     trainable, state = t.init({"w": W})
-    trainable, (_, probe_state) = t.update(trainable, state, {"w": np.zeros_like(W)}, 0)
-    np.testing.assert_array_equal(probe_state["seen"]["w"], ROUND_W)
-    np.testing.assert_array_equal(trainable["w"], W)
+    trainable, state = t.update(trainable, state, ZEROS, 0)
+    np.testing.assert_array_equal(state["probe"]["seen"]["w"], ROUND_W)
+    np.testing.assert_array_equal(trainable["params"]["w"], W)
 
 
-def test_chain_of_three_nests_as_first_then_chain_of_the_rest():
-    # chain(a, b, c) = chain(a, chain(b, c)): state is (Sa, (Sb, Sc)); init runs c, b, a;
-    # apply is c(b(a(.))); update hands c what b(a(.)) produced.
+def test_chain_of_three_applies_in_order_and_nested_chains_agree():
     params = {"w": W}
     t = chain(magnitude_mask("w", THRESHOLD), round_to_grid("w"), probe())
     trainable, state = t.init(params)
-    mask_state, (round_state, probe_state) = state
-    np.testing.assert_array_equal(mask_state["w"], M_W)
-    assert round_state == ()
-    np.testing.assert_array_equal(probe_state["seen"]["w"], W)  # c.init saw the raw params
+    np.testing.assert_array_equal(state["mask"]["w"], M_W)
+    np.testing.assert_array_equal(state["probe"]["seen"]["w"], W)  # the last stage's init saw the raw params
     np.testing.assert_array_equal(t.apply(trainable, state)["w"], [0.0, -1.0, 0.0, 1.0])
 
     nested = chain(magnitude_mask("w", THRESHOLD), chain(round_to_grid("w"), probe()))
     n_trainable, n_state = nested.init(params)
-    _assert_tree_equal(n_state, state)
     _assert_tree_equal(nested.apply(n_trainable, n_state), t.apply(trainable, state))
 
-    revived = {"w": W + 0.25}
-    trainable, (_, (_, probe_state)) = t.update(revived, state, {"w": np.zeros_like(W)}, 2)
+    revived = {"params": {"w": W + 0.25}}
+    trainable, state = t.update(revived, state, ZEROS, 2)
     expected_seen = np.round((W + 0.25) * M_W / STEP) * STEP
-    np.testing.assert_array_equal(probe_state["seen"]["w"], expected_seen)
+    np.testing.assert_array_equal(state["probe"]["seen"]["w"], expected_seen)
+
+
+def test_keep_of_a_chain_multiplies_every_stage_keep_by_path():
+    def masked_keep(threshold):
+        t = magnitude_mask("w", threshold)
+        return t._replace(keep=lambda tr, masks: {"params": masks})
+
+    t = chain(masked_keep(THRESHOLD), round_to_grid("w"), masked_keep(1.0))
+    trainable, state = t.init({"w": W})
+    np.testing.assert_array_equal(t.keep(trainable, state)["params"]["w"], M_W * (np.abs(W) >= 1.0))
+
+
+# --- a stage that changes a parameter's structure ----------------------------------------------
+
+def test_structural_stage_hands_later_stages_the_product_and_a_later_projection_is_refused():
+    params = {"k": W.reshape(2, 2)}
+    t = chain(factorize("k"), round_to_grid("k"))
+    trainable, state = t.init(params)
+    assert sorted(leaves_by_path(trainable["params"])) == ["k/u", "k/v"]
+    np.testing.assert_array_equal(t.apply(trainable, state)["k"], ROUND_W.reshape(2, 2))
+    # A later stage whose projection must reach W cannot: W is stored as factors.
+    with pytest.raises(ValueError, match=r"stage 'clip' cannot project .*'factorize'"):
+        chain(factorize("k"), clip_to_one("k")).init(params)
+    # Placed before the structural stage, it selects the factors themselves.
+    t = chain(clip_to_one("k/u"), factorize("k"))
+    trainable, state = t.init({"k": 3 * W.reshape(2, 2)})
+    trainable, state = t.update(trainable, state, {"params": jax.tree_util.tree_map(jnp.zeros_like,
+                                                                                     trainable["params"])}, 0)
+    np.testing.assert_array_equal(t.apply(trainable, state)["k"], np.clip(3 * W, -1, 1).reshape(2, 2))
 
 
 # --- gradients through a chain ----------------------------------------------------------------
@@ -259,7 +402,7 @@ def test_grad_through_chain_is_straight_through_for_round_and_zero_where_masked(
             p = t.apply(tr, state)["Dense_0"]
             return jnp.sum(cotangent * p["kernel"]) + jnp.sum(bias_cotangent * p["bias"])
 
-        grads = jax.jit(jax.grad(loss))(trainable)
+        grads = jax.jit(jax.grad(loss))(trainable)["params"]
         # Round passes the gradient unchanged (STE); the mask zeroes it where m = 0.
         np.testing.assert_array_equal(grads["Dense_0"]["kernel"], cotangent * mask_2d)
         np.testing.assert_array_equal(grads["Dense_0"]["bias"], bias_cotangent)
@@ -269,28 +412,21 @@ def test_chain_apply_and_update_run_under_jit():
     t = chain(magnitude_mask("w", THRESHOLD), round_to_grid("w"))
     trainable, state = t.init({"w": W})
     np.testing.assert_array_equal(jax.jit(t.apply)(trainable, state)["w"], [0.0, -1.0, 0.0, 1.0])
-    trainable, _ = jax.jit(t.update)({"w": W + 0.25}, state, {"w": np.zeros_like(W)}, 1)
-    np.testing.assert_array_equal(trainable["w"], (W + 0.25) * M_W)
+    trainable, _ = jax.jit(t.update)({"params": {"w": W + 0.25}}, state, ZEROS, 1)
+    np.testing.assert_array_equal(trainable["params"]["w"], (W + 0.25) * M_W)
 
 
-# --- map_selected ------------------------------------------------------------------------------
+# --- map_at_paths ------------------------------------------------------------------------------
 
-def test_map_selected_changes_only_selected_leaves():
+def test_map_at_paths_changes_only_the_named_leaves_and_refuses_a_missing_one():
     tree = {"a": {"kernel": np.ones(2, np.float32), "bias": np.ones(2, np.float32)},
             "b": {"kernel": np.full(2, 3.0, np.float32)}}
-    chosen = select(tree, ".*kernel")
-    out = map_selected(lambda w: w * 10, chosen, tree)
+    out = map_at_paths(lambda p, w: w * 10, tree, ["a/kernel", "b/kernel"])
     np.testing.assert_array_equal(out["a"]["kernel"], [10.0, 10.0])
     np.testing.assert_array_equal(out["b"]["kernel"], [30.0, 30.0])
     assert out["a"]["bias"] is tree["a"]["bias"]  # untouched leaves pass through as is
-
-
-def test_map_selected_passes_matching_leaves_of_extra_trees():
-    tree = {"kernel": np.ones(2, np.float32), "bias": np.ones(2, np.float32)}
-    grads = {"kernel": np.array([0.5, 1.0], np.float32), "bias": np.array([9.0, 9.0], np.float32)}
-    out = map_selected(lambda w, g: w - g, select(tree, "kernel"), tree, grads)
-    np.testing.assert_array_equal(out["kernel"], [0.5, 0.0])
-    np.testing.assert_array_equal(out["bias"], [1.0, 1.0])
+    with pytest.raises(ValueError, match="probe: no parameter leaf at c/kernel"):
+        map_at_paths(lambda p, w: w, tree, ["c/kernel"], what="probe")
 
 
 # --- the same transform on a Flax NNX model and on Linen params --------------------------------

@@ -1,0 +1,128 @@
+"""The training loss as a list of named pure terms, each looked up by name from the config.
+
+A term is built from its settings and is a pure function
+
+    term(outputs, batch, extras) -> scalar
+
+of arrays only: `outputs` = {"logits": [B, C] or [B, L, V], "intermediates":
+the model's sown values}, `batch` = {"inputs", "targets"}, and `extras` =
+{"params": the effective params the model saw, "teacher": the teacher's
+outputs shaped like `outputs` (when the config names a teacher)}. The
+driver adds the terms up, each times its `weight`, and never branches on
+one: label smoothing, weight decay in the loss and the distillation terms
+are terms. A term module registers its factories with `register_loss`;
+`build_loss` turns the config's list into the total loss.
+"""
+from __future__ import annotations
+
+import importlib
+import re
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from compression.selection import leaves_by_path
+
+LossTerm = Callable[[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any]], Any]
+_TERMS: dict[str, Callable[..., LossTerm]] = {}
+# Modules whose import registers loss terms; loaded on first lookup.
+TERM_MODULES = ("compression.losses",)
+
+
+def register_loss(name: str) -> Callable[[Callable[..., LossTerm]], Callable[..., LossTerm]]:
+    """Decorator registering a loss-term factory `fn(**settings) -> term` under `name`."""
+
+    def wrap(factory):
+        if name in _TERMS and _TERMS[name] is not factory:
+            raise ValueError(f"a loss term named {name!r} is already registered")
+        _TERMS[name] = factory
+        return factory
+
+    return wrap
+
+
+def loss_names() -> list[str]:
+    """The registered loss-term names, sorted."""
+    for module in TERM_MODULES:
+        importlib.import_module(module)
+    return sorted(_TERMS)
+
+
+class Loss(NamedTuple):
+    """The configured loss: `total(outputs, batch, extras) -> (scalar, {term name: value})`."""
+
+    total: Callable[..., tuple[Any, dict]]
+    names: tuple[str, ...]
+
+
+def build_loss(specs: Sequence[Mapping[str, Any]]) -> Loss:
+    """The weighted sum of the terms `specs` names: [{"term": name, "weight": w, "name": label, **settings}]."""
+    specs = list(specs)
+    if not specs:
+        raise ValueError("config.loss names no term; use [{'term': 'cross_entropy'}] for the plain loss")
+    terms, labels, weights = [], [], []
+    for i, spec in enumerate(specs):
+        spec = dict(spec)
+        name = spec.pop("term", None)
+        if name not in loss_names():
+            raise ValueError(f"config.loss[{i}] term {name!r} is not one of {loss_names()}")
+        weight = spec.pop("weight", 1.0)
+        if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight < 0:
+            raise ValueError(f"config.loss[{i}] ({name}) weight {weight!r} must be a number >= 0")
+        labels.append(spec.pop("name", name))
+        try:
+            terms.append(_TERMS[name](**spec))
+        except TypeError as e:
+            raise ValueError(f"loss term {name!r} does not accept settings {sorted(spec)}: {e}") from e
+        weights.append(float(weight))
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"config.loss terms {labels} repeat a name; give repeated terms a 'name'")
+
+    def total(outputs, batch, extras):
+        values = {label: term(outputs, batch, extras) for label, term in zip(labels, terms)}
+        parts = [v if w == 1.0 else w * v for v, w in zip(values.values(), weights)]
+        out = parts[0]
+        for part in parts[1:]:
+            out = out + part
+        return out, values
+
+    return Loss(total, tuple(labels))
+
+
+def mean_cross_entropy(logits, targets, label_smoothing: float = 0.0):
+    """Mean softmax cross-entropy over every example (and position), with optional label smoothing.
+
+    Label smoothing (Szegedy et al. 2016): the target is (1 - s) one-hot + s / C.
+    """
+    if label_smoothing == 0.0:
+        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, targets))
+    classes = logits.shape[-1]
+    labels = optax.smooth_labels(jax.nn.one_hot(targets, classes, dtype=logits.dtype), label_smoothing)
+    return jnp.mean(optax.softmax_cross_entropy(logits, labels))
+
+
+@register_loss("cross_entropy")
+def cross_entropy(label_smoothing: float = 0.0) -> LossTerm:
+    """The hard-label cross-entropy of the logits against batch["targets"] (optionally smoothed)."""
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"cross_entropy.label_smoothing {label_smoothing} must be in [0, 1)")
+    return lambda outputs, batch, extras: mean_cross_entropy(outputs["logits"], batch["targets"], label_smoothing)
+
+
+@register_loss("l2")
+def l2(select: str = ".*kernel") -> LossTerm:
+    """Half the sum of squares of the effective params whose path `select` fully matches (weight decay as a loss)."""
+    try:
+        pattern = re.compile(select)
+    except re.error as e:
+        raise ValueError(f"l2.select {select!r} is not a valid regular expression: {e}") from e
+
+    def term(outputs, batch, extras):
+        chosen = [w for p, w in leaves_by_path(extras["params"]).items() if pattern.fullmatch(p)]
+        if not chosen:
+            raise ValueError(f"l2.select {select!r} matches no parameter")
+        return 0.5 * sum(jnp.sum(jnp.square(w.astype(jnp.float32))) for w in chosen)
+
+    return term
