@@ -73,10 +73,11 @@ def quantize_activations(select: Selector = ".*", scheme: str = "uniform", bits:
             raise ValueError("quantize_activations: the model has no module with a 'kernel' parameter")
         sites = selected_paths(nest_paths({m: 0 for m in modules}), select, what="quantize_activations.select")
         needs_data = scheme != "pact" or initial_alpha is None
-        if needs_data and (batches is None or batches.module_inputs is None):
+        if needs_data and (batches is None or batches.statistics is None):
             raise ValueError(f"quantize_activations ({scheme}) calibrates on the layers' inputs: set "
                              f"compression.init_batches > 0 (PACT can instead take initial_alpha)")
-        inputs = batches.module_inputs(params, sites) if needs_data else {}
+        inputs = {site: stats["inputs"] for site, stats in batches.statistics(params, sites, ("inputs",)).items()} \
+            if needs_data else {}
         state, learned = {}, {}
         for site in sites:
             if scheme == "uniform":

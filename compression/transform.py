@@ -52,15 +52,19 @@ PARAMS = "params"
 class InitBatches(NamedTuple):
     """What a data-aware `init` reads: training batches and `loss_fn(params, batch) -> scalar`.
 
-    `module_inputs(params, module_paths) -> {module path: inputs}`, where the
-    driver provides it, returns the first positional input each named module
-    received over the batches (concatenated along axis 0): what activation
-    calibration reads, without a transform ever seeing a module.
+    `statistics(params, module_paths, kinds) -> {module path: {kind: array}}`,
+    where the driver provides it, returns the calibration statistics
+    (`compression.calibration`: X^T X, per-feature squared norms, min/max,
+    counts, or the raw `inputs` rows) of the first positional input each
+    named module received over the batches, run with `params`: what
+    activation calibration, DRONE, SparseGPT, GPTQ and Wanda read, without a
+    transform ever seeing a module. Pass `one_at_a_time=True` for an iterator
+    of (path, statistics) that holds one module's statistics at a time.
     """
 
     batches: Sequence[Any]
     loss_fn: Callable[[PyTree, Any], Any]
-    module_inputs: Optional[Callable[[PyTree, Sequence[str]], dict]] = None
+    statistics: Optional[Callable[..., Any]] = None
 
     def mean_gradient(self, params: PyTree) -> PyTree:
         """The gradient of the loss with respect to `params`, averaged over the batches."""
@@ -73,9 +77,10 @@ class InitBatches(NamedTuple):
 
     def through(self, apply: Callable[[PyTree], PyTree]) -> "InitBatches":
         """The same batches for a stage whose output `apply` turns into the params this loss reads."""
-        capture = self.module_inputs
+        statistics = self.statistics
         return InitBatches(self.batches, lambda p, batch: self.loss_fn(apply(p), batch),
-                           None if capture is None else lambda p, paths: capture(apply(p), paths))
+                           None if statistics is None else
+                           lambda p, *args, **kwargs: statistics(apply(p), *args, **kwargs))
 
 
 def no_projection(trainable: PyTree, state: PyTree) -> PyTree:

@@ -2,7 +2,8 @@
 
     python -m experiments.benchmark_step [--repeats=3] [--steps=N] [--dataset=synthetic] [--out=FILE]
 
-For LeNet-300-100 (configs/baseline_lenet300.py, batch 128) and the char
+For LeNet-300-100 (configs/baseline_lenet300.py, batch 128), LeNet-5 with
+BatchNorm (configs/baseline_lenet5.py with model.batch_norm) and the char
 Transformer (configs/baseline_char_transformer.py, synthetic tokens), two
 loops train the same model with the same optimizer
 (`train.build_optimizer`), the same loss (`train.cross_entropy`) and the
@@ -41,8 +42,9 @@ fetches and every cadence checkpoint at steps in [base, base + steps) (both coun
 are reported). `--steps=0` (the default) sizes `steps` per model so that one
 hand loop lasts about --seconds_per_run, from a calibration after the
 warm-up; the default finishes in 2-3 minutes on a 2-core CPU. Repetitions
-are interleaved (driver, hand, driver, hand, ...); the table gives the
-median ms/step of each and the ratio of the medians.
+are interleaved (driver, hand, driver, hand, ...; 5 by default); the table
+gives the median ms/step of each, the ratio of the medians and the range of
+the per-repetition ratios.
 """
 from __future__ import annotations
 
@@ -58,7 +60,7 @@ import numpy as np
 import optax
 from absl import app, flags, logging
 
-from configs import baseline_char_transformer, baseline_lenet300
+from configs import baseline_char_transformer, baseline_lenet5, baseline_lenet300
 from experiments import data as data_lib
 from experiments import models, train
 from experiments.metrics_log import MetricsLog
@@ -68,13 +70,12 @@ FLAGS = flags.FLAGS
 
 def define_flags() -> None:
     """Defines this command's flags (here, not at import, so modules can be imported together)."""
-    flags.DEFINE_multi_enum("models", ["lenet300", "char_transformer"], ["lenet300", "char_transformer"],
-                            "Models to benchmark.")
+    flags.DEFINE_multi_enum("models", list(MODELS), list(MODELS), "Models to benchmark.")
     flags.DEFINE_enum("dataset", "synthetic", ["synthetic", "fashion_mnist"],
                       "LeNet-300-100's data (fashion_mnist needs the TFDS data in --data_dir); the "
                       "Transformer always uses synthetic tokens.")
     flags.DEFINE_string("data_dir", ".data", "TFDS data directory for --dataset=fashion_mnist.")
-    flags.DEFINE_integer("repeats", 3, "Interleaved repetitions of each loop.")
+    flags.DEFINE_integer("repeats", 5, "Interleaved repetitions of each loop.")
     flags.DEFINE_integer("steps", 0, "Timed steps per repetition (after `base` steps); 0 sizes them per model "
                          "from --seconds_per_run.")
     flags.DEFINE_float("seconds_per_run", 6.0, "With --steps=0: about how long one timed hand loop runs.")
@@ -82,24 +83,33 @@ def define_flags() -> None:
     flags.DEFINE_string("out", None, "Optional JSON file for the numbers.")
 
 POOL_SIZE = 32  # distinct in-memory batches, cycled
+MODELS = ("lenet300", "lenet5_bn", "char_transformer")
 
 
 def benchmark_config(model_name: str, dataset_name: str = "synthetic", data_dir: str = ".data"):
-    """(config, dataset) for `model_name` ('lenet300' or 'char_transformer') on a one-device mesh."""
-    if model_name == "lenet300":
-        config = baseline_lenet300.get_config()
+    """(config, dataset) for `model_name` (one of MODELS) on a one-device mesh.
+
+    lenet5_bn is the Caffe LeNet-5 with BatchNorm after each convolution: the
+    row where the driver carries `batch_stats` through the step.
+    """
+    if model_name in ("lenet300", "lenet5_bn"):
+        if model_name == "lenet300":
+            config = baseline_lenet300.get_config()
+        else:
+            config = baseline_lenet5.get_config()
+            config.model.batch_norm = True
         if dataset_name == "synthetic":
             config.dataset = {"name": "synthetic", "input_shape": (28, 28, 1), "num_classes": 10,
                               "train_size": 4096, "eval_size": 512}
         elif dataset_name != config.dataset.name:
-            raise ValueError(f"LeNet-300-100 runs on 'synthetic' or 'fashion_mnist', not {dataset_name!r}")
+            raise ValueError(f"{model_name} runs on 'synthetic' or 'fashion_mnist', not {dataset_name!r}")
     elif model_name == "char_transformer":
         config = baseline_char_transformer.get_config()
         config.dataset = {"name": "synthetic", "kind": "language_model", "input_shape": (),
                           "num_classes": 256, "seq_len": int(config.dataset.seq_len),
                           "train_size": 1 << 16, "eval_size": 4096}
     else:
-        raise ValueError(f"unknown model {model_name!r}; use 'lenet300' or 'char_transformer'")
+        raise ValueError(f"unknown model {model_name!r}; use one of {list(MODELS)}")
     config.data_dir = data_dir
     config.mesh.data = 1
     config.mesh.model = 1
@@ -137,25 +147,35 @@ def driver_loop(config: Any, dataset: Any, batches: Callable[[int], dict], progr
 
 
 def hand_loop(config: Any, dataset: Any, batches: Callable[[int], dict]):
-    """loop(n) -> seconds of n steps of a minimal jitted Flax + optax loop; loop.train_step."""
+    """loop(n) -> seconds of n steps of a minimal jitted Flax + optax loop; loop.train_step.
+
+    A model with BatchNorm carries its `batch_stats` as the Flax examples do
+    (mutable=["batch_stats"] in training).
+    """
     model = models.build_model(config.model, dataset.num_classes)
     optimizer = train.build_optimizer(config, int(config.train.num_steps))
     example = batches(0)["inputs"][:1]
-    params = jax.jit(lambda key: model.init(key, example)["params"])(jax.random.PRNGKey(int(config.seed)))
-    state = (params, jax.jit(optimizer.init)(params))
+    variables = jax.jit(lambda key: model.init(key, example))(jax.random.PRNGKey(int(config.seed)))
+    params, batch_stats = variables["params"], variables.get("batch_stats")
+    state = (params, jax.jit(optimizer.init)(params), batch_stats)
 
     @functools.partial(jax.jit, donate_argnums=0)
     def train_step(state, batch):
-        params, opt_state = state
+        params, opt_state, batch_stats = state
 
         def loss_fn(params):
-            logits = model.apply({"params": params}, batch["inputs"], train=True)
+            if batch_stats is None:
+                logits, new_stats = model.apply({"params": params}, batch["inputs"], train=True), None
+            else:
+                logits, updates = model.apply({"params": params, "batch_stats": batch_stats}, batch["inputs"],
+                                              train=True, mutable=["batch_stats"])
+                new_stats = updates["batch_stats"]
             loss_sum, _, count = train.cross_entropy(logits, batch["targets"])
-            return loss_sum / count
+            return loss_sum / count, new_stats
 
-        loss, grads = jax.value_and_grad(loss_fn)(params)
+        (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
         updates, opt_state = optimizer.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), loss
+        return (optax.apply_updates(params, updates), opt_state, new_stats), loss
 
     def loop(num_steps: int) -> float:
         nonlocal state
@@ -229,9 +249,11 @@ def benchmark_model(config: Any, dataset: Any, *, name: str = "", repeats: int =
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """The printed table: model, driver and hand ms/step (medians), their ratio, the device."""
-    header = ("model", "dataset", "batch", "steps", "driver ms/step", "hand ms/step", "driver/hand", "device")
+    header = ("model", "dataset", "batch", "steps", "driver ms/step", "hand ms/step", "driver/hand",
+              "per-repeat range", "device")
     lines = [header] + [(r["model"], r["dataset"], str(r["batch_size"]), str(r["steps"]),
                          f"{r['driver_ms_median']:.3f}", f"{r['hand_ms_median']:.3f}", f"{r['ratio']:.3f}",
+                         f"{min(r['ratio_per_repeat']):.3f}-{max(r['ratio_per_repeat']):.3f}",
                          r["device"]) for r in rows]
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines)

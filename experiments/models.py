@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -325,6 +326,61 @@ def capture_module_inputs(model: nn.Module, params: Any, inputs: Sequence[Any],
     if missing:
         raise ValueError(f"modules {missing} were never called with an input; check the paths")
     return {p: np.concatenate([a.reshape((-1,) + a.shape[-1:]) for a in got]) for p, got in seen.items()}
+
+
+def module_statistics(model: nn.Module, params: Any, module_paths: Sequence[str], kinds: Sequence[str] = ("xtx",),
+                      *, inputs: Sequence[Any], model_state: Optional[dict] = None,
+                      put: Callable[[Any], Any] = lambda x: x, one_at_a_time: bool = False) -> Any:
+    """Calibration statistics (`compression.calibration`) of each named module's input over the batches.
+
+    Returns {module path: {kind: array}}; with `one_at_a_time`, an iterator of
+    (path, statistics) that computes one module's statistics per pass over
+    the batches, so only one is in memory (a d x d X^T X per layer adds up).
+    The moments are computed inside one jitted function per batch from the
+    inputs the model really passes each module (after the params' own input
+    hooks, in eval mode); `put` places each batch (the driver shards it over
+    the mesh's data axis, so XLA reduces the sums across devices). The
+    `inputs` kind returns the raw rows, gathered on the host as
+    `capture_module_inputs` does.
+    """
+    from compression import calibration
+
+    kinds = calibration.check_kinds(kinds)
+    paths = list(module_paths)
+    if one_at_a_time:
+        return ((p, module_statistics(model, params, [p], kinds, inputs=inputs, model_state=model_state,
+                                      put=put)[p]) for p in paths)
+    moments = tuple(k for k in kinds if k in calibration.MOMENTS)
+    out: dict[str, dict] = {p: {} for p in paths}
+    if moments:
+        wanted = {tuple(p.split("/")): p for p in paths}
+
+        def batch_moments(params, model_state, x):
+            found: dict[str, dict] = {}
+
+            def observe(path, value):
+                if path in wanted:
+                    stats = calibration.batch_statistics(value, moments)
+                    name = wanted[path]
+                    found[name] = calibration.merge(found[name], stats) if name in found else stats
+
+            _apply_with_hooks(model, params, (x,), {"train": False}, observe, model_state=model_state)
+            return found
+
+        step = jax.jit(batch_moments)
+        totals = None
+        for x in inputs:
+            got = step(params, model_state or {}, put(x))
+            missing = sorted(set(paths) - set(got))
+            if missing:
+                raise ValueError(f"modules {missing} were never called with an input; check the paths")
+            totals = got if totals is None else {p: calibration.merge(totals[p], got[p]) for p in paths}
+        for p in paths:
+            out[p].update(totals[p])
+    if "inputs" in kinds:
+        for p, rows in capture_module_inputs(model, params, inputs, paths, model_state).items():
+            out[p]["inputs"] = rows
+    return out
 
 
 def apply_model_replacing_dense(model: nn.Module, params: Any, x: Any, dense_fn: Callable[..., Any]) -> Any:

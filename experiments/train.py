@@ -12,6 +12,7 @@ uninterrupted one would.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -260,6 +261,13 @@ def _put_batch(batch: dict, sharding: NamedSharding) -> dict:
     return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
 
 
+def _put_batch_array(x: np.ndarray, sharding: NamedSharding) -> Any:
+    """One process's batch array placed over the mesh's data axis (a global array on several hosts)."""
+    if jax.process_count() == 1:
+        return jax.device_put(x, sharding)
+    return jax.make_array_from_process_local_data(sharding, x)
+
+
 def build_run(config: Any, dataset: Optional[data_lib.Dataset] = None) -> Run:
     """Builds the run `config` describes, with freshly initialized parameters placed on the mesh."""
     dataset = dataset or data_lib.load_dataset(config.dataset, config.get("data_dir", ".data"))
@@ -291,10 +299,11 @@ def build_run(config: Any, dataset: Optional[data_lib.Dataset] = None) -> Run:
     count = int(config.compression.get("init_batches", 0))
     batches = [data_lib.train_batch(dataset, int(config.seed), i, batch_size, int(config.dataset.get("seq_len", 0)))
                for i in range(count)]
+    batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
     init_batches = InitBatches(
         batches, make_loss(model, model_state),
-        lambda p, paths: models.capture_module_inputs(model, p, [b["inputs"] for b in batches], paths,
-                                                      model_state=model_state),
+        functools.partial(models.module_statistics, model, inputs=[b["inputs"] for b in batches],
+                          model_state=model_state, put=lambda x: _put_batch_array(x, batch_sharding)),
     ) if count > 0 else None
     trainable, comp_state = transform.init(params, transform_key, init_batches)
     check_export(transform, trainable, comp_state, config.model.to_dict())
@@ -309,7 +318,6 @@ def build_run(config: Any, dataset: Optional[data_lib.Dataset] = None) -> Run:
     # A transform may hand back one array in several places (a shared constant);
     # the donated step needs every leaf in its own buffer.
     state = jax.device_put(_unalias(state), state_shardings)
-    batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
     # With the batch sharding given here, a single process passes numpy batches
     # straight in and the jitted call places them (cheaper than device_put).
     teacher_model, teacher_variables = teacher if teacher is not None else (None, None)
@@ -646,6 +654,32 @@ def final_metrics(run: Run) -> dict[str, float]:
                                         "selection_loss": sel["loss"]}
 
 
+def int8_metrics(run: Run, export_path: str) -> dict[str, float]:
+    """The exported model evaluated through the int8 kernel (`config.export.int8_eval`), on the reported split.
+
+    Every nn.Dense runs on int8 weight codes and int8 inputs with int32
+    accumulation (`models.apply_model_int8`, Jacob et al. 2018); the other
+    modules run in float32. Reported beside the fake-quantized metrics as
+    `int8_test_accuracy`/`int8_test_loss` (`int8_val_loss_nats` for text).
+    """
+    model_config, params, model_state = read_export(export_path)
+    if model_state:
+        raise ValueError("export.int8_eval runs nn.Dense layers on int8 codes; it does not handle a model with "
+                         f"{sorted(model_state)} (BatchNorm): turn one of them off")
+    model = models.build_model(ml_collections.ConfigDict(model_config), run.dataset.num_classes)
+    step = jax.jit(lambda p, batch: jnp.stack(cross_entropy(models.apply_model_int8(model, p, batch["inputs"]),
+                                                            batch["targets"], batch["mask"])))
+    params = jax.tree_util.tree_map(jnp.asarray, params)
+    totals = jnp.zeros(3)
+    for batch in data_lib.eval_batches(run.dataset, int(run.config.train.eval_batch_size),
+                                       int(run.config.dataset.get("seq_len", 0))):
+        totals = totals + step(params, batch)
+    loss_sum, correct, count = (float(v) for v in jax.device_get(totals))
+    if run.dataset.kind == "language_model":
+        return {"int8_val_loss_nats": loss_sum / count}
+    return {"int8_test_accuracy": correct / count, "int8_test_loss": loss_sum / count}
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, progress: bool = True) -> Optional[dict]:
     """Runs the experiment `config` in `workdir`; writes and returns results.json (None if stopped early)."""
     start_time = time.time()
@@ -666,6 +700,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, progress
     finally:
         log.close()
     export_path, size = export_run(run, workdir)
+    if run.config.get("export", {}).get("int8_eval", False):
+        metrics.update(int8_metrics(run, export_path))
     results = {
         "config": config.to_dict(),
         "metrics": metrics,

@@ -43,6 +43,16 @@ def test_char_transformer_language_model_path_runs():
     _check(result, 1)
 
 
+def test_lenet5_batch_norm_row_carries_batch_stats_in_both_loops():
+    config, dataset = benchmark_step.benchmark_config("lenet5_bn")
+    assert config.model.batch_norm
+    config.model.update({"conv_features": (4, 8), "dense_features": 16})
+    config.train.batch_size = 16
+    result = benchmark_step.benchmark_model(config, dataset, name="lenet5_bn", repeats=1, steps=20, progress=False)
+    _check(result, 1)
+    assert result["model"] == "lenet5_bn"
+
+
 def test_steps_are_rounded_to_whole_log_intervals_when_they_span_one():
     assert benchmark_step.timed_steps(2.5, 4.0, 200) == (200, 1600)  # 1600 ms / 2.5 ms = 1600
     assert benchmark_step.timed_steps(700.0, 6.0, 100) == (2, 9)

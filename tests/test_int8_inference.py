@@ -208,3 +208,18 @@ def test_only_dense_is_replaced_conv_runs_in_float():
     y_float = jax.jit(lambda p, x: models.apply_model(model, p, x, train=False))(params, images)
     np.testing.assert_allclose(y_int8, y_ref, atol=1e-4 * float(jnp.max(jnp.abs(y_ref))))
     assert float(jnp.linalg.norm(y_int8 - y_float) / jnp.linalg.norm(y_float)) < 0.05
+
+
+def test_the_driver_reports_the_int8_kernel_accuracy_beside_the_fake_quantized_one(tmp_path):
+    from experiments import train
+    from tests.helpers import tiny_config
+
+    config = tiny_config(num_steps=4)
+    config.compression.stages = [{"technique": "quantize", "select": ".*kernel", "bits": 8}]
+    config.export.int8_eval = True
+    results = train.train_and_evaluate(config, str(tmp_path), progress=False)
+    metrics = results["metrics"]
+    # The export's 8-bit per-channel weights are the int8 path's codes; only the dynamic per-tensor
+    # input quantization differs, so the two evaluations agree closely.
+    assert abs(metrics["int8_test_loss"] - metrics["test_loss"]) < 0.02
+    assert abs(metrics["int8_test_accuracy"] - metrics["test_accuracy"]) <= 3 / 96

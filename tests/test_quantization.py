@@ -407,7 +407,7 @@ def test_two_bit_input_hooks_change_what_the_layer_sees():
     model, params = _tiny_mlp()
     x = np.array([[0.0, 3.0], [1.4, 0.6], [2.2, 2.7]], np.float32)
     batches = InitBatches([x], lambda p, b: 0.0,
-                          lambda p, paths: models.capture_module_inputs(model, p, [x], paths))
+                          lambda p, paths, kinds: models.module_statistics(model, p, paths, kinds, inputs=[x]))
     t = quantize_activations("Dense_0", bits=2)
     trainable, state = t.init(params, None, batches)
     hooked = t.apply(trainable, state)
