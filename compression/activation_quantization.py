@@ -26,7 +26,6 @@ from __future__ import annotations
 from typing import Any, Mapping, Optional
 
 import jax.numpy as jnp
-import numpy as np
 
 from compression import quantizers as qz
 from compression.intercept import INTERCEPT_KEY, register_input_hook

@@ -15,7 +15,6 @@ are terms. A term module registers its factories with `register_loss`;
 """
 from __future__ import annotations
 
-import importlib
 import re
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
@@ -23,31 +22,18 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from compression.registries import Registry
 from compression.selection import leaves_by_path
 
 LossTerm = Callable[[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any]], Any]
-_TERMS: dict[str, Callable[..., LossTerm]] = {}
-# Modules whose import registers loss terms; loaded on first lookup.
-TERM_MODULES = ("compression.losses",)
-
-
-def register_loss(name: str) -> Callable[[Callable[..., LossTerm]], Callable[..., LossTerm]]:
-    """Decorator registering a loss-term factory `fn(**settings) -> term` under `name`."""
-
-    def wrap(factory):
-        if name in _TERMS and _TERMS[name] is not factory:
-            raise ValueError(f"a loss term named {name!r} is already registered")
-        _TERMS[name] = factory
-        return factory
-
-    return wrap
+TERMS = Registry("loss term")
+# Decorator registering a loss-term factory `fn(**settings) -> term` under a name.
+register_loss = TERMS.register
 
 
 def loss_names() -> list[str]:
     """The registered loss-term names, sorted."""
-    for module in TERM_MODULES:
-        importlib.import_module(module)
-    return sorted(_TERMS)
+    return TERMS.names()
 
 
 class Loss(NamedTuple):
@@ -73,7 +59,7 @@ def build_loss(specs: Sequence[Mapping[str, Any]]) -> Loss:
             raise ValueError(f"config.loss[{i}] ({name}) weight {weight!r} must be a number >= 0")
         labels.append(spec.pop("name", name))
         try:
-            terms.append(_TERMS[name](**spec))
+            terms.append(TERMS[name](**spec))
         except TypeError as e:
             raise ValueError(f"loss term {name!r} does not accept settings {sorted(spec)}: {e}") from e
         weights.append(float(weight))

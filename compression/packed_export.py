@@ -77,28 +77,33 @@ def encode_packed(values: np.ndarray, *, codes: np.ndarray, bits: int, scale: Op
         raise ValueError(f"codes of shape {codes.shape} for values of shape {values.shape}")
     if index not in ("auto", "dense", "bitmap", "gaps8", "gaps16"):
         raise ValueError(f"packed export index {index!r} is not one of 'auto', 'dense', 'bitmap', 'gaps8', 'gaps16'")
-    tensors = {"codes": pack_bits(codes, bits)}
-    sparse_record = {}
+    if (scale is None) == (codebook is None):
+        raise ValueError("packed export needs either scale (affine) or codebook")
+
+    def finish(tensors, sparse_record):
+        if codebook is not None:
+            record = {"form": "codebook", "bits": int(bits), **sparse_record}
+            tensors["codebook"] = np.asarray(codebook, np.float32)
+        else:
+            record = {"form": "affine", "bits": int(bits), "qmin": float(qmin), **sparse_record}
+            tensors["scale"] = np.asarray(scale, np.float32)
+            if zero_point is not None and np.any(np.asarray(zero_point) != 0):
+                tensors["zero_point"] = np.asarray(zero_point, np.float32)
+        decoded = decode_packed(tensors, {**record, "shape": list(values.shape), "dtype": "float32"})
+        return tensors, record, decoded
+
+    tensors, record, decoded = finish({"codes": pack_bits(codes, bits)}, {})
     if index != "dense" and np.any(values == 0):
         parts, sparse_record = sparse_export.encode_sparse(values, "auto" if index == "auto" else index, bits)
         del parts["values"]
         positions = sparse_export.stored_positions(parts, sparse_record, values.size)
         sparse_parts = {"codes": pack_bits(codes.reshape(-1)[positions], bits), **parts}
-        if index != "auto" or sum(p.nbytes for p in sparse_parts.values()) < tensors["codes"].nbytes:
-            tensors = sparse_parts
-        else:
-            sparse_record = {}
-    if (scale is None) == (codebook is None):
-        raise ValueError("packed export needs either scale (affine) or codebook")
-    if codebook is not None:
-        record = {"form": "codebook", "bits": int(bits), **sparse_record}
-        tensors["codebook"] = np.asarray(codebook, np.float32)
-    else:
-        record = {"form": "affine", "bits": int(bits), "qmin": float(qmin), **sparse_record}
-        tensors["scale"] = np.asarray(scale, np.float32)
-        if zero_point is not None and np.any(np.asarray(zero_point) != 0):
-            tensors["zero_point"] = np.asarray(zero_point, np.float32)
-    decoded = decode_packed(tensors, {**record, "shape": list(values.shape), "dtype": "float32"})
+        # The sparse layout when asked, when smaller, or when the codes cannot say zero (a binary
+        # codebook [-a, a] after pruning): the positions then carry the zeros.
+        dense_exact = np.array_equal(decoded, values.astype(np.float32))
+        if index != "auto" or not dense_exact or \
+                sum(p.nbytes for p in sparse_parts.values()) < tensors["codes"].nbytes:
+            tensors, record, decoded = finish(sparse_parts, sparse_record)
     if not np.array_equal(decoded, values.astype(np.float32)):
         worst = float(np.max(np.abs(decoded - values)))
         raise ValueError(f"packed codes do not decode to the quantized values (max difference {worst}); "

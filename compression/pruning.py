@@ -4,7 +4,8 @@
     update(W, state) = re-score when the schedule's sparsity changes (checked every
                        `update_every` steps), then W * mask   (a projection after the optimizer step)
 
-Criteria: `magnitude` |w| (Han et al. 2015), `random` (fixed random scores,
+Criteria (`compression.pruning_criteria`, found by name; a new one registers
+itself there): `magnitude` |w| (Han et al. 2015), `random` (fixed random scores,
 the control), `snip` (|g * w| on a few batches at initialization, fixed
 thereafter: Lee, Ajanthan, Torr 2019; needs `InitBatches`), `taylor` (|g * w| accumulated over training, Molchanov et al.
 2017) and `movement` (-w * g accumulated, Sanh et al. 2020). Scopes: `layer`
@@ -32,11 +33,11 @@ import jax
 import jax.numpy as jnp
 
 from compression import pruning_masks, sparsity_schedules
+from compression.pruning_criteria import Criterion, make_criterion
 from compression.registry import register
 from compression.selection import Selector, leaves_by_path, map_at_paths, path_str, selected_paths
 from compression.transform import PARAMS, Transform
 
-CRITERIA = ("magnitude", "random", "taylor", "movement", "snip")
 SCOPES = ("layer", "global", "nm")
 SCHEDULES = {
     "constant": sparsity_schedules.constant_sparsity,
@@ -68,16 +69,17 @@ def _like(tree: Any, values: Mapping[str, Any], fill: Callable[[Any], Any]) -> A
 
 @register("prune")
 def prune(select: Selector = ".*kernel", sparsity: Union[float, Mapping[str, Any]] = 0.5, *,
-          criterion: str = "magnitude", scope: str = "layer", n: int = 0, m: int = 0,
+          criterion: Union[str, Criterion] = "magnitude", scope: str = "layer", n: int = 0, m: int = 0,
           update_every: int = 1, seed: int = 0) -> Transform:
     """Pruning of the leaves `select` matches; see the module docstring for criteria, scopes, schedules.
 
-    With scope='nm', N of every M consecutive entries along the input axis
-    (axis 0 of a Dense kernel) are kept from the first step the schedule is
-    above zero; the schedule's value itself is not used.
+    `criterion` is a registered criterion's name (`pruning_criteria.criteria()`)
+    or a `pruning_criteria.Criterion` instance. With scope='nm', N of every M
+    consecutive entries along the input axis (axis 0 of a Dense kernel) are
+    kept from the first step the schedule is above zero; the schedule's value
+    itself is not used. `seed` draws the criterion's key when `init` is given none.
     """
-    if criterion not in CRITERIA:
-        raise ValueError(f"prune.criterion {criterion!r} is not one of {list(CRITERIA)}")
+    criterion = make_criterion(criterion)
     if scope not in SCOPES:
         raise ValueError(f"prune.scope {scope!r} is not one of {list(SCOPES)}")
     if scope == "nm" and not (1 <= m and 0 <= n <= m):
@@ -96,11 +98,6 @@ def prune(select: Selector = ".*kernel", sparsity: Union[float, Mapping[str, Any
             return {p: jnp.where(target > 0, mk & old[p], old[p]) for p, mk in masks.items()}
         return {p: pruning_masks.layerwise_mask(s, target) for p, s in live.items()}
 
-    def scores_of(weights: dict, state: dict) -> dict:
-        if criterion == "magnitude":
-            return {p: pruning_masks.magnitude_scores(w) for p, w in weights.items()}
-        return {p: state["scores"][p] for p in weights}
-
     def init(params, key=None, batches=None):
         paths = selected_paths(params, select, what="prune.select")
         if scope == "nm":
@@ -113,20 +110,10 @@ def prune(select: Selector = ".*kernel", sparsity: Union[float, Mapping[str, Any
         if scalars:
             raise ValueError(f"prune.select matches scalar parameters {scalars}; select arrays (e.g. '.*kernel')")
         key = jax.random.PRNGKey(seed) if key is None else key
-        if criterion == "random":
-            scores = {p: pruning_masks.random_scores(jax.random.fold_in(key, i), w.shape)
-                      for i, (p, w) in enumerate(sorted(weights.items()))}
-        elif criterion == "snip":
-            if batches is None:
-                raise ValueError("prune with criterion='snip' needs training batches at init: set "
-                                 "config.compression.init_batches to 1 or more")
-            grads = leaves_by_path(batches.mean_gradient(params))
-            scores = {p: jnp.abs(grads[p] * w).astype(jnp.float32) for p, w in weights.items()}
-        else:
-            scores = {p: jnp.zeros(w.shape, jnp.float32) for p, w in weights.items()}
+        scores = criterion.init_scores(weights, key, batches, params)
         state = {"scores": scores, "sparsity": jnp.asarray(schedule(0), jnp.float32)}
         ones = {p: jnp.ones(w.shape, bool) for p, w in weights.items()}
-        masks = new_masks(scores_of(weights, state), ones, state["sparsity"])
+        masks = new_masks(criterion.current(weights, scores), ones, state["sparsity"])
         state["masks"] = masks
         state = _pack(params, state)
         return project({PARAMS: params}, state), state
@@ -144,16 +131,13 @@ def prune(select: Selector = ".*kernel", sparsity: Union[float, Mapping[str, Any
     def update(trainable, state, grads, step):
         flat = _unpack(state)
         weights = {p: w for p, w in leaves_by_path(trainable[PARAMS]).items() if p in flat["masks"]}
-        g = leaves_by_path(grads[PARAMS])
-        if criterion == "taylor":
-            flat["scores"] = {p: s + jnp.abs(g[p] * weights[p]) for p, s in flat["scores"].items()}
-        elif criterion == "movement":
-            flat["scores"] = {p: s - g[p] * weights[p] for p, s in flat["scores"].items()}
+        flat["scores"] = criterion.accumulate(flat["scores"], weights, leaves_by_path(grads[PARAMS]))
         target = jnp.asarray(schedule(step + 1), jnp.float32)
         # Re-scoring at an unchanged target keeps the same mask (pruned entries rank last), so
         # the sort runs only when the schedule moves: a few times per run, not every step.
         due = ((step + 1) % update_every == 0) & (target != flat["sparsity"])
-        masks = jax.lax.cond(due, lambda: new_masks(scores_of(weights, flat), flat["masks"], target),
+        masks = jax.lax.cond(due, lambda: new_masks(criterion.current(weights, flat["scores"]), flat["masks"],
+                                                    target),
                              lambda: dict(flat["masks"]))
         flat.update(masks=masks, sparsity=jnp.where(due, target, flat["sparsity"]))
         # Packed on the state's own tree: a stage before this one may hand over extra leaves (input hooks).
@@ -179,9 +163,3 @@ def prune(select: Selector = ".*kernel", sparsity: Union[float, Mapping[str, Any
 
     return Transform(init, apply, update, project, keep, name="prune")
 
-
-def mask_sparsity(state: Any) -> jnp.ndarray:
-    """The fraction of pruned entries over all masked (selected) tensors of a prune state."""
-    masks = [mk for mk in jax.tree_util.tree_leaves(state["masks"]) if jnp.ndim(mk) > 0]
-    total = sum(mk.size for mk in masks)
-    return 1.0 - sum(jnp.sum(mk) for mk in masks) / total

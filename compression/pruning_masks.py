@@ -9,14 +9,20 @@ serves every sparsity of a schedule.
 
 The exact-count rule, shared by `layerwise_mask`, `global_masks` and
 `unit_mask`: of n candidates, exactly k = round(sparsity * n) are pruned
-(computed in float32, round half to even as `jnp.round`), the k with the lowest
-scores. Ties are broken deterministically by flat index: among equal scores
-the lower index is pruned first. A concrete sparsity outside [0, 1) is a
+(computed in float32, round half to even as `jnp.round`; `pruned_count`),
+the k with the lowest scores, never more than a cap where one is given.
+Ties are broken deterministically by flat index: among equal scores the
+lower index is pruned first. A concrete sparsity outside [0, 1) is a
 ValueError; a traced one is clipped to [0, 1].
+
+Structured pruning scores and masks whole units (`unit_norms`, `unit_mask`,
+`expand_unit_mask`); a unit may be periodic along its axis (`period`: unit u
+is every index i with i % period == u, the rows of a Dense kernel reading a
+flattened conv feature map with channels fastest).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
@@ -54,33 +60,61 @@ def random_scores(key: jax.Array, shape: tuple[int, ...]) -> jnp.ndarray:
     return jax.random.uniform(key, shape, jnp.float32)
 
 
-def unit_norms(w: jnp.ndarray, unit_axis: int, ord: int = 1) -> jnp.ndarray:
-    """The L1 (`ord=1`) or L2 (`ord=2`) norm of each slice of `w` along
-    `unit_axis`, taken over all other axes: a vector of length
-    `w.shape[unit_axis]` scoring whole units for structured pruning. For a
-    Dense kernel (in, out) `unit_axis=-1` scores output neurons; for a Conv
-    kernel (h, w, in, out) `unit_axis=-1` scores filters (the L1 filter norm of
-    Li et al. 2017, "Pruning Filters for Efficient ConvNets"); for an attention
-    kernel (width, heads, head_dim) `unit_axis=1` scores heads.
+def unit_norms(w: jnp.ndarray, unit_axis: int, ord: int = 1, period: Optional[int] = None) -> jnp.ndarray:
+    """The L1 (`ord=1`) or L2 (`ord=2`) norm of each unit's slice of `w`, in float32.
+
+    Without `period`, unit u is the slice u along `unit_axis` (taken over all
+    other axes): a vector of length `w.shape[unit_axis]` scoring whole units
+    for structured pruning. For a Dense kernel (in, out) `unit_axis=-1`
+    scores output neurons; for a Conv kernel (h, w, in, out) `unit_axis=-1`
+    scores filters (the L1 filter norm of Li et al. 2017, "Pruning Filters
+    for Efficient ConvNets"); for an attention kernel (width, heads,
+    head_dim) `unit_axis=1` scores heads. With `period`, unit u is every
+    index i along `unit_axis` with i % period == u (a vector of length
+    `period`, which must divide the axis).
     """
-    w = jnp.asarray(w)
+    w = jnp.asarray(w, jnp.float32)
     axis = _normalize_axis(unit_axis, w.ndim, "unit_axis")
     if ord not in (1, 2) or isinstance(ord, bool):
         raise ValueError(f"ord must be 1 or 2, got {ord!r}")
-    others = tuple(a for a in range(w.ndim) if a != axis)
+    w = jnp.moveaxis(w, axis, 0)
+    if period is None:
+        rows = w.reshape((w.shape[0], -1))
+    else:  # index i = q * period + u along the axis: reshape to (q, u, ...), unit axis first
+        _check_period(period, w.shape[0], "unit_axis", unit_axis)
+        rows = jnp.moveaxis(w.reshape((w.shape[0] // period, period) + w.shape[1:]), 1, 0)
+        rows = rows.reshape((period, -1))
     if ord == 1:
-        return jnp.sum(jnp.abs(w), axis=others)
-    return jnp.sqrt(jnp.sum(jnp.square(w), axis=others))
+        return jnp.sum(jnp.abs(rows), axis=1)
+    return jnp.sqrt(jnp.sum(jnp.square(rows), axis=1))
 
 
-def _keep_flat(flat: jnp.ndarray, sparsity: Any) -> jnp.ndarray:
-    """Bool keep-vector for a 1-D score vector under the exact-count rule."""
-    n = flat.shape[0]
+def _check_period(period: Any, length: int, name: str, axis: int) -> None:
+    if isinstance(period, bool) or not isinstance(period, (int, np.integer)) or period < 1:
+        raise ValueError(f"period must be an integer >= 1, got {period!r}")
+    if length % period:
+        raise ValueError(f"period {period} does not divide the length {length} of {name} {axis}")
+
+
+def pruned_count(sparsity: Any, n: int, max_pruned: Any = None) -> jnp.ndarray:
+    """The exact-count rule's k of n candidates: round(sparsity * n) in float32 (sparsity clipped to
+    [0, 1]), at most `max_pruned` when given. An int32 scalar; `sparsity` may be traced."""
     s = jnp.clip(jnp.asarray(sparsity, jnp.float32), 0.0, 1.0)
     k = jnp.round(s * jnp.float32(n)).astype(jnp.int32)
+    return k if max_pruned is None else jnp.clip(k, 0, max_pruned)
+
+
+def _keep_ranked(flat: jnp.ndarray, k: Any) -> jnp.ndarray:
+    """Bool keep-vector for a 1-D score vector pruning its k lowest scores (ties: lower index first)."""
+    n = flat.shape[0]
     order = jnp.argsort(flat, stable=True)  # ties: lower index first, so pruned first
     ranks = jnp.zeros((n,), jnp.int32).at[order].set(jnp.arange(n, dtype=jnp.int32))
     return ranks >= k
+
+
+def _keep_flat(flat: jnp.ndarray, sparsity: Any, max_pruned: Any = None) -> jnp.ndarray:
+    """Bool keep-vector for a 1-D score vector under the exact-count rule."""
+    return _keep_ranked(flat, pruned_count(sparsity, flat.shape[0], max_pruned))
 
 
 def layerwise_mask(scores: jnp.ndarray, sparsity: Any) -> jnp.ndarray:
@@ -96,24 +130,34 @@ def layerwise_mask(scores: jnp.ndarray, sparsity: Any) -> jnp.ndarray:
     return _keep_flat(scores.reshape(-1), sparsity).reshape(scores.shape)
 
 
-def global_masks(scores: Any, sparsity: Any) -> Any:
+def global_masks(scores: Any, sparsity: Any, *, keep_best_of_each: bool = False) -> Any:
     """One ranking across every array of `scores` (a dict of arrays, or any
     pytree of them): exactly round(sparsity * total) entries are pruned
     overall, the lowest-scoring ones, so layers may end with different
     sparsities (global magnitude pruning). Returns bool masks in the same
     structure and shapes. Ties are broken by position in the concatenation of
-    the flattened arrays in pytree order (sorted dict keys), lower pruned
-    first. Scores of different layers are compared as they are, so normalize
-    them beforehand if their scales differ.
+    the flattened arrays in pytree order (sorted dict keys; list order), lower
+    pruned first. Scores of different layers are compared as they are, so
+    normalize them beforehand if their scales differ.
+
+    `keep_best_of_each=True` keeps the highest-scoring entry of every array
+    (the first of equal ones), so at most total - arrays are pruned: global
+    structured pruning, where an empty layer would disconnect the network.
     """
     leaves, treedef = jax.tree_util.tree_flatten(scores)
     if not leaves:
         raise ValueError("global_masks needs at least one score array, got an empty tree")
     _check_concrete_sparsity(sparsity)
     leaves = [jnp.asarray(x) for x in leaves]
-    if sum(x.size for x in leaves) == 0:
+    total = sum(x.size for x in leaves)
+    if total == 0:
         return jax.tree_util.tree_unflatten(treedef, [jnp.ones(x.shape, bool) for x in leaves])
-    keep = _keep_flat(jnp.concatenate([x.reshape(-1) for x in leaves]), sparsity)
+    cap = None
+    if keep_best_of_each:
+        # The best entry of each array ranks above everything (+inf), and at most total - arrays go.
+        leaves = [x.reshape(-1).at[jnp.argmax(x)].set(jnp.inf).reshape(x.shape) if x.size else x for x in leaves]
+        cap = total - sum(1 for x in leaves if x.size)
+    keep = _keep_flat(jnp.concatenate([x.reshape(-1) for x in leaves]), sparsity, cap)
     masks, start = [], 0
     for x in leaves:
         masks.append(keep[start:start + x.size].reshape(x.shape))
@@ -152,27 +196,49 @@ def nm_mask(scores: jnp.ndarray, n: int, m: int, axis: int = 0) -> jnp.ndarray:
     return jnp.moveaxis(keep, -1, ax)
 
 
-def unit_mask(unit_scores: jnp.ndarray, sparsity: Any) -> jnp.ndarray:
+def unit_mask(unit_scores: jnp.ndarray, sparsity: Any, *, max_pruned: Any = None,
+              multiple_of: int = 1) -> jnp.ndarray:
     """Bool vector over units (neurons, channels, filters, heads) pruning
     exactly round(sparsity * units) of the lowest-scoring ones (ties: lower
     index first) — structured pruning's counterpart of `layerwise_mask`.
-    `unit_scores` is 1-D, e.g. from `unit_norms`."""
+    `unit_scores` is 1-D, e.g. from `unit_norms`. At most `max_pruned` units
+    go when it is given (structured pruning keeps one unit of every layer:
+    max_pruned = units - 1); `multiple_of` > 1 then rounds the kept count up
+    to a multiple of it, never above the number of units (hardware-friendly
+    widths)."""
     unit_scores = jnp.asarray(unit_scores)
     if unit_scores.ndim != 1:
         raise ValueError(f"unit_scores must be 1-D, got shape {unit_scores.shape}")
-    return layerwise_mask(unit_scores, sparsity)
+    if isinstance(multiple_of, bool) or not isinstance(multiple_of, (int, np.integer)) or multiple_of < 1:
+        raise ValueError(f"multiple_of must be an integer >= 1, got {multiple_of!r}")
+    _check_concrete_sparsity(sparsity)
+    n = unit_scores.shape[0]
+    if n == 0:
+        return jnp.ones((0,), bool)
+    k = pruned_count(sparsity, n, max_pruned)
+    if multiple_of > 1:
+        kept = jnp.minimum(-((k - n) // multiple_of) * multiple_of, n)  # ceil to a multiple
+        k = n - kept
+    return _keep_ranked(unit_scores, k)
 
 
-def expand_unit_mask(unit_mask: jnp.ndarray, shape: tuple[int, ...],
-                     unit_axis: int) -> jnp.ndarray:
-    """Broadcasts a per-unit bool vector of length `shape[unit_axis]` to a
-    weight mask of `shape`: every entry of a pruned unit's slice is pruned."""
+def expand_unit_mask(unit_mask: jnp.ndarray, shape: tuple[int, ...], unit_axis: int,
+                     period: Optional[int] = None) -> jnp.ndarray:
+    """Broadcasts a per-unit bool vector to a weight mask of `shape`: every
+    entry of a pruned unit's slice is pruned. The vector has length
+    `shape[unit_axis]`, or `period` for a periodic unit (unit u covers every
+    index i along the axis with i % period == u)."""
     unit_mask = jnp.asarray(unit_mask)
     shape = tuple(shape)
     ax = _normalize_axis(unit_axis, len(shape), "unit_axis")
-    if unit_mask.shape != (shape[ax],):
-        raise ValueError(f"unit_mask must have shape ({shape[ax]},) to match axis {unit_axis} "
-                         f"of shape {shape}, got {unit_mask.shape}")
+    units = shape[ax] if period is None else period
+    if period is not None:
+        _check_period(period, shape[ax], "unit_axis", unit_axis)
+    if unit_mask.shape != (units,):
+        raise ValueError(f"unit_mask must have shape ({units},) to match axis {unit_axis} of shape {shape}"
+                         f"{'' if period is None else f' with period {period}'}, got {unit_mask.shape}")
+    if period is not None:
+        unit_mask = jnp.tile(unit_mask, shape[ax] // period)
     view = [1] * len(shape)
     view[ax] = shape[ax]
     return jnp.broadcast_to(unit_mask.reshape(view), shape)

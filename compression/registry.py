@@ -6,55 +6,36 @@ so "prune then quantize" is a config, not a new script.
 """
 from __future__ import annotations
 
-import importlib
 from typing import Any, Callable, Mapping, Sequence
 
+from compression.registries import Registry
 from compression.transform import Transform, identity, named_chain, stage_names
 
-_FACTORIES: dict[str, Callable[..., Transform]] = {}
 # Modules whose import registers techniques; loaded on first lookup (see compression/__init__.py).
-TECHNIQUE_MODULES = ("compression.pruning", "compression.structured_pruning", "compression.quantization",
-                     "compression.activation_quantization")
-
-
-def _load_techniques() -> None:
-    for module in TECHNIQUE_MODULES:
-        importlib.import_module(module)
-
-
-def register(name: str) -> Callable[[Callable[..., Transform]], Callable[..., Transform]]:
-    """Decorator registering a transform factory under `name` (names are unique)."""
-
-    def wrap(factory):
-        if name in _FACTORIES and _FACTORIES[name] is not factory:
-            raise ValueError(f"a technique named {name!r} is already registered")
-        _FACTORIES[name] = factory
-        return factory
-
-    return wrap
+TECHNIQUE_MODULES = ("compression.pruning", "compression.structured_pruning", "compression.layer_drop",
+                     "compression.quantization", "compression.activation_quantization")
+TECHNIQUES = Registry("technique", TECHNIQUE_MODULES)
+# Decorator registering a transform factory `fn(**settings) -> Transform` under a name.
+register = TECHNIQUES.register
 
 
 def names() -> list[str]:
     """The registered technique names, sorted."""
-    _load_techniques()
-    return sorted(_FACTORIES)
+    return TECHNIQUES.names()
 
 
 def factory(name: str) -> Callable[..., Transform]:
     """The factory registered as `name` (its `__module__` says which module registered it)."""
-    _load_techniques()
-    if name not in _FACTORIES:
+    if name not in TECHNIQUES:
         raise ValueError(f"unknown technique {name!r}; registered techniques: {names()}")
-    return _FACTORIES[name]
+    return TECHNIQUES[name]
 
 
 def build(name: str, **settings: Any) -> Transform:
     """Builds the transform registered as `name` with `settings`."""
-    _load_techniques()
-    if name not in _FACTORIES:
-        raise ValueError(f"unknown technique {name!r}; registered techniques: {names()}")
+    make = factory(name)
     try:
-        transform = _FACTORIES[name](**settings)
+        transform = make(**settings)
     except TypeError as e:
         raise ValueError(f"technique {name!r} does not accept settings {sorted(settings)}: {e}") from e
     return transform._replace(name=name)

@@ -9,7 +9,6 @@ Variants (`configs/zhu2017_lenet300.py:VARIANT`, append `_quick` for a CPU check
   parameters as LeNet-300-100 keeps at S% sparsity (the paper's small-dense baseline).
 S is one of 50, 75, 90, 95, 98.
 """
-import math
 
 from configs import baseline_lenet300, common, pruning_common
 

@@ -11,14 +11,14 @@ with jax.eval_shape in tests/test_structured_pruning.py):
                      .../bias (heads, head_dim), attn/out/kernel (heads, head_dim, width),
                      block_{i}/ffn_in (width, ffn), ffn_out (ffn, width)
 
-Each group's `config_field` tells `shrink_config` which model setting its
-kept count goes to. Indexed fields must be per-layer lists in the config
+Each group's `config_field` tells `compression.structured_export.shrink_config`
+which model setting its kept count goes to. Indexed fields must be per-layer lists in the config
 (e.g. num_heads=[4, 4, 4, 4], not 4) for the export to write them.
 Group names avoid '/' so they are safe state (checkpoint) keys.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence
+from typing import Sequence
 
 
 def mlp_neuron_groups(hidden: Sequence[int]) -> list[dict]:
@@ -69,48 +69,7 @@ def transformer_head_groups(num_layers: int) -> list[dict]:
     return groups
 
 
-def transformer_ffn_groups(num_layers: int) -> list[dict]:
-    """One group per block's FFN hidden units: ffn_in columns and bias, ffn_out rows."""
-    return [{"name": f"block_{i}_ffn",
-             "members": [[f"block_{i}/ffn_in/kernel", 1], [f"block_{i}/ffn_in/bias", 0],
-                         [f"block_{i}/ffn_out/kernel", 0]],
-             "config_field": ["ffn_dim", i]}
-            for i in range(num_layers)]
-
-
 def transformer_layers(num_layers: int) -> list[str]:
     """The CharTransformer's block prefixes, in order, for `layer_drop`."""
     return [f"block_{i}" for i in range(num_layers)]
 
-
-KINDS = {"mlp": ("neurons",), "lenet5": ("filters", "neurons"), "char_transformer": ("heads", "ffn")}
-
-
-def groups_for(model_config: Mapping[str, Any], kinds: Optional[Sequence[str]] = None) -> list[dict]:
-    """The groups of the model a config (a dict like config.model) describes.
-
-    `kinds` picks among KINDS[model name] (default: all of them): "neurons"
-    for the MLP; "filters" and "neurons" for LeNet5; "heads" and "ffn" for
-    the CharTransformer.
-    """
-    config = dict(model_config)
-    name = config.get("name")
-    if name not in KINDS:
-        raise ValueError(f"no structured-pruning groups for model {name!r}; known: {sorted(KINDS)}")
-    kinds = list(KINDS[name] if kinds is None else kinds)
-    unknown = [k for k in kinds if k not in KINDS[name]]
-    if unknown:
-        raise ValueError(f"model {name!r} has no group kind(s) {unknown}; choose from {list(KINDS[name])}")
-    groups: list[dict] = []
-    for kind in kinds:
-        if name == "mlp":
-            groups += mlp_neuron_groups(config["hidden"])
-        elif name == "lenet5" and kind == "filters":
-            groups += lenet5_filter_groups(config.get("conv_features", (20, 50)))
-        elif name == "lenet5":
-            groups += lenet5_neuron_groups()
-        elif kind == "heads":
-            groups += transformer_head_groups(int(config["num_layers"]))
-        else:
-            groups += transformer_ffn_groups(int(config["num_layers"]))
-    return groups

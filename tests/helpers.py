@@ -16,3 +16,13 @@ def tiny_config(**train) -> ml_collections.ConfigDict:
     config.mesh.data = 1
     config.mesh.model = 1
     return config
+
+
+def transformer_ffn_groups(num_layers: int) -> list[dict]:
+    """Structured-pruning groups for the CharTransformer's FFN hidden units, one per block: ffn_in
+    columns and bias, ffn_out rows (no experiment config prunes them; tests check their export)."""
+    return [{"name": f"block_{i}_ffn",
+             "members": [[f"block_{i}/ffn_in/kernel", 1], [f"block_{i}/ffn_in/bias", 0],
+                         [f"block_{i}/ffn_out/kernel", 0]],
+             "config_field": ["ffn_dim", i]}
+            for i in range(num_layers)]

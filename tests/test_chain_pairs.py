@@ -12,9 +12,9 @@ import jax
 import numpy as np
 import pytest
 
-from compression import registry
+from compression import chain, registry
 from experiments import structures, train
-from tests.helpers import tiny_config
+from tests.helpers import tiny_config, transformer_ffn_groups
 
 NUM_LAYERS = 2
 MODEL = {"name": "char_transformer", "max_len": 8, "width": 16, "num_layers": NUM_LAYERS,
@@ -24,7 +24,7 @@ MODEL = {"name": "char_transformer", "max_len": 8, "width": 16, "num_layers": NU
 STAGES = {
     "identity": {},
     "prune": {"select": ".*kernel", "sparsity": 0.5},
-    "structured_prune": {"groups": structures.transformer_ffn_groups(NUM_LAYERS) +
+    "structured_prune": {"groups": transformer_ffn_groups(NUM_LAYERS) +
                          structures.transformer_head_groups(NUM_LAYERS), "sparsity": 0.5},
     "layer_drop": {"layers": structures.transformer_layers(NUM_LAYERS), "drop": [1]},
     "quantize": {"select": ".*kernel", "bits": 4},
@@ -104,3 +104,17 @@ def test_stage_names_key_the_state_and_a_given_name_wins():
     assert sorted(run.state["trainable"]) == ["params"]
     leaves = jax.tree_util.tree_leaves(run.state["comp_state"]["weights_4bit"])
     assert leaves, "the quantize stage's state lives under its given name"
+
+
+@pytest.mark.parametrize("order", [("prune", "quantize"), ("quantize", "prune")])
+def test_binary_connect_clip_reaches_the_stored_weights_after_pruning_in_either_order(order):
+    # Issue 14's regression: chain(prune, quantize(binary, no scale)) kept the shadow kernel at
+    # [3, -2] after update, so BinaryConnect after pruning trained without its clip.
+    stages = {"prune": registry.build("prune", select=".*kernel", sparsity=0.0),
+              "quantize": registry.build("quantize", select=".*kernel", scheme="binary", binary_scale="none")}
+    t = chain(*[stages[name] for name in order])
+    params = {"Dense_0": {"kernel": np.array([[3.0, -2.0]], np.float32), "bias": np.zeros(2, np.float32)}}
+    trainable, state = t.init(params)
+    grads = jax.tree_util.tree_map(np.zeros_like, trainable)
+    trainable, state = t.update(trainable, state, grads, 0)
+    np.testing.assert_array_equal(trainable["params"]["Dense_0"]["kernel"], np.array([[1.0, -1.0]], np.float32))

@@ -256,3 +256,17 @@ def test_unpacking_a_truncated_stream_is_an_error_not_silent_zeros():
     packed = pack_bits(np.array([1, 2, 3, 4, 5], np.uint32), 3)  # 15 bits -> 2 bytes
     with pytest.raises(ValueError, match="truncated"):
         unpack_bits(packed[:1], 3, 5)
+
+
+def test_binary_codes_with_pruned_zeros_take_the_sparse_layout_even_when_it_is_larger():
+    # Quantize, then prune: signs with a few exact zeros. A 1-bit codebook [-a, a] cannot say 0, so
+    # 'auto' must store the positions (a bitmap here, larger than the dense codes) to decode exactly.
+    rng = np.random.default_rng(0)
+    values = np.where(rng.random(256) < 0.5, 0.25, -0.25).astype(np.float32)
+    values[::16] = 0.0
+    codes = (values > 0).astype(np.int64)
+    tensors, record = encode_packed(values, codes=codes, bits=1,
+                                   codebook=np.array([-0.25, 0.25], np.float32))
+    assert "index" in record
+    decoded = decode_packed(tensors, {**record, "shape": [256], "dtype": "float32"})
+    np.testing.assert_array_equal(decoded, values)

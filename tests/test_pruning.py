@@ -6,13 +6,19 @@ import optax
 import pytest
 
 from compression import export, registry
-from compression.pruning import mask_sparsity, prune
+from compression.pruning import prune
 from compression.transform import chain, identity
 from experiments import train
 from tests.helpers import tiny_config
 
 W = jnp.array([[0.1, -0.5, 0.3, 0.05],
                [-0.2, 0.4, -0.01, 0.6]])
+
+
+def mask_sparsity(state):
+    """The fraction of pruned entries over all masked (selected) tensors of a prune state."""
+    masks = [np.asarray(mk) for mk in jax.tree_util.tree_leaves(state["masks"]) if np.ndim(mk) > 0]
+    return 1.0 - sum(int(mk.sum()) for mk in masks) / sum(mk.size for mk in masks)
 
 
 def _params():

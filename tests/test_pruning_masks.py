@@ -209,6 +209,40 @@ def test_filter_pruning_removes_the_filters_with_the_smallest_l1_norm():
     assert not bool(jnp.any(mask[..., 1])) and bool(jnp.all(mask[..., [0, 2]]))
 
 
+def test_periodic_units_fold_every_period_th_index_into_one_unit():
+    # 6 rows reading a flattened (2 positions x 3 channels) map, channels fastest: unit u = rows u, u + 3.
+    w = jnp.array([[1.0, 1.0], [0.1, 0.0], [2.0, 0.0], [1.0, 0.0], [0.2, 0.0], [0.0, 0.0]])
+    np.testing.assert_allclose(unit_norms(w, 0, ord=1, period=3), [3.0, 0.3, 2.0], rtol=1e-6)
+    np.testing.assert_allclose(unit_norms(w, 0, ord=2, period=3), np.sqrt([3.0, 0.05, 4.0]), rtol=1e-6)
+    np.testing.assert_array_equal(expand_unit_mask(jnp.array([T, F, T]), (6, 2), 0, period=3),
+                                  [[T, T], [F, F], [T, T], [T, T], [F, F], [T, T]])
+
+
+def test_unit_mask_caps_the_pruned_count_and_rounds_the_kept_count_to_a_multiple():
+    scores = jnp.array([0.5, 0.1, 0.9, 0.3, 0.7, 0.2])
+    # 0.9 of 6 = round(5.4) = 5 pruned; capped to 4 the best two stay.
+    np.testing.assert_array_equal(unit_mask(scores, 0.9, max_pruned=4), [F, F, T, F, T, F])
+    # 0.5 of 6 = 3 pruned, 3 kept, rounded up to 4 kept (a multiple of 2): only the two lowest go.
+    np.testing.assert_array_equal(unit_mask(scores, 0.5, multiple_of=2), [T, F, T, T, T, F])
+    # Never more than every unit: 0.1 of 6 = 1 pruned, 5 kept, rounded up to 8 > 6 keeps all 6.
+    np.testing.assert_array_equal(unit_mask(scores, 0.1, multiple_of=4), [T] * 6)
+
+
+def test_global_masks_keep_best_of_each_array_keeps_one_entry_per_array():
+    scores = [jnp.array([5.0, 6.0]), jnp.array([0.1, 0.3, 0.2])]  # a list keeps its order
+    # 0.6 of 5 = 3 pruned: without protection the whole second array goes; with it, its best (0.3) stays
+    # and the lowest-scoring first entry (5.0) goes instead.
+    plain = global_masks(scores, 0.6)
+    np.testing.assert_array_equal(plain[1], [F, F, F])
+    kept = global_masks(scores, 0.6, keep_best_of_each=True)
+    np.testing.assert_array_equal(kept[0], [F, T])
+    np.testing.assert_array_equal(kept[1], [F, T, F])
+    # At most total - arrays = 3 go, whatever the sparsity.
+    capped = global_masks(scores, 0.99, keep_best_of_each=True)
+    np.testing.assert_array_equal(capped[0], [F, T])
+    np.testing.assert_array_equal(capped[1], [F, T, F])
+
+
 # --- validation -------------------------------------------------------------
 
 
@@ -234,6 +268,10 @@ def test_filter_pruning_removes_the_filters_with_the_smallest_l1_norm():
     (lambda: unit_norms(jnp.ones((2, 3)), -1, ord=3), r"ord must be 1 or 2, got 3"),
     (lambda: expand_unit_mask(jnp.ones(2, bool), (2, 3), -1),
      r"unit_mask must have shape \(3,\) to match axis -1 of shape \(2, 3\), got \(2,\)"),
+    (lambda: unit_norms(jnp.ones((6, 2)), 0, period=4), r"period 4 does not divide the length 6"),
+    (lambda: expand_unit_mask(jnp.ones(2, bool), (6, 2), 0, period=3),
+     r"unit_mask must have shape \(3,\) to match axis 0 of shape \(6, 2\) with period 3"),
+    (lambda: unit_mask(jnp.ones(3), 0.5, multiple_of=0), r"multiple_of must be an integer >= 1, got 0"),
 ])
 def test_invalid_mask_arguments_raise_a_value_error_naming_them(call, match):
     with pytest.raises(ValueError, match=match):

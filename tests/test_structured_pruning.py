@@ -9,10 +9,14 @@ import numpy as np
 import pytest
 
 from compression import registry
-from compression.structured_pruning import (drop_layers_config, drop_layers_params, dropped_indices, layer_drop,
-                                            shrink_config, shrink_params, structured_prune, unit_scores)
+from compression.layer_drop import dropped_indices, layer_drop
+from compression.structured_export import drop_layers_config, drop_layers_params, shrink_config, shrink_params
+from compression.selection import leaves_by_path
+from compression.structured_pruning import structured_prune
+from compression.unit_groups import check_groups, parse_groups
 from experiments import structures
 from experiments.models import build_model
+from tests.helpers import transformer_ffn_groups
 
 # Columns of "a/kernel": L1 norms (4, 2.5, 3) but L2 norms (3.16, 2.5, 2.12), so L1 and L2 prune different units.
 A = jnp.array([[1.0, -2.5, 1.5],
@@ -25,6 +29,13 @@ def _params():
 
 
 GROUP = {"name": "a_neurons", "members": [["a/kernel", 1], ["a/bias", 0], ["b/kernel", 0]]}
+
+
+def unit_scores(params, group, norm=1):
+    """What structured_prune ranks one group's units by: the summed slice norms of its score members."""
+    (g,) = parse_groups([group])
+    check_groups([g], params)
+    return g.scores(leaves_by_path(params), norm)
 
 
 def _count(params):
@@ -204,7 +215,7 @@ TOKENS = jax.random.randint(jax.random.key(5), (2, 8), 0, 11)
 
 
 def test_transformer_shrunk_heads_and_ffn_equal_masked_model():
-    groups = structures.transformer_head_groups(3) + structures.transformer_ffn_groups(3)
+    groups = structures.transformer_head_groups(3) + transformer_ffn_groups(3)
     # Per layer 2 heads (3 * 16 * 4 + 3 * 4 + 4 * 16 = 268 each) and 16 FFN units (16 + 1 + 16 each) go.
     _assert_small_model_matches(TRANSFORMER, groups, TOKENS, 0.5,
                                 {"num_heads": (2, 2, 2), "ffn_dim": (16, 16, 16)},
@@ -251,14 +262,6 @@ def test_structured_prune_then_layer_drop_export_in_a_chain():
     assert small_config["num_heads"] == [3, 3] and small_config["num_layers"] == 2
     np.testing.assert_allclose(np.asarray(build_model(small_config, 11).apply({"params": small}, TOKENS)),
                                np.asarray(model.apply({"params": effective}, TOKENS)), rtol=1e-5, atol=1e-5)
-
-
-def test_groups_for_builds_the_model_groups_from_a_config():
-    assert [g["name"] for g in structures.groups_for(TRANSFORMER, ["heads"])] == \
-        ["block_0_heads", "block_1_heads", "block_2_heads"]
-    assert len(structures.groups_for({"name": "lenet5", "conv_features": (20, 50)})) == 3
-    with pytest.raises(ValueError, match="no group kind"):
-        structures.groups_for({"name": "mlp", "hidden": (8,)}, ["heads"])
 
 
 @pytest.mark.parametrize("settings, message", [

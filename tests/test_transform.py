@@ -141,7 +141,7 @@ def factorize(path) -> Transform:
         w = leaves_by_path(params)[path]
         flat = dict(leaves_by_path(params))
         flat[path] = {"u": jnp.asarray(w), "v": jnp.eye(w.shape[1], dtype=w.dtype)}
-        return {"params": _nest(flat)}, ()
+        return {"params": nest_paths(flat)}, ()
 
     def apply(trainable, state):
         del state
@@ -155,17 +155,6 @@ def factorize(path) -> Transform:
         return trainable, state
 
     return Transform(init, apply, update, name="factorize")
-
-
-def _nest(flat):
-    tree = {}
-    for p, v in flat.items():
-        node = tree
-        *parents, leaf = p.split("/")
-        for k in parents:
-            node = node.setdefault(k, {})
-        node[leaf] = v
-    return tree
 
 
 def _effective(t, params):
