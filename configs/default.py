@@ -57,7 +57,7 @@ def get_config() -> ml_collections.ConfigDict:
     # (compression/losses.py: cross_entropy with optional label_smoothing, l2, ...).
     config.loss = [{"term": "cross_entropy"}]
     # A teacher for distillation terms: an earlier run's export (its header names its model);
-    # it runs in the jitted step in eval mode, without gradients. Empty: no teacher.
+    # or that run's directory; it runs in the jitted step in eval mode, without gradients. Empty: no teacher.
     config.teacher = ml_collections.ConfigDict({"export": ""})
 
     # Compression: a chain of registered techniques, each a dict

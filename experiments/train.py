@@ -343,11 +343,13 @@ def load_teacher(config: Any, dataset: data_lib.Dataset, mesh: Mesh) -> Optional
     """(the teacher model, {"params", "model_state"} on the mesh) from `config.teacher.export`, or None.
 
     The export's header names the model config that reads it, so a teacher
-    is one path: an earlier run's DIR/export/params.safetensors.
+    is one path: an earlier run's DIR/export/params.safetensors, or DIR itself.
     """
     path = config.get("teacher", {}).get("export", "")
     if not path:
         return None
+    if os.path.isdir(path):  # a run directory: its export
+        path = os.path.join(path, "export", "params.safetensors")
     if not os.path.exists(path):
         raise FileNotFoundError(f"teacher.export {path!r} does not exist: run the teacher's config first "
                                 f"(its export is DIR/export/params.safetensors)")

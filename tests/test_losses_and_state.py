@@ -77,7 +77,8 @@ def _teacher_export(tmp_path):
 
 def test_teacher_runs_inside_the_step_without_gradient_and_its_loss_is_computed_by_hand(tmp_path):
     config = tiny_config(num_steps=1)
-    config.teacher.export = _teacher_export(tmp_path)
+    _teacher_export(tmp_path)
+    config.teacher.export = str(tmp_path / "teacher")  # a run directory stands for its export
     config.loss = [{"term": "test_teacher_mse", "scale": 2.0}]
     run = train.build_run(config)
     teacher_model, teacher_variables = run.teacher
