@@ -241,7 +241,7 @@ def _ablation_table(inputs: ReportInputs, groups: Mapping[str, Group],
         untimed = [r.kind if r.level is None else f"{r.kind}_{r.level}"
                    for r in rows if r.latency is None]
         if untimed:
-            notes.append(f"Not in the latency run: " + ", ".join(f"`{n}`" for n in untimed) + ".")
+            notes.append("Not in the latency run: " + ", ".join(f"`{n}`" for n in untimed) + ".")
     if any(r.flops_from_results for r in rows):
         notes.append("† FLOPs as the run's results.json has them (no latency row counted the "
                      "export): results written before the FLOPs fix count the masked "
