@@ -123,9 +123,16 @@ def prune(select: Selector = ".*kernel", sparsity: Union[float, Mapping[str, Any
 
     def project(trainable, state):
         # where, not w * mask: a pruned weight is +0.0 exactly (w * 0 would keep -0.0 for negatives).
-        masks = _unpack(state)["masks"]
-        params = map_at_paths(lambda p, w: jnp.where(masks[p], w, jnp.zeros((), w.dtype)),
-                              trainable[PARAMS], masks, what="prune")
+        params = trainable[PARAMS]
+        if jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(state["masks"]):
+            # Every leaf through its stored mask (a scalar True where nothing is pruned), as the
+            # earlier releases did: the same compiled step, so committed results reproduce bit for bit.
+            params = jax.tree_util.tree_map(lambda w, mk: jnp.where(mk, w, jnp.zeros((), w.dtype)),
+                                            params, state["masks"])
+        else:  # a tree an earlier chain stage reshaped or extended: the pruned paths by name
+            masks = _unpack(state)["masks"]
+            params = map_at_paths(lambda p, w: jnp.where(masks[p], w, jnp.zeros((), w.dtype)),
+                                  params, masks, what="prune")
         return dict(trainable, **{PARAMS: params})
 
     def update(trainable, state, grads, step):
