@@ -169,9 +169,19 @@ def binary_coded(values: np.ndarray, s: Mapping[str, np.ndarray]) -> Coded:
 
 # ------------------------------------------------------------------ the schemes
 
+class _AffineFakeQuant(Scheme):
+    """The forward pass and export shared by the affine schemes with a straight-through `ste` field."""
+
+    def forward(self, w, state, learned):
+        return qz.fake_quantize(w, state["scale"], state["zero_point"], state["qmin"], state["qmax"], self.ste)
+
+    def encode(self, values, state):
+        return affine_coded(values, state)
+
+
 @register_scheme("uniform")
 @dataclasses.dataclass(frozen=True)
-class Uniform(Scheme):
+class Uniform(_AffineFakeQuant):
     """b-bit affine: symmetric (narrow signed grid, zero point 0) or asymmetric; min-max, percentile or MSE ranges."""
 
     symmetric: bool = True
@@ -203,16 +213,10 @@ class Uniform(Scheme):
         scale, zero_point = qz.affine_from_range(lo, hi, qmin, qmax, self.symmetric)
         return _affine_state(bits, qmin, qmax, scale, zero_point)
 
-    def forward(self, w, state, learned):
-        return qz.fake_quantize(w, state["scale"], state["zero_point"], state["qmin"], state["qmax"], self.ste)
-
-    def encode(self, values, state):
-        return affine_coded(values, state)
-
 
 @register_scheme("fixed_point")
 @dataclasses.dataclass(frozen=True)
-class FixedPoint(Scheme):
+class FixedPoint(_AffineFakeQuant):
     """Qm.n: a sign bit, m = integer_bits and n = fraction_bits, scale 2^-n (1 + m + n = bits)."""
 
     integer_bits: Optional[int] = None
@@ -234,12 +238,6 @@ class FixedPoint(Scheme):
         qmin, qmax = self.grid(bits)
         scale = jnp.full(_stat_shape(w, None), 2.0 ** -self.fraction_bits, jnp.float32)
         return _affine_state(bits, qmin, qmax, scale, jnp.zeros_like(scale))
-
-    def forward(self, w, state, learned):
-        return qz.fake_quantize(w, state["scale"], state["zero_point"], state["qmin"], state["qmax"], self.ste)
-
-    def encode(self, values, state):
-        return affine_coded(values, state)
 
 
 @register_scheme("lsq")

@@ -258,7 +258,7 @@ def _put_batch(batch: dict, sharding: NamedSharding) -> dict:
     """This process's numpy batch as global arrays (multi-host); one process hands numpy to jit as is."""
     if jax.process_count() == 1:
         return batch
-    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+    return {k: _put_batch_array(v, sharding) for k, v in batch.items()}
 
 
 def _put_batch_array(x: np.ndarray, sharding: NamedSharding) -> Any:
@@ -449,12 +449,17 @@ def evaluate(run: Run, trainable: Any, comp_state: Any, max_batches: int = 0,
 def evaluate_params(run: Run, params: Any, max_batches: int = 0, split: str = "eval",
                     model_state: Optional[dict] = None) -> dict[str, float]:
     """Mean loss and accuracy of `params` (with `model_state`) on `split`: "eval" (reported) or "selection"."""
-    variables = {"params": params, **(model_state or {})}
+    return _evaluate_with(run, run.eval_step, {"params": params, **(model_state or {})}, max_batches, split)
+
+
+def _evaluate_with(run: Run, step: Callable, variables: Any, max_batches: int = 0,
+                   split: str = "eval") -> dict[str, float]:
+    """Mean loss and accuracy over `split` of step(variables, batch) -> (loss_sum, correct_sum, count)."""
     totals = jnp.zeros(3)
     for batch in data_lib.eval_batches(run.dataset, int(run.config.train.eval_batch_size),
                                        int(run.config.dataset.get("seq_len", 0)), max_batches,
                                        jax.process_index(), jax.process_count(), split=split):
-        totals = totals + run.eval_step(variables, _put_batch(batch, run.batch_sharding))
+        totals = totals + step(variables, _put_batch(batch, run.batch_sharding))
     loss_sum, correct, count = (float(v) for v in jax.device_get(totals))
     return {"loss": loss_sum / count, "accuracy": correct / count}
 
@@ -671,15 +676,10 @@ def int8_metrics(run: Run, export_path: str) -> dict[str, float]:
     model = models.build_model(ml_collections.ConfigDict(model_config), run.dataset.num_classes)
     step = jax.jit(lambda p, batch: jnp.stack(cross_entropy(models.apply_model_int8(model, p, batch["inputs"]),
                                                             batch["targets"], batch["mask"])))
-    params = jax.tree_util.tree_map(jnp.asarray, params)
-    totals = jnp.zeros(3)
-    for batch in data_lib.eval_batches(run.dataset, int(run.config.train.eval_batch_size),
-                                       int(run.config.dataset.get("seq_len", 0))):
-        totals = totals + step(params, batch)
-    loss_sum, correct, count = (float(v) for v in jax.device_get(totals))
+    ev = _evaluate_with(run, step, jax.tree_util.tree_map(jnp.asarray, params))
     if run.dataset.kind == "language_model":
-        return {"int8_val_loss_nats": loss_sum / count}
-    return {"int8_test_accuracy": correct / count, "int8_test_loss": loss_sum / count}
+        return {"int8_val_loss_nats": ev["loss"]}
+    return {"int8_test_accuracy": ev["accuracy"], "int8_test_loss": ev["loss"]}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, progress: bool = True) -> Optional[dict]:
