@@ -31,7 +31,8 @@ from compression import quantizers as qz
 from compression.intercept import INTERCEPT_KEY, register_input_hook
 from compression.registry import register
 from compression.selection import Selector, leaf_paths, leaves_by_path, nest_paths, selected_paths
-from compression.transform import PARAMS, Transform
+from compression.settings import require_float
+from compression.transform import PARAMS, Transform, require_batches
 
 LEARNED = "scales"
 
@@ -52,12 +53,22 @@ def kernel_modules(params: Any) -> list[str]:
 def quantize_activations(select: Selector = ".*", scheme: str = "uniform", bits: int = 8, *,
                          symmetric: bool = False, calibration: str = "minmax", percentile: float = 99.99,
                          mse_grid: int = 100, initial_alpha: Optional[float] = None) -> Transform:
-    """Fake quantization of the inputs of the modules `select` matches (regex over module paths)."""
+    """Fake quantization of the inputs of the modules `select` matches (regex over module paths).
+
+    Settings are checked here, before any step: `bits` an integer 1-16 (2 or
+    more when symmetric), `percentile` in (50, 100], `mse_grid` an integer
+    >= 1, and `initial_alpha` (PACT only: the other schemes would ignore it)
+    a finite number > 0. Calibrating a scheme needs at least one init batch
+    (`require_batches`); PACT given `initial_alpha` needs none.
+    """
     if scheme not in SCHEMES:
         raise ValueError(f"quantize_activations.scheme {scheme!r} is not one of {sorted(SCHEMES)}")
     bits = qz.check_bits(bits, "quantize_activations.bits")
     if calibration not in qz.CALIBRATIONS:
         raise ValueError(f"quantize_activations.calibration {calibration!r} is not one of {list(qz.CALIBRATIONS)}")
+    percentile = qz.check_percentile(percentile, "quantize_activations.percentile")
+    mse_grid = qz.check_mse_grid(mse_grid, "quantize_activations.mse_grid")
+    _check_initial_alpha(initial_alpha, scheme)
     if symmetric and bits < 2:
         raise ValueError("quantize_activations: symmetric quantization needs at least 2 bits; use symmetric=False")
     if scheme == "pact" and symmetric:
@@ -72,9 +83,13 @@ def quantize_activations(select: Selector = ".*", scheme: str = "uniform", bits:
             raise ValueError("quantize_activations: the model has no module with a 'kernel' parameter")
         sites = selected_paths(nest_paths({m: 0 for m in modules}), select, what="quantize_activations.select")
         needs_data = scheme != "pact" or initial_alpha is None
-        if needs_data and (batches is None or batches.statistics is None):
-            raise ValueError(f"quantize_activations ({scheme}) calibrates on the layers' inputs: set "
-                             f"compression.init_batches > 0 (PACT can instead take initial_alpha)")
+        if needs_data:
+            require_batches(batches, f"quantize_activations ({scheme}), which calibrates on the layers' inputs,",
+                            " (PACT can instead take initial_alpha)")
+            if batches.statistics is None:
+                raise ValueError(f"quantize_activations ({scheme}) calibrates on the layers' inputs, and these "
+                                 f"InitBatches have no `statistics` (the driver's models.module_statistics) to "
+                                 f"read them with; pass statistics, or give PACT an initial_alpha")
         inputs = {site: stats["inputs"] for site, stats in batches.statistics(params, sites, ("inputs",)).items()} \
             if needs_data else {}
         state, learned = {}, {}
@@ -119,6 +134,18 @@ def quantize_activations(select: Selector = ".*", scheme: str = "uniform", bits:
         return trainable, state
 
     return Transform(init, apply, update, name="quantize_activations")
+
+
+def _check_initial_alpha(initial_alpha: Optional[float], scheme: str) -> None:
+    """PACT's initial clipping level: unset (calibrated) or a finite number > 0, and only for PACT."""
+    if initial_alpha is None:
+        return
+    if scheme != "pact":
+        raise ValueError(f"quantize_activations.initial_alpha is read only with scheme='pact' (got "
+                         f"{initial_alpha!r} with scheme={scheme!r}); leave it unset")
+    # alpha <= 0 clips every input to (almost) 0: the layer would see a constant.
+    require_float("quantize_activations.initial_alpha", initial_alpha, low=0, low_open=True,
+                  fix="PACT clips the inputs to [0, alpha]")
 
 
 def _merge(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict:

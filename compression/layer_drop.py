@@ -90,6 +90,10 @@ def layer_drop(layers: Sequence[str], drop: Any, *, zero: Sequence[str] = DEFAUL
     ("attn/out/.*", "ffn_out/.*") fits our CharTransformer, whose block is
     x + attn(ln(x)) then x + ffn(ln(x)).
 
+    Dropping no layer (an empty list, count 0) is allowed, a control that
+    changes nothing; so is dropping every layer (the export is the embedding
+    and the output head; the driver prints a note when it happens).
+
     State: {"kept": bool[len(layers)]} (False for dropped layers); apply
     zeroes the `zero` leaves of dropped layers, update re-zeroes them.
     """

@@ -24,6 +24,7 @@ import optax
 
 from compression.registries import Registry
 from compression.selection import leaves_by_path
+from compression.settings import require_float
 
 LossTerm = Callable[[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any]], Any]
 TERMS = Registry("loss term")
@@ -44,7 +45,11 @@ class Loss(NamedTuple):
 
 
 def build_loss(specs: Sequence[Mapping[str, Any]]) -> Loss:
-    """The weighted sum of the terms `specs` names: [{"term": name, "weight": w, "name": label, **settings}]."""
+    """The weighted sum of the terms `specs` names: [{"term": name, "weight": w, "name": label, **settings}].
+
+    Each weight is a finite number >= 0, and at least one is > 0; each term's
+    factory checks its own settings.
+    """
     specs = list(specs)
     if not specs:
         raise ValueError("config.loss names no term; use [{'term': 'cross_entropy'}] for the plain loss")
@@ -54,17 +59,19 @@ def build_loss(specs: Sequence[Mapping[str, Any]]) -> Loss:
         name = spec.pop("term", None)
         if name not in loss_names():
             raise ValueError(f"config.loss[{i}] term {name!r} is not one of {loss_names()}")
-        weight = spec.pop("weight", 1.0)
-        if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight < 0:
-            raise ValueError(f"config.loss[{i}] ({name}) weight {weight!r} must be a number >= 0")
+        # 0 keeps a term for its logged value; a negative weight would maximize it, NaN poisons the total.
+        weight = require_float(f"config.loss[{i}] ({name}) weight", spec.pop("weight", 1.0), low=0)
         labels.append(spec.pop("name", name))
         try:
             terms.append(TERMS[name](**spec))
         except TypeError as e:
             raise ValueError(f"loss term {name!r} does not accept settings {sorted(spec)}: {e}") from e
-        weights.append(float(weight))
+        weights.append(weight)
     if len(set(labels)) != len(labels):
         raise ValueError(f"config.loss terms {labels} repeat a name; give repeated terms a 'name'")
+    if not any(weights):
+        raise ValueError(f"config.loss terms {labels} all have weight 0, so the loss would train nothing; "
+                         f"give at least one term a weight > 0")
 
     def total(outputs, batch, extras):
         values = {label: term(outputs, batch, extras) for label, term in zip(labels, terms)}
@@ -91,9 +98,12 @@ def mean_cross_entropy(logits, targets, label_smoothing: float = 0.0):
 
 @register_loss("cross_entropy")
 def cross_entropy(label_smoothing: float = 0.0) -> LossTerm:
-    """The hard-label cross-entropy of the logits against batch["targets"] (optionally smoothed)."""
-    if not 0.0 <= label_smoothing < 1.0:
-        raise ValueError(f"cross_entropy.label_smoothing {label_smoothing} must be in [0, 1)")
+    """The hard-label cross-entropy of the logits against batch["targets"] (optionally smoothed).
+
+    `label_smoothing` is in [0, 1): at 1 the target is uniform and says nothing of the label.
+    """
+    label_smoothing = require_float("cross_entropy.label_smoothing", label_smoothing, low=0, high=1,
+                                    high_open=True, fix="the target is (1 - s) one-hot + s / classes")
     return lambda outputs, batch, extras: mean_cross_entropy(outputs["logits"], batch["targets"], label_smoothing)
 
 

@@ -12,12 +12,14 @@ drop the largest layer to 2 bits when lowering two small ones would do).
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import numpy as np
 
 from compression.selection import path_str
+from compression.settings import require_float
 
 
 def layer_sensitivity(params: Any, paths: Sequence[str], candidates: Sequence[int],
@@ -46,10 +48,18 @@ def allocate_bits(sensitivity: Mapping[str, Mapping[int, float]], sizes: Mapping
     Solved exactly: paths are added one at a time, keeping only the Pareto
     frontier of (bits used, summed sensitivity) over partial choices (a
     choice that uses more bits for no less sensitivity can never be part of
-    the best allocation). Raises if even the narrowest widths exceed the budget.
+    the best allocation). Raises if even the narrowest widths exceed the budget,
+    or if a sensitivity is not finite (a NaN loss would make the choice arbitrary).
     """
     if not sensitivity:
         return {}
+    require_float("budget_bits_per_weight", budget_bits_per_weight, low=0, low_open=True)
+    for p, costs in sensitivity.items():
+        # A NaN compares False with everything: the knapsack would pick widths arbitrarily.
+        if not costs or not all(math.isfinite(c) for c in costs.values()):
+            raise ValueError(f"mixed precision: the sensitivity of {p} ({{bits: loss increase}} = {dict(costs)}) "
+                             f"is empty or not finite; the loss on the init batches must be finite at every "
+                             f"candidate width")
     paths = sorted(sensitivity)
     total = sum(sizes[p] for p in paths)
     budget = budget_bits_per_weight * total

@@ -27,6 +27,7 @@ are arrays in the state: a changing schedule never recompiles the step.
 """
 from __future__ import annotations
 
+import numbers
 from typing import Any, Callable, Mapping, Union
 
 import jax
@@ -36,9 +37,11 @@ from compression import pruning_masks, sparsity_schedules
 from compression.pruning_criteria import Criterion, make_criterion
 from compression.registry import register
 from compression.selection import Selector, leaves_by_path, map_at_paths, path_str, selected_paths
+from compression.settings import require_int
 from compression.transform import PARAMS, Transform
 
 SCOPES = ("layer", "global", "nm")
+LAST_STEP = 2 ** 31 - 1  # the last int32 step: where a non-decreasing schedule reaches its final sparsity
 SCHEDULES = {
     "constant": sparsity_schedules.constant_sparsity,
     "one_shot": sparsity_schedules.one_shot_sparsity,
@@ -47,18 +50,52 @@ SCHEDULES = {
 }
 
 
-def make_schedule(spec: Union[float, Mapping[str, Any]]) -> Callable[[Any], jnp.ndarray]:
-    """A sparsity schedule from a config value: a float (constant) or {"kind": name, **arguments}."""
-    if isinstance(spec, (int, float)):
-        return sparsity_schedules.constant_sparsity(float(spec))
+def make_schedule(spec: Union[float, Mapping[str, Any]],
+                  where: str = "prune.sparsity") -> Callable[[Any], jnp.ndarray]:
+    """A sparsity schedule from a config value: a number (constant) or {"kind": name, **arguments}.
+
+    Every schedule checks its arguments when it is built (`compression.sparsity_schedules`);
+    a refusal is prefixed with `where`, the setting that holds the schedule.
+    """
+    if isinstance(spec, numbers.Real) and not isinstance(spec, bool):
+        return sparsity_schedules.constant_sparsity(sparsity_schedules.check_sparsity(spec, where))
+    if not isinstance(spec, Mapping):
+        raise ValueError(f"{where} must be a number in [0, 1) or a schedule {{'kind': one of {sorted(SCHEDULES)}, "
+                         f"...}} (got {spec!r})")
     spec = dict(spec)
     kind = spec.pop("kind", None)
     if kind not in SCHEDULES:
-        raise ValueError(f"prune.sparsity schedule kind {kind!r} is not one of {sorted(SCHEDULES)}")
+        raise ValueError(f"{where} schedule kind {kind!r} is not one of {sorted(SCHEDULES)}")
     try:
         return SCHEDULES[kind](**spec)
     except TypeError as e:
-        raise ValueError(f"prune.sparsity schedule {kind!r} does not accept {sorted(spec)}: {e}") from e
+        raise ValueError(f"{where} schedule {kind!r} does not accept {sorted(spec)}: {e}") from e
+    except ValueError as e:
+        raise ValueError(f"{where} schedule {kind!r}: {e}") from e
+
+
+def never_prunes(schedule: Callable[[Any], jnp.ndarray]) -> bool:
+    """Whether a (non-decreasing) sparsity schedule is 0 at every step: its value at the last int32 step is 0."""
+    return float(schedule(LAST_STEP)) == 0.0
+
+
+def _check_nm(n: Any, m: Any, scope: str, schedule: Callable[[Any], jnp.ndarray]) -> None:
+    """N:M settings: 1 <= n < m with scope='nm' (n = 0 prunes every weight, n = m none), unset otherwise."""
+    if scope != "nm":
+        if n or m:
+            raise ValueError(f"prune.n and prune.m are read only with scope='nm' (got n={n!r}, m={m!r} with "
+                             f"scope={scope!r}); set scope='nm', or leave n and m unset")
+        return
+    m = require_int("prune.m", m, low=2, fix="N:M pruning keeps n of every m consecutive weights (e.g. 2:4)")
+    n = require_int("prune.n", n, low=1, fix="n = 0 would keep no weight of a group, pruning every weight")
+    if n >= m:
+        raise ValueError(f"prune.n must be less than prune.m (got n={n}, m={m}); n = m keeps every weight, so "
+                         f"nothing would be pruned (for a dense control, drop the stage or use scope='layer' "
+                         f"with sparsity 0)")
+    if never_prunes(schedule):
+        raise ValueError("prune with scope='nm' prunes from the first step its sparsity schedule is above 0, and "
+                         "this prune.sparsity is 0 at every step, so nothing would be pruned; give a sparsity "
+                         "> 0 (its value is not used: n and m fix the sparsity)")
 
 
 def _like(tree: Any, values: Mapping[str, Any], fill: Callable[[Any], Any]) -> Any:
@@ -78,15 +115,22 @@ def prune(select: Selector = ".*kernel", sparsity: Union[float, Mapping[str, Any
     consecutive entries along the input axis (axis 0 of a Dense kernel) are
     kept from the first step the schedule is above zero; the schedule's value
     itself is not used. `seed` draws the criterion's key when `init` is given none.
+
+    Settings are checked here, before any step: `sparsity` in [0, 1) (1.0 would
+    prune every weight; 0.0 is a dense control) or a schedule of such values;
+    with scope='nm', integers 1 <= n < m (n = 0 would prune every weight, and
+    n = m none, so both are refused) and a schedule above 0 at some step; n and
+    m are refused with other scopes, which would ignore them; `update_every`
+    an integer >= 1.
     """
     criterion = make_criterion(criterion)
     if scope not in SCOPES:
         raise ValueError(f"prune.scope {scope!r} is not one of {list(SCOPES)}")
-    if scope == "nm" and not (1 <= m and 0 <= n <= m):
-        raise ValueError(f"prune with scope='nm' needs 0 <= n <= m and m >= 1 (got n={n}, m={m})")
-    if update_every < 1:
-        raise ValueError(f"prune.update_every must be >= 1 (got {update_every})")
     schedule = make_schedule(sparsity)
+    _check_nm(n, m, scope, schedule)
+    update_every = require_int("prune.update_every", update_every, low=1,
+                               fix="the masks are re-scored every update_every steps")
+    seed = require_int("prune.seed", seed)
 
     def new_masks(scores: dict, old: dict, target) -> dict:
         # Pruned entries stay pruned: they rank below everything still alive.

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 from compression import pruning_masks
 from compression.registries import Registry
 from compression.selection import leaves_by_path
+from compression.transform import require_batches
 
 Scores = dict  # {parameter path: float32 array shaped like the weight}
 
@@ -103,9 +104,7 @@ class Snip(Criterion):
 
     def init_scores(self, weights, key, batches, params):
         del key
-        if batches is None:
-            raise ValueError("prune with criterion='snip' needs training batches at init: set "
-                             "config.compression.init_batches to 1 or more")
+        batches = require_batches(batches, "prune with criterion='snip'")
         grads = leaves_by_path(batches.mean_gradient(params))
         return {p: jnp.abs(grads[p] * w).astype(jnp.float32) for p, w in weights.items()}
 

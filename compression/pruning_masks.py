@@ -173,7 +173,8 @@ def nm_mask(scores: jnp.ndarray, n: int, m: int, axis: int = 0) -> jnp.ndarray:
     dimension that the sparse tensor cores reduce over. Ties within a group:
     lower index pruned first. `n` and `m` are Python ints (they fix the
     structure); 0 <= n <= m (n == m keeps everything) and the axis length
-    must be divisible by `m`. Returns a bool mask of `scores`' shape.
+    must be divisible by `m`. Returns a bool mask of `scores`' shape. (The
+    `prune` technique refuses both ends, n = 0 and n = m, when it is built.)
     """
     scores = jnp.asarray(scores)
     for name, v in (("n", n), ("m", m)):

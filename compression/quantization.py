@@ -48,7 +48,8 @@ from compression import mixed_precision, quantization_schemes, quantizers as qz
 from compression.quantization_schemes import Scheme
 from compression.registry import register
 from compression.selection import Selector, leaves_by_path, map_at_paths, match_rules, nest_paths, selected_paths
-from compression.transform import PARAMS, Transform
+from compression.settings import require_float, require_int
+from compression.transform import PARAMS, Transform, require_batches
 
 LEARNED = "scales"  # the trainable's entry for learned scales (LSQ's step, TTQ's positive/negative)
 DEFAULT_BITS = 8  # the width of a scheme without fixed bits when `bits` is unset
@@ -88,6 +89,14 @@ def quantize(select: Selector = ".*kernel", scheme: Union[str, Scheme] = "unifor
     tensor, `recalibrate_every` steps (0: only at init), `clip_weights`
     (default: the scheme's `clips_weights`), and for bits='auto' the
     `budget_bits_per_weight` and the `candidate_bits` to allocate from.
+
+    Every setting is checked here, before any step (a scheme checks its own
+    when it is built): bit-widths are integers 1-16 the scheme can use,
+    `recalibrate_every` an integer >= 0, `channel_axis` an integer (in range
+    for every selected weight: checked at init, where the shapes are known),
+    and with bits='auto' a budget of at least min(candidate_bits), the
+    narrowest allocation; a budget without bits='auto' would be ignored and
+    is refused. bits='auto' needs at least one init batch (`require_batches`).
     """
     scheme = quantization_schemes.make_scheme(scheme, {k: v for k, v in settings.items() if v is not None},
                                               ignore_unused=ACCEPTED_UNUSED)
@@ -96,18 +105,14 @@ def quantize(select: Selector = ".*kernel", scheme: Union[str, Scheme] = "unifor
     if fixed is not None and bits != fixed:
         raise ValueError(f"quantize.scheme {scheme.name!r} uses {fixed} bit(s); got bits={bits!r} "
                          f"(leave bits unset, or use scheme 'uniform' for other widths)")
-    if recalibrate_every < 0:
-        raise ValueError(f"quantize.recalibrate_every {recalibrate_every} must be >= 0 (0: only at init)")
+    recalibrate_every = require_int("quantize.recalibrate_every", recalibrate_every, low=0,
+                                    fix="the ranges are recalibrated every that many steps (0: only at init)")
+    channel_axis = require_int("quantize.channel_axis", channel_axis,
+                               fix="the axis of the output channels (-1 for Dense and Conv kernels)")
     # An int 1-16, (regex, bits) rules or 'auto'; any other string is an error here, not at init.
     for b in _bit_values(bits):
         scheme.check_bits(b, "quantize")
-    if bits == "auto" and budget_bits_per_weight is None:
-        raise ValueError("quantize.bits='auto' needs budget_bits_per_weight (the average bits a weight may use)")
-    for b in candidate_bits:
-        qz.check_bits(b, "quantize.candidate_bits")
-    if bits == "auto":
-        for b in candidate_bits:
-            scheme.check_bits(b, f"quantize.candidate_bits {tuple(candidate_bits)}")
+    candidate_bits = _check_auto(bits, budget_bits_per_weight, candidate_bits, scheme)
     axis = channel_axis if per_channel else None
     clip = scheme.clips_weights if clip_weights is None else clip_weights
 
@@ -123,10 +128,13 @@ def quantize(select: Selector = ".*kernel", scheme: Union[str, Scheme] = "unifor
         for p in paths:
             if np.ndim(leaves[p]) == 0:
                 raise ValueError(f"quantize.select matched the scalar {p}; select weight tensors")
+            # The statistics reduce over axes modulo the rank: an axis out of range would pick another one.
+            if axis is not None and not -np.ndim(leaves[p]) <= axis < np.ndim(leaves[p]):
+                raise ValueError(f"quantize.channel_axis {axis} is out of range for {p} of shape "
+                                 f"{np.shape(leaves[p])}; use -1 (the last axis), or per_channel=False")
         if bits == "auto":
-            if batches is None:
-                raise ValueError("quantize.bits='auto' measures each layer's sensitivity on training batches: "
-                                 "set compression.init_batches > 0")
+            batches = require_batches(batches, "quantize.bits='auto', which measures each layer's sensitivity "
+                                               "on training batches,")
             per_path = _auto_bits(params, paths, batches, candidate_bits, budget_bits_per_weight, quantize_leaf)
         else:
             per_path = _bits_per_path(params, paths, bits)
@@ -179,8 +187,34 @@ def _bit_values(bits) -> list[int]:
             raise ValueError(f"quantize.bits {bits!r}: use an integer 1-16, a list of (regex, bits) rules, or 'auto'")
         return []
     if isinstance(bits, (list, tuple)):
+        for rule in bits:
+            if isinstance(rule, (str, bytes)) or not isinstance(rule, Sequence) or len(rule) != 2:
+                raise ValueError(f"quantize.bits rule {rule!r} must be a (path regex, bits) pair, "
+                                 f"e.g. ('Dense_0/kernel', 4)")
         return [qz.check_bits(rule[1], f"quantize.bits rule {tuple(rule)}") for rule in bits]
     return [qz.check_bits(bits, "quantize.bits")]
+
+
+def _check_auto(bits, budget, candidates, scheme: Scheme) -> tuple[int, ...]:
+    """The candidate widths; for bits='auto' a budget the narrowest candidates can meet, else no budget."""
+    if isinstance(candidates, (str, bytes)) or not isinstance(candidates, Sequence) or not candidates:
+        raise ValueError(f"quantize.candidate_bits must be a non-empty list of bit-widths (got {candidates!r})")
+    candidates = tuple(qz.check_bits(b, "quantize.candidate_bits") for b in candidates)
+    if bits != "auto":
+        if budget is not None:
+            raise ValueError(f"quantize.budget_bits_per_weight is read only with bits='auto' (got "
+                             f"{budget!r} with bits={bits!r}); set bits='auto', or leave the budget unset")
+        return candidates
+    if budget is None:
+        raise ValueError("quantize.bits='auto' needs budget_bits_per_weight (the average bits a weight may use)")
+    for b in candidates:
+        scheme.check_bits(b, f"quantize.candidate_bits {candidates}")
+    # Every layer at the narrowest candidate averages min(candidates) bits: a smaller budget cannot be met,
+    # and is refused here rather than after the sensitivity of every layer has been measured.
+    require_float("quantize.budget_bits_per_weight", budget, low=min(candidates),
+                  fix=f"the narrowest of candidate_bits {candidates} gives {min(candidates)} bits per weight; "
+                      f"raise the budget or add narrower candidates")
+    return candidates
 
 
 def _bits_per_path(params, paths, bits) -> dict[str, int]:

@@ -36,7 +36,6 @@ described in `compression.quantizers`.
 from __future__ import annotations
 
 import dataclasses
-import numbers
 from typing import Any, Mapping, Optional, Sequence, Union
 
 import jax.numpy as jnp
@@ -45,6 +44,7 @@ import numpy as np
 from compression import quantizers as qz
 from compression.export import Coded
 from compression.registries import Registry
+from compression.settings import require_float
 
 
 
@@ -194,11 +194,8 @@ class Uniform(_AffineFakeQuant):
         qz.check_ste(self.ste, "quantize.ste")
         if self.calibration not in qz.CALIBRATIONS:
             raise ValueError(f"quantize.calibration {self.calibration!r} is not one of {list(qz.CALIBRATIONS)}")
-        if not 50.0 < self.percentile <= 100.0:
-            raise ValueError(f"quantize.percentile {self.percentile} must be in (50, 100]")
-        if isinstance(self.mse_grid, bool) or not isinstance(self.mse_grid, numbers.Integral) or self.mse_grid < 1:
-            raise ValueError(f"quantize.mse_grid {self.mse_grid!r} must be an integer >= 1 "
-                             f"(the clipping fractions searched)")
+        qz.check_percentile(self.percentile, "quantize.percentile")
+        qz.check_mse_grid(self.mse_grid, "quantize.mse_grid")
 
     def check_bits(self, bits, where):
         _check_symmetric_bits(self.symmetric, bits, where)
@@ -306,9 +303,9 @@ class Binary(Scheme):
         return binary_coded(values, state)
 
 
-def _check_threshold(threshold) -> None:
-    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or threshold < 0:
-        raise ValueError(f"quantize.threshold {threshold!r} must be a number >= 0")
+def _check_threshold(threshold, high=None, fix: str = "") -> None:
+    # A NaN threshold compares False with every weight: nothing would be told apart from zero.
+    require_float("quantize.threshold", threshold, low=0, high=high, high_open=True, fix=fix)
 
 
 @register_scheme("ternary")
@@ -320,7 +317,8 @@ class Ternary(Scheme):
     threshold: float = 0.7
 
     def __post_init__(self):
-        _check_threshold(self.threshold)
+        # Any finite factor >= 0 (0: every weight is +-alpha); how large is too large depends on the weights.
+        _check_threshold(self.threshold, fix="TWN's threshold is threshold * mean|w| (Li et al. 2016: 0.7)")
 
     def calibrate(self, w, bits, learned, axis):
         delta, alpha = qz.twn_threshold_and_scale(w, self.threshold, axis)
@@ -343,7 +341,10 @@ class TTQ(Scheme):
     threshold: float = 0.05
 
     def __post_init__(self):
-        _check_threshold(self.threshold)
+        # threshold * max|w| >= max|w| would set every weight to 0, so the factor stays below 1.
+        _check_threshold(self.threshold, high=1,
+                         fix="TTQ's threshold is threshold * max|w| (Zhu et al. 2017: 0.05); 1 or more would set "
+                             "every weight to 0")
 
     def initial_learned(self, w, bits, axis):
         delta = qz.ttq_threshold(w, self.threshold, axis)

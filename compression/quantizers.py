@@ -36,6 +36,8 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
+from compression.settings import require_float, require_int
+
 MIN_BITS, MAX_BITS = 1, 16
 STES = ("clipped", "identity")
 
@@ -55,11 +57,29 @@ def check_ste(ste: str, where: str) -> str:
     return ste
 
 
+def check_percentile(percentile, where: str) -> float:
+    """`percentile` as a float in (50, 100], else a ValueError naming `where` (the setting).
+
+    The calibrated range runs from the (100 - p)-th to the p-th percentile, so
+    p <= 50 would give an empty or inverted range; p = 100 is the min-max range.
+    """
+    return require_float(where, percentile, low=50, high=100, low_open=True,
+                         fix="the range runs from the (100 - p)-th to the p-th percentile (100: min-max)")
+
+
+def check_mse_grid(grid, where: str) -> int:
+    """`grid` (the clipping fractions k/grid the MSE search tries) as an int >= 1, else a ValueError."""
+    return require_int(where, grid, low=1, fix="the MSE search tries the clipping fractions k/grid, k = 1..grid")
+
+
 def fixed_point_bits(integer_bits: int, fraction_bits: int, bits: int, where: str) -> int:
     """Checks that Qm.n with a sign bit fills `bits` (1 + m + n = bits); returns n."""
     if integer_bits is None or fraction_bits is None:
         raise ValueError(f"{where}: fixed point needs integer_bits and fraction_bits "
                          f"(Qm.n with 1 + m + n = bits)")
+    # Integers first (1.5 bits is no format); the sum check below names a negative count.
+    require_int(f"{where}: integer_bits", integer_bits)
+    require_int(f"{where}: fraction_bits", fraction_bits)
     if integer_bits < 0 or fraction_bits < 0 or 1 + integer_bits + fraction_bits != bits:
         raise ValueError(f"{where}: fixed-point format Q{integer_bits}.{fraction_bits} does not add up "
                          f"to {bits} bits: a sign bit + {integer_bits} integer + {fraction_bits} fraction "

@@ -64,7 +64,7 @@ from compression import pruning_masks
 from compression.pruning import make_schedule
 from compression.registry import register
 from compression.selection import leaves_by_path, map_at_paths
-from compression.sparsity_schedules import check_sparsity
+from compression.settings import require_int
 from compression.structured_export import shrink_config, shrink_params
 from compression.transform import PARAMS, Transform
 from compression.unit_groups import UnitGroup, UnitSlice, check_groups, parse_groups
@@ -126,22 +126,23 @@ def structured_prune(groups: Sequence[Mapping[str, Any]], sparsity: Union[float,
     16 much faster than odd ones (a LeNet-5 conv with 15 filters is slower
     than one with 20 on XLA:CPU).
 
+    `update_every` (masks re-scored every that many steps) and `multiple_of`
+    are integers >= 1, checked here, before any step, as the sparsity is.
+
     State: {"masks": {group name: bool[n_units]}, "sparsity": float32}.
     """
     parsed = parse_groups(groups)
-    if isinstance(multiple_of, bool) or not isinstance(multiple_of, (int, np.integer)) or multiple_of < 1:
-        raise ValueError(f"structured_prune.multiple_of must be an integer >= 1 (got {multiple_of!r})")
+    multiple_of = require_int("structured_prune.multiple_of", multiple_of, low=1,
+                              fix="1 keeps any width; 8 or 16 rounds each kept count up to hardware-friendly widths")
     if multiple_of > 1 and scope != "layer":
         raise ValueError("structured_prune.multiple_of rounds each group's kept count: use scope='layer'")
     p = _norm(norm)
     if scope not in SCOPES:
         raise ValueError(f"structured_prune.scope {scope!r} is not one of {list(SCOPES)}")
-    if isinstance(update_every, (bool, np.bool_)) or not isinstance(update_every, (int, np.integer)) \
-            or update_every < 1:
-        raise ValueError(f"structured_prune.update_every must be an integer >= 1 (got {update_every!r})")
-    if isinstance(sparsity, (int, float)) and not isinstance(sparsity, bool):
-        check_sparsity(sparsity, "structured_prune.sparsity")
-    schedule = make_schedule(sparsity)
+    update_every = require_int("structured_prune.update_every", update_every, low=1,
+                               fix="the masks are re-scored every update_every steps")
+    # A number is checked by make_schedule as structured_prune.sparsity; so is every schedule argument.
+    schedule = make_schedule(sparsity, "structured_prune.sparsity")
 
     def new_masks(weights: Any, old: Mapping[str, Any], target) -> dict:
         leaves = leaves_by_path(weights)

@@ -17,7 +17,9 @@ optimizer step (schedules, re-scoring) and ends with the technique's
 projection (re-zeroing pruned weights, BinaryConnect's clip). Masks, scales
 and schedule values are arrays in `state`, never Python constants, so a
 changing schedule does not recompile the train step. `batches` is None or,
-for data-aware techniques (SNIP, calibration, DRONE), an `InitBatches`.
+for data-aware techniques (SNIP, calibration, DRONE), an `InitBatches`; such
+a technique calls `require_batches` first, so that no batches (None) and an
+empty list are refused alike, with one message.
 
 Optional capabilities, each with an identity default so that neither `chain`
 nor a driver tests for their absence:
@@ -81,6 +83,21 @@ class InitBatches(NamedTuple):
         return InitBatches(self.batches, lambda p, batch: self.loss_fn(apply(p), batch),
                            None if statistics is None else
                            lambda p, *args, **kwargs: statistics(apply(p), *args, **kwargs))
+
+
+def require_batches(batches: Optional[InitBatches], who: str, hint: str = "") -> InitBatches:
+    """`batches` if it holds at least one batch, else the one ValueError every data-aware technique raises.
+
+    None (the driver's `compression.init_batches = 0`) and an empty list get
+    the same message: without a batch a gradient is a sum of nothing (SNIP's
+    scores), a calibration range has no inputs, a sensitivity is a mean of
+    nothing (NaN). `who` names the technique and setting that reads data;
+    `hint` is an alternative that needs none, if there is one.
+    """
+    if batches is None or not len(batches.batches):
+        raise ValueError(f"{who} needs at least one batch at init: set config.compression.init_batches > 0"
+                         + hint)
+    return batches
 
 
 def no_projection(trainable: PyTree, state: PyTree) -> PyTree:

@@ -45,10 +45,11 @@ def test_weighted_terms_add_up_and_l2_reads_the_effective_params():
 @pytest.mark.parametrize("specs,message", [
     ([], "names no term"),
     ([{"term": "kl_magic"}], "term 'kl_magic' is not one of"),
-    ([{"term": "cross_entropy", "weight": -1}], "weight -1 must be a number >= 0"),
+    ([{"term": "cross_entropy", "weight": -1}], r"weight must be a finite number >= 0 \(got -1\)"),
     ([{"term": "cross_entropy"}, {"term": "cross_entropy"}], "repeat a name"),
     ([{"term": "cross_entropy", "temperature": 2}], "does not accept settings"),
-    ([{"term": "cross_entropy", "label_smoothing": 1.0}], r"label_smoothing 1.0 must be in \[0, 1\)"),
+    ([{"term": "cross_entropy", "label_smoothing": 1.0}],
+     r"label_smoothing must be a finite number in \[0, 1\) \(got 1.0\)"),
 ])
 def test_bad_loss_configs_name_the_problem(specs, message):
     with pytest.raises(ValueError, match=message):

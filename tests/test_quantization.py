@@ -313,8 +313,8 @@ def test_orders_differ_once_prune_rescores_on_the_quantized_weights():
     ({"bits": "foo", "symmetric": False}, ["quantize.bits 'foo'", "integer 1-16", "(regex, bits) rules", "'auto'"]),
     ({"bits": "8"}, ["quantize.bits '8'", "integer 1-16"]),
     ({"binary_scale": "max"}, ["quantize.binary_scale 'max'", "'mean'", "'none'"]),
-    ({"recalibrate_every": -1}, ["quantize.recalibrate_every -1", ">= 0"]),
-    ({"percentile": 40.0}, ["quantize.percentile 40.0", "(50, 100]"]),
+    ({"recalibrate_every": -1}, ["quantize.recalibrate_every", ">= 0", "(got -1)"]),
+    ({"percentile": 40.0}, ["quantize.percentile", "(50, 100]", "(got 40.0)"]),
 ])
 def test_bad_quantize_settings_name_the_setting_and_the_allowed_values(settings, substrings):
     with pytest.raises(ValueError) as error:
