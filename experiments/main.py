@@ -3,11 +3,14 @@
 Any config field can be overridden: --config.train.num_steps=100. Without
 --workdir the run goes to runs/NAME (NAME from the config file, plus
 `_quick` for the quick variant). Re-running the same command resumes from the
-newest checkpoint in the workdir.
+newest checkpoint in the workdir; a rerun whose config changes what is
+trained is refused (use a new workdir; see experiments/workdir.py). Errors
+about settings, data or the workdir print one line (--traceback: the stack).
 """
 from __future__ import annotations
 
 import os
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -21,6 +24,8 @@ def define_flags() -> None:
                                     lock_config=True)
     flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and results.json go (default runs/NAME).")
     flags.DEFINE_bool("progress", True, "Show a progress bar.")
+    flags.DEFINE_bool("traceback", False, "On a configuration or workdir error, print the whole stack "
+                      "(by default only the message, which names the setting and the fix).")
     flags.mark_flags_as_required(["config"])
 
 
@@ -38,16 +43,38 @@ def main(argv: list[str]) -> None:
     import jax
 
     from experiments import train
+    from experiments import workdir as workdir_lib
 
     if os.environ.get("JAX_COORDINATOR_ADDRESS") or FLAGS.config.mesh.get("distributed", False):
         jax.distributed.initialize()  # multi-host: every process runs this same command
     workdir = FLAGS.workdir or default_workdir(config_flags.get_config_filename(FLAGS["config"]))
-    results = train.train_and_evaluate(FLAGS.config, workdir, progress=FLAGS.progress)
+    # Errors about the config, the data, the workdir or a diverged run: their message is the whole story.
+    try:
+        results = train.train_and_evaluate(FLAGS.config, workdir, progress=FLAGS.progress)
+    except (ValueError, FileNotFoundError, FloatingPointError, workdir_lib.RunError) as e:
+        if FLAGS.traceback:
+            raise
+        sys.exit(f"error: {e}\n(the whole stack: add --traceback)")
     if results is not None:
         print(f"results: {os.path.join(workdir, 'results.json')}")
         print({k: round(v, 4) for k, v in results["metrics"].items()})
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with a --config.KEY=VALUE override of a field the config lacks said in one line."""
+    try:
+        return FLAGS(argv)
+    except (AttributeError, KeyError) as e:  # ml_collections' config_flags on an unknown field
+        overrides = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.")]
+        message = e
+        while isinstance(message, BaseException) and message.args:  # KeyError inside AttributeError
+            message = message.args[0]
+        sys.exit(f"error: a --config override names a field the config does not have: "
+                 f"{str(message).replace(chr(10), ' ')} "
+                 f"(overrides given: {', '.join(overrides)}); an override can only change a field the "
+                 f"config file defines")
+
+
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -11,15 +11,17 @@ uninterrupted one would.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import functools
 import json
+import logging as logging_lib
 import math
 import os
 import platform
-import subprocess
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import flax
 import jax
@@ -29,13 +31,16 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from absl import logging
 from tqdm import tqdm
 
-from compression import accounting, export, intercept, losses, registry
+from compression import accounting, export, intercept, losses, registry, settings
 from compression.selection import match_rules, path_str
 from compression.transform import InitBatches, Transform, export_model
+from configs import default as default_config
 from experiments import data as data_lib
-from experiments import models
+from experiments import models, provenance
+from experiments import workdir as workdir_lib
 from experiments.metrics_log import MetricsLog
 
 # ---------------------------------------------------------------- mesh and sharding
@@ -54,7 +59,18 @@ def create_mesh(mesh_config: Any) -> Mesh:
         raise ValueError(f"mesh data={data} x model={model} needs {data * model} devices but "
                          f"{len(devices)} are available (on CPU, set XLA_FLAGS="
                          f"--xla_force_host_platform_device_count=N before jax is imported)")
+    if data * model < len(devices):
+        logging.warning("the mesh (data=%d x model=%d) uses %d of the %d devices; the others stay idle "
+                        "(mesh.data=-1 takes every device)", data, model, data * model, len(devices))
     return Mesh(np.asarray(devices[:data * model]).reshape(data, model), ("data", "model"))
+
+
+def hardware(mesh: Mesh) -> dict[str, Any]:
+    """What a run ran on (results.json `hardware`): platform, devices present and used, mesh shape, processes."""
+    return {"platform": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
+            "device_count": jax.device_count(), "devices_used": int(mesh.devices.size),
+            "mesh": {name: int(size) for name, size in mesh.shape.items()},
+            "process_count": jax.process_count()}
 
 
 def param_specs(tree: Any, rules: Any, mesh: Mesh) -> Any:
@@ -86,6 +102,68 @@ class _Spec:
     """A partition spec held as one pytree leaf (a bare tuple would be flattened)."""
 
     axes: tuple
+
+
+# ---------------------------------------------------------------- the driver's settings
+
+# (dotted key, kind, lowest allowed, highest allowed); a technique checks its
+# own settings when it is built (compression.registry.build).
+DRIVER_SETTINGS = (
+    ("seed", int, 0, 2 ** 32 - 1),
+    ("train.num_steps", int, 0, None),
+    ("train.batch_size", int, 1, None),
+    ("train.eval_batch_size", int, 1, None),
+    ("train.log_every", int, 1, None),
+    ("train.checkpoint_every", int, 1, None),
+    ("train.eval_every", int, 0, None),
+    ("train.eval_max_batches", int, 0, None),
+    ("train.stop_after", int, 0, None),
+    ("compression.init_batches", int, 0, None),
+    ("optimizer.warmup_steps", int, 0, None),
+    ("optimizer.grad_clip", float, 0.0, None),
+    ("optimizer.weight_decay", float, 0.0, None),
+    ("optimizer.restart_scale", float, 0.0, None),
+)
+
+
+def check_settings(config: Any) -> None:
+    """Refuses a driver setting out of its range (DRIVER_SETTINGS, the learning rate, momentum), naming it.
+
+    Runs before any data is read: a setting that makes the run degenerate (a
+    zero batch, a learning rate <= 0, an evaluation batch of 0 that would
+    only fail after training) is an error, never a result.
+    """
+    for key, kind, low, high in DRIVER_SETTINGS:
+        node = config
+        for part in key.split("."):
+            node = node.get(part) if hasattr(node, "get") else None
+        if node is None:
+            continue
+        if kind is int:
+            settings.require_int(key, node, low=low, high=high)
+        else:
+            settings.require_float(key, node, low=low, high=high)
+    settings.require_float("optimizer.learning_rate", config.optimizer.learning_rate, low=0.0, low_open=True,
+                           fix="a run that cannot move its weights (or climbs the loss) is not a result")
+    if "momentum" in config.optimizer:
+        settings.require_float("optimizer.momentum", config.optimizer.momentum, low=0.0, high=1.0,
+                               high_open=True, fix="at 1 or above the updates never decay")
+
+
+def check_finite(tree: Any, what: str) -> None:
+    """Refuses a parameter tree with a NaN or infinite entry, naming the first such path.
+
+    Quantizing or exporting such a tensor turns it into NaN or zeros
+    silently; it is refused where it enters the run.
+    """
+    floats = [(kp, leaf) for kp, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+              if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)]
+    finite = jax.device_get([jnp.all(jnp.isfinite(leaf)) for _, leaf in floats])
+    bad = [path_str(kp) for (kp, _), ok in zip(floats, finite) if not ok]
+    if bad:
+        raise ValueError(f"{what} has non-finite values (NaN or inf) in {', '.join(bad[:5])}"
+                         f"{' and more' if len(bad) > 5 else ''}; a model with them cannot be trained, "
+                         f"quantized or exported: fix or re-create it")
 
 
 # ---------------------------------------------------------------- optimizer, loss, steps
@@ -269,14 +347,17 @@ def _put_batch_array(x: np.ndarray, sharding: NamedSharding) -> Any:
 
 
 def build_run(config: Any, dataset: Optional[data_lib.Dataset] = None) -> Run:
-    """Builds the run `config` describes, with freshly initialized parameters placed on the mesh."""
+    """Builds the run `config` describes, with freshly initialized parameters placed on the mesh.
+
+    Every setting is checked here, before the first step: the driver's
+    (`check_settings`), the mesh's, and each technique's when it is built.
+    """
+    check_settings(config)
     dataset = dataset or data_lib.load_dataset(config.dataset, config.get("data_dir", ".data"))
     model = models.build_model(config.model, dataset.num_classes)
     transform = registry.build_chain(list(config.compression.get("stages", [])))
     mesh = create_mesh(config.mesh)
     num_steps = int(config.train.num_steps)
-    if num_steps < 0:
-        raise ValueError(f"train.num_steps must be >= 0 (got {num_steps}; 0 evaluates and exports only)")
     batch_size = int(config.train.batch_size)
     for key in ("batch_size", "eval_batch_size"):
         if int(config.train[key]) % mesh.shape["data"]:
@@ -292,6 +373,8 @@ def build_run(config: Any, dataset: Optional[data_lib.Dataset] = None) -> Run:
                                   out_shardings=(shardings, None))(init_key)
     if config.get("init_from"):
         params, model_state = load_pretrained(config.init_from, abstract, shardings, abstract_state)
+    check_finite({"params": params, **model_state},
+                 f"init_from {config.init_from!r}" if config.get("init_from") else "the initialized model")
     teacher = load_teacher(config, dataset, mesh)
     loss = losses.build_loss(list(config.get("loss", [{"term": "cross_entropy"}])))
 
@@ -354,6 +437,7 @@ def load_teacher(config: Any, dataset: data_lib.Dataset, mesh: Mesh) -> Optional
         raise FileNotFoundError(f"teacher.export {path!r} does not exist: run the teacher's config first "
                                 f"(its export is DIR/export/params.safetensors)")
     model_config, params, model_state = read_export(path)
+    check_finite({"params": params, **model_state}, f"teacher.export {path!r}")
     teacher = models.build_model(ml_collections.ConfigDict(model_config), dataset.num_classes)
     example = _example_input(config, dataset)
     model_params, _ = intercept.split_params(params)
@@ -464,28 +548,139 @@ def _evaluate_with(run: Run, step: Callable, variables: Any, max_batches: int = 
     return {"loss": loss_sum / count, "accuracy": correct / count}
 
 
+class CheckpointError(workdir_lib.RunError):
+    """A checkpoint could not be saved or restored; the message names the cause and what to do."""
+
+
 def _checkpoint_manager(workdir: str, config: Any) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(
         save_interval_steps=max(1, int(config.train.checkpoint_every)), max_to_keep=2,
         enable_async_checkpointing=True)
-    return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")), options=options)
+    return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")), options=options,
+                                 item_handlers=ocp.StandardCheckpointHandler())
 
 
 def restore_latest(manager: ocp.CheckpointManager, state: Any) -> tuple[Any, int]:
-    """The newest checkpoint in the manager restored onto `state`'s shapes and shardings, and its step."""
+    """The newest checkpoint in the manager restored onto `state`'s shapes and shardings, and its step.
+
+    A checkpoint that does not fit the state (another model or chain) is a
+    CheckpointError naming the differing arrays; the checkpoint is untouched.
+    """
     step = manager.latest_step()
     if step is None:
         return state, 0
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state)
-    return manager.restore(step, args=ocp.args.StandardRestore(abstract)), int(step)
+    # Compared before reading: a restore orbax abandons midway leaves its readers pending.
+    mismatch = _checkpoint_mismatch(manager, step, abstract)
+    try:
+        if mismatch:
+            raise ValueError(mismatch)
+        return manager.restore(step, args=ocp.args.StandardRestore(abstract)), int(step)
+    except Exception as e:  # orbax raises ValueError, KeyError, FileNotFoundError, ... here
+        raise CheckpointError(
+            f"the checkpoint of step {step} in {manager.directory} does not fit this run "
+            f"({mismatch or _root_cause(e)}): it was written by another model, chain or version of the "
+            f"code. Use a new workdir, or delete {manager.directory} to train from scratch here") from e
+
+
+def _checkpoint_mismatch(manager: ocp.CheckpointManager, step: int, abstract: Any) -> str:
+    """The arrays whose shapes differ between the stored checkpoint and `abstract`, as one line ('' if none)."""
+    try:
+        stored = _shapes_by_path(manager.item_metadata(step))
+    except Exception:  # no readable metadata: the caller falls back to orbax's message
+        return ""
+    wanted = _shapes_by_path(abstract)
+    # The model's own arrays first: they say most plainly which model wrote the checkpoint.
+    differ = sorted((p for p in set(stored) | set(wanted) if stored.get(p) != wanted.get(p)),
+                    key=lambda p: (not p.startswith("trainable/params/"), p))
+    shown = ", ".join(f"{p}: stored {stored.get(p, 'absent')} vs this run {wanted.get(p, 'absent')}"
+                      for p in differ[:4])
+    return shown + (f" and {len(differ) - 4} more" if len(differ) > 4 else "")
+
+
+def _shapes_by_path(tree: Any) -> dict[str, tuple]:
+    # Orbax's metadata keys tuples and NamedTuples by index/name as dict keys; compare by the names alone.
+    def name(entry):
+        for attr in ("key", "idx", "name"):
+            if hasattr(entry, attr):
+                return str(getattr(entry, attr))
+        return str(entry)
+
+    return {"/".join(name(k) for k in kp): tuple(getattr(leaf, "shape", ()))
+            for kp, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _root_cause(error: BaseException) -> str:
+    """The first line of the innermost exception in `error`'s chain (orbax wraps the real cause)."""
+    while error.__cause__ is not None or (error.__context__ is not None and not error.__suppress_context__):
+        error = error.__cause__ or error.__context__
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    # Orbax's own advice (strict=False, padding) would load a wrong model.
+    return text.split(" Truncating/padding is disabled")[0]
+
+
+def _save(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
+    """Starts an asynchronous save of `state` at `step` (the previous save's error surfaces here)."""
+    with _save_errors(manager, step):
+        manager.save(step, args=ocp.args.StandardSave(state))
 
 
 def _save_final(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
     """Checkpoints `state` at `step` unless the cadence already did, and waits for the write."""
     jax.block_until_ready(state)
-    if manager.latest_step() != step:
-        manager.save(step, args=ocp.args.StandardSave(state), force=True)
-    manager.wait_until_finished()
+    with _save_errors(manager, step):
+        if manager.latest_step() != step:
+            manager.save(step, args=ocp.args.StandardSave(state), force=True)
+        manager.wait_until_finished()
+
+
+@contextlib.contextmanager
+def _save_errors(manager: ocp.CheckpointManager, step: int) -> Iterator[None]:
+    """Turns a failed checkpoint save into one CheckpointError line: the cause and what to do.
+
+    Orbax writes a checkpoint into a temporary folder and renames it when
+    complete, so a failed save (a full disk) leaves the older checkpoints
+    usable, and a rerun resumes from the newest complete one.
+    """
+    try:
+        yield
+    except Exception as e:  # orbax re-raises its writer threads' errors at the next save or wait
+        cause = _root_cause(e)
+        full = isinstance(e, OSError) and e.errno == errno.ENOSPC or "No space left" in cause
+        newest = manager.all_steps()
+        kept = (f"the newest complete checkpoint (step {max(newest)}) is kept" if newest
+                else "no checkpoint was completed")
+        raise CheckpointError(
+            f"saving a checkpoint in {manager.directory} failed at step {step}: {cause}; {kept}. "
+            f"{'Free some disk space (or give --workdir a larger disk)' if full else 'Check the disk'}, "
+            f"then run the same command again to resume") from e
+
+
+@contextlib.contextmanager
+def _orbax_errors_to(path: str) -> Iterator[None]:
+    """Keeps orbax's background-thread error logs (hundreds of lines each) out of the terminal, in `path`.
+
+    The driver raises one CheckpointError line with the cause; the full
+    orbax logs of a failed save stay in `path` for whoever needs them.
+    """
+    records: list[str] = []
+
+    def keep(record: Any) -> bool:
+        if record.levelno >= logging_lib.ERROR and f"{os.sep}orbax{os.sep}" in record.pathname:
+            records.append(logging_lib.Formatter().format(record))
+            return False
+        return True
+
+    logger = logging_lib.getLogger("absl")
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
+        if records:
+            with open(path, "a") as f:
+                f.write("\n\n".join(records) + "\n")
+            print(f"orbax reported {len(records)} error(s) while checkpointing; full logs: {path}")
 
 
 def _raise_on_nan(step: int, history: list[dict], last_finite: Optional[dict]) -> None:
@@ -497,17 +692,32 @@ def _raise_on_nan(step: int, history: list[dict], last_finite: Optional[dict]) -
 
 
 def train_loop(run: Run, workdir: str, log: Optional[MetricsLog] = None, progress: bool = True,
-               batches: Optional[Callable[[int], dict]] = None) -> dict[str, Any]:
+               batches: Optional[Callable[[int], dict]] = None,
+               on_restored: Optional[Callable[[], None]] = None) -> dict[str, Any]:
     """Trains `run` from its newest checkpoint in `workdir` to `train.num_steps` (or `train.stop_after`).
 
     `batches(step)` overrides the data pipeline (the step benchmark passes
-    in-memory batches). Returns timing: per-step wall times measured after
-    the lag-1 wait, the compile count of the train step, and whether the run
-    reached num_steps.
+    in-memory batches); `on_restored()` runs once the newest checkpoint has
+    been restored onto the run's state (or there is none). Returns timing:
+    per-step wall times measured after the lag-1 wait, the compile count of
+    the train step, and whether the run reached num_steps.
     """
+    manager = _checkpoint_manager(workdir, run.config)
+    try:
+        with _orbax_errors_to(os.path.join(workdir, "checkpoint_errors.log")):
+            return _train_steps(run, manager, log, progress, batches, on_restored)
+    finally:
+        with contextlib.suppress(Exception):  # a failed save re-raises here; it was reported already
+            manager.close()
+
+
+def _train_steps(run: Run, manager: ocp.CheckpointManager, log: Optional[MetricsLog], progress: bool,
+                 batches: Optional[Callable[[int], dict]], on_restored: Optional[Callable[[], None]]
+                 ) -> dict[str, Any]:
     config = run.config
-    manager = _checkpoint_manager(workdir, config)
     state, start = restore_latest(manager, run.state)
+    if on_restored is not None:
+        on_restored()
     stop_after = int(config.train.get("stop_after", 0))
     end = run.num_steps if stop_after <= 0 else min(run.num_steps, start + stop_after)
     log_every = max(1, int(config.train.log_every))
@@ -558,7 +768,7 @@ def train_loop(run: Run, workdir: str, log: Optional[MetricsLog] = None, progres
                     log.write(step, {f"{split}_{k}": v for k, v in ev.items()})
             # Orbax's own cadence check costs ~40 us a call: ask it only when a save is due.
             if step % checkpoint_every == 0:
-                manager.save(step, args=ocp.args.StandardSave(state))
+                _save(manager, step, state)
             bar.update(1)
     except KeyboardInterrupt:
         # Nothing lost on interruption: keep the state reached so far, then stop.
@@ -566,7 +776,6 @@ def train_loop(run: Run, workdir: str, log: Optional[MetricsLog] = None, progres
         bar.close()
         raise
     _save_final(manager, step, state)
-    manager.close()
     bar.close()
     run.state = state
     steady = step_times[2:] if len(step_times) > 4 else step_times
@@ -579,16 +788,10 @@ def train_loop(run: Run, workdir: str, log: Optional[MetricsLog] = None, progres
 
 
 def versions() -> dict[str, str]:
-    """Python, jax, flax, optax versions and the git commit of the working tree."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                cwd=os.path.dirname(os.path.abspath(__file__)), timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, cwd=os.path.dirname(os.path.abspath(__file__)), timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit, dirty = "", ""
+    """Python, jax, flax, optax versions and the git commit of the code (`experiments.provenance.commit_of`)."""
     return {"python": platform.python_version(), "jax": jax.__version__, "flax": flax.__version__,
-            "optax": optax.__version__, "git_commit": (commit + ("-dirty" if dirty else "")) or "unknown"}
+            "optax": optax.__version__,
+            "git_commit": provenance.commit_of(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))}
 
 
 def export_run(run: Run, workdir: str) -> tuple[str, dict]:
@@ -608,6 +811,9 @@ def export_run(run: Run, workdir: str) -> tuple[str, dict]:
     model_config = run.config.model.to_dict()
     exported, model_config = export_model(run.transform, params, jax.device_get(run.state["comp_state"]),
                                           model_config)
+    if run.config.model.get("num_layers", 0) > 0 and model_config.get("num_layers") == 0:
+        print(f"note: the export keeps none of the model's {run.config.model.num_layers} layers (allowed: "
+              f"what remains is the embedding and the output head)")
     path = os.path.join(workdir, "export", "params.safetensors")
     rules = run.config.get("export", {}).get("codecs", ((".*", "dense"),))
     names = match_rules(exported, [tuple(rule) for rule in rules], what="export.codecs", allow_unused=True)
@@ -683,15 +889,35 @@ def int8_metrics(run: Run, export_path: str) -> dict[str, float]:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, progress: bool = True) -> Optional[dict]:
-    """Runs the experiment `config` in `workdir`; writes and returns results.json (None if stopped early)."""
+    """Runs the experiment `config` in `workdir`; writes and returns results.json (None if stopped early).
+
+    The workdir belongs to one config (`experiments.workdir`): a rerun
+    resumes or re-evaluates the run in it, and a rerun with a config that
+    trains something else is refused before anything is read or written.
+    config.json is stored only once every setting has passed its checks and
+    the workdir's newest checkpoint has been restored with it.
+    """
     start_time = time.time()
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-    run = build_run(config)
+    with workdir_lib.hold(workdir, jax.process_index()):
+        workdir_lib.check_config(workdir, config.to_dict(), default_config.get_config().to_dict())
+        run = build_run(config)
+        if run.num_steps == 0:
+            print("note: train.num_steps=0: nothing is trained; the results are those of the "
+                  f"{'init_from export' if config.get('init_from') else 'randomly initialized model'}")
+        return _train_evaluate_export(run, workdir, progress, start_time)
+
+
+def _train_evaluate_export(run: Run, workdir: str, progress: bool, start_time: float) -> Optional[dict]:
+    config = run.config
+
+    def store_config():
+        # Only now: the config passed every check and the workdir's checkpoint fits it.
+        if jax.process_index() == 0:
+            workdir_lib.write_json(os.path.join(workdir, workdir_lib.CONFIG_FILE), config.to_dict())
+
     log = MetricsLog(workdir)
     try:
-        timing = train_loop(run, workdir, log, progress)
+        timing = train_loop(run, workdir, log, progress, on_restored=store_config)
         _record_invocation(workdir, timing, time.time() - start_time)
         if not timing["finished"]:
             print(f"stopped at step {timing['step']} of {run.num_steps} (train.stop_after); "
@@ -710,11 +936,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, progress
         "compression": size,
         "timing": _accumulated_timing(workdir, timing, time.time() - start_time),
         "versions": versions(),
+        "hardware": hardware(run.mesh),
         "dataset": {"name": run.dataset.name, **{k: v for k, v in run.dataset.info.items()}},
         "artifacts": {"export": os.path.relpath(export_path, workdir), "metrics": "metrics.jsonl",
                       "tensorboard": "tensorboard"},
     }
-    write_results(os.path.join(workdir, "results.json"), results)
+    if jax.process_index() == 0:
+        write_results(os.path.join(workdir, "results.json"), results)
     return results
 
 
@@ -740,7 +968,7 @@ def _accumulated_timing(workdir: str, timing: dict, wall_s: float) -> dict:
     one's when it trained nothing (evaluation and export only).
     """
     path = os.path.join(workdir, TIMING_LOG)
-    lines = [json.loads(l) for l in open(path)] if os.path.exists(path) else []
+    lines = _read_jsonl(path) if os.path.exists(path) else []
     out = {"train_step_ms_median": timing["train_step_ms_median"], "compiles": timing["compiles"],
            "wall_s": wall_s, "steps_this_invocation": timing["steps_this_invocation"], "invocations": 1}
     if lines:
@@ -752,16 +980,22 @@ def _accumulated_timing(workdir: str, timing: dict, wall_s: float) -> dict:
     return out
 
 
+def _read_jsonl(path: str) -> list[dict]:
+    """The records of a JSON-lines file; a last line cut short by a killed run is left out, with a warning."""
+    with open(path) as f:
+        lines = [line for line in f.read().splitlines() if line.strip()]
+    records = []
+    for i, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i != len(lines) - 1:
+                raise ValueError(f"{path} line {i + 1} is not JSON; the file was edited by hand: delete it "
+                                 f"(the run then reports only this invocation's timing)") from None
+            logging.warning("%s: the last line was cut short (a run killed while writing it); left out", path)
+    return records
+
+
 def write_results(path: str, results: dict) -> None:
-    """Writes a results dict as sorted, indented JSON (numpy scalars and tuples made plain)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(results, f, indent=2, sort_keys=True, default=_json_default)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (np.generic,)):
-        return value.item()
-    if isinstance(value, (tuple, set)):
-        return list(value)
-    return str(value)
+    """Writes a results dict as sorted, indented JSON (numpy scalars and tuples made plain), atomically."""
+    workdir_lib.write_json(path, results)

@@ -842,3 +842,53 @@ def test_zhu_ordering_marks_means_the_seeds_do_not_separate():
     # With one seed each there is no std: a plain ordering.
     assert (pruning_unstructured._ordering({"gradual": [89.5], "oneshot": [88.2]})
             == "gradual > one-shot")
+
+
+def test_unrecoverable_numbers_keep_their_mark_through_arithmetic_and_formatting():
+    u = common.Unrecoverable
+    x, n = u(0.8912), u(266_610)
+    for derived in [100.0 * x, x * 100, 1 - x, x / 2, 2 / x, -x, abs(-x), x ** 2, round(x, 2),
+                    sum([x, 0.1]), n / 1000, 5 + n]:
+        assert common.is_unrecoverable(derived), derived
+    assert f"{x:.2f}" == "0.89†" and f"{n:,}" == "266,610†" and f"{n}" == "266610†"
+    assert f"{n / 2}" == "133305.0†" and str(n + 1) == "266611†"
+    assert float(x) == 0.8912 and not common.is_unrecoverable(float(x)) and x == 0.8912
+    assert common.format_stat([x, 0.8812]) == "0.89 ± 0.01†"  # one mark after mean ± std
+    assert common.format_stat([0.5, 0.5]) == "0.50 ± 0.00"
+    assert common.format_stat([n, 266_610], "{:,.0f}", collapse_equal=True) == "266,610†"
+    assert common.format_seconds([u(600.0)]) == "10.0† min"
+    mean, std = common.mean_std([x, 0.8812])
+    assert common.is_unrecoverable(mean) and common.is_unrecoverable(std)
+    assert common.is_unrecoverable(common.mean_or_none([x, 0.8812]))
+    assert not common.is_unrecoverable(common.mean_or_none([0.8912, 0.8812]))
+
+
+def test_only_a_dirty_runs_measurements_are_marked():
+    clean = make_result(0.8912)
+    assert common.mark_unrecoverable(clean) is clean
+    dirty = make_result(0.8912)
+    dirty["versions"]["git_commit"] = "abc-dirty"
+    marked = common.mark_unrecoverable(dirty)
+    assert common.is_unrecoverable(marked["metrics"]["test_accuracy"])
+    assert common.is_unrecoverable(marked["compression"]["params_total"])
+    assert common.is_unrecoverable(marked["extra_key_from_a_later_issue"][0])
+    assert not common.is_unrecoverable(marked["config"]["seed"])  # what was asked, not measured
+    assert marked == dirty  # the same numbers
+    inputs = common.ReportInputs(results={"a": dirty, "b": clean}, published=[], figures_dir=Path("."))
+    assert common.is_unrecoverable(inputs.groups["a"][0][1]["metrics"]["test_accuracy"])
+    assert not common.is_unrecoverable(inputs.groups["b"][0][1]["metrics"]["test_accuracy"])
+    assert common.unrecoverable_note(inputs.results).count("`abc-dirty` (1 run)") == 1
+    assert common.unrecoverable_note({"b": clean}) == ""
+
+
+def test_figures_carry_no_mark(tmp_path):
+    from matplotlib.figure import Figure
+    from matplotlib.text import Text
+    fig = Figure()
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], label=f"dense {common.Unrecoverable(89.85):.2f} %")
+    ax.text(0.5, 0.5, f"{common.Unrecoverable(1.5):.1f}")
+    ax.legend()
+    common.save_figure(fig, tmp_path / "f.png")
+    texts = [t.get_text() for t in fig.findobj(Text)]
+    assert "dense 89.85 %" in texts and "1.5" in texts and not any("†" in t for t in texts)

@@ -7,6 +7,17 @@ ddof=1), Markdown tables, citations (`References`, `format_published`),
 figures (`save_figure`, `accuracy_line`, `finish_line_figure`), what every
 part sees (`ReportInputs`), and the small column/mean/format helpers that
 more than one family uses. This module imports no family module.
+
+Numbers whose code cannot be recovered are marked here, in one place: a run
+whose results.json names a `-dirty` commit (`versions.git_commit`, written
+from a tree with uncommitted changes) has every number outside `config` and
+`versions` read as an `Unrecoverable` float (`mark_unrecoverable`, applied by
+`ReportInputs` to every result a part sees). Arithmetic keeps the mark and
+formatting prints it (UNRECOVERABLE_MARK after the number), so a mean, a
+difference or a ratio computed from such a run is marked in whatever cell
+prints it, by the families' own format strings; `format_stat` and its kin
+print one mark after a `mean ± std`. `unrecoverable_note` is the footnote the
+report prints once, and `save_figure` drops the mark from figures.
 """
 
 from __future__ import annotations
@@ -21,6 +32,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 
 MISSING = "—"
 FIGURES_DIR = "figures"
@@ -110,6 +122,140 @@ def load_published(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
 
 # --------------------------------------------------------------------------
+# Numbers whose code cannot be recovered: runs from a tree with uncommitted changes.
+
+UNRECOVERABLE_MARK = "†"
+DIRTY_SUFFIX = "-dirty"  # experiments/train.py versions(): the tree had uncommitted changes
+# Sections that say what a run was asked to do, not what it measured: never marked.
+UNMARKED_SECTIONS = ("config", "versions", "command")
+
+
+def run_commit(result: Mapping[str, Any]) -> str | None:
+    """The run's `versions.git_commit`, None when it records none."""
+    commit = get_path(result, "versions.git_commit")
+    return commit if isinstance(commit, str) else None
+
+
+def is_unrecoverable_run(result: Mapping[str, Any]) -> bool:
+    """Whether the run's commit is `-dirty`: its code cannot be recovered exactly."""
+    commit = run_commit(result)
+    return commit is not None and commit.endswith(DIRTY_SUFFIX)
+
+
+def _integral(x: Any) -> bool:
+    return (x.integral if isinstance(x, Unrecoverable)
+            else isinstance(x, int) and not isinstance(x, bool))
+
+
+class Unrecoverable(float):
+    """A number from (or computed from) a run whose code cannot be recovered.
+
+    It is the float it holds for comparisons, hashing, sums and plotting;
+    arithmetic with it (either side of + - * / // % **, unary - + abs,
+    round(x, n)) returns an Unrecoverable again, and formatting it
+    (f-strings, str.format, str) appends UNRECOVERABLE_MARK; round(x) is a
+    plain int, fit to index with. `integral` keeps a count printing as an
+    integer (`f"{x}"` is `266610†`, not `266610.0†`). float(x) is the plain
+    number, without the mark.
+    """
+    __slots__ = ("integral",)
+
+    def __new__(cls, value: Any, integral: bool | None = None) -> "Unrecoverable":
+        self = super().__new__(cls, value)
+        self.integral = _integral(value) if integral is None else integral
+        return self
+
+    def __format__(self, spec: str) -> str:
+        kind = spec[-1:] if spec[-1:].isalpha() or spec[-1:] == "%" else ""
+        if self.integral and self.is_integer() and kind in ("", "d", "n"):
+            text = format(int(self), spec)
+        elif spec:
+            text = float.__format__(self, spec)
+        else:  # float.__format__ with no spec is str(self), which is this method
+            text = float.__repr__(self)
+        return text + UNRECOVERABLE_MARK
+
+    def __str__(self) -> str:
+        return format(self, "")
+
+    def __repr__(self) -> str:
+        return f"Unrecoverable({float.__repr__(self)})"
+
+
+def _keep_mark(name: str, integral_kept: bool) -> None:
+    plain = getattr(float, name)
+
+    def method(self: Unrecoverable, *args: Any) -> Any:
+        result = plain(self, *args)
+        if isinstance(result, float):  # NotImplemented, ints (round(x)) and tuples pass through
+            integral = integral_kept and self.integral and all(_integral(a) for a in args)
+            return Unrecoverable(result, integral)
+        return result
+
+    method.__name__ = name
+    setattr(Unrecoverable, name, method)
+
+
+for _name in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__",
+              "__neg__", "__pos__", "__abs__"):
+    _keep_mark(_name, integral_kept=True)
+for _name in ("__truediv__", "__rtruediv__", "__floordiv__", "__rfloordiv__", "__mod__",
+              "__rmod__", "__pow__", "__rpow__", "__round__"):
+    _keep_mark(_name, integral_kept=False)
+
+
+def is_unrecoverable(x: Any) -> bool:
+    """Whether `x` is a number that carries the mark."""
+    return isinstance(x, Unrecoverable)
+
+
+def _marked_numbers(node: Any) -> Any:
+    if isinstance(node, Mapping):
+        return {k: _marked_numbers(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_marked_numbers(v) for v in node]
+    return Unrecoverable(node) if is_number(node) else node
+
+
+def mark_unrecoverable(result: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The run with every measured number Unrecoverable when its commit is `-dirty`, else itself.
+
+    Sections in UNMARKED_SECTIONS (the config, the versions, the command)
+    stay as they are: they say what was asked, which the results.json records.
+    """
+    if not is_unrecoverable_run(result):
+        return result
+    return {k: v if k in UNMARKED_SECTIONS else _marked_numbers(v) for k, v in result.items()}
+
+
+def with_mark(text: str, marked: bool) -> str:
+    """`text` with one UNRECOVERABLE_MARK at its end when `marked` (or when it holds any)."""
+    if not marked and UNRECOVERABLE_MARK not in text:
+        return text
+    return text.replace(UNRECOVERABLE_MARK, "") + UNRECOVERABLE_MARK
+
+
+def unrecoverable_note(results: Results) -> str:
+    """The report's footnote on UNRECOVERABLE_MARK, empty when no run is from a dirty tree."""
+    commits: dict[str, int] = {}
+    for result in results.values():
+        if is_unrecoverable_run(result):
+            commit = run_commit(result) or ""
+            commits[commit] = commits.get(commit, 0) + 1
+    if not commits:
+        return ""
+    runs = sum(commits.values())
+    listed = ", ".join(f"`{c.removesuffix(DIRTY_SUFFIX)[:7]}{DIRTY_SUFFIX}` "
+                       f"({n} run{'s' if n > 1 else ''})"
+                       for c, n in sorted(commits.items(), key=lambda t: (-t[1], t[0])))
+    return (f"{UNRECOVERABLE_MARK} after a number: it comes from, or is computed from, a run "
+            f"whose results.json names a tree with uncommitted changes (`versions.git_commit` "
+            f"ending in `{DIRTY_SUFFIX}`); its code cannot be recovered exactly; to be re-run "
+            f"from a committed tree. That is {runs} of {len(results)} runs, from commit"
+            f"{'s' if len(commits) > 1 else ''} {listed}. Figures carry no mark.")
+
+
+# --------------------------------------------------------------------------
 # Seeds, formatting, tables and citations.
 
 
@@ -158,8 +304,13 @@ def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
     """Mean and sample standard deviation (ddof=1); std is None for one value."""
     if not values:
         raise ValueError("mean_std of no values")
+    marked = any(map(is_unrecoverable, values))
+    values = [float(v) if is_unrecoverable(v) else v for v in values]
     mean = statistics.fmean(values)
-    return mean, (statistics.stdev(values) if len(values) > 1 else None)
+    std = statistics.stdev(values) if len(values) > 1 else None
+    if marked:
+        return Unrecoverable(mean), (None if std is None else Unrecoverable(std))
+    return mean, std
 
 
 def format_stat(values: Iterable[Any], fmt: str = "{:.2f}", *,
@@ -168,24 +319,27 @@ def format_stat(values: Iterable[Any], fmt: str = "{:.2f}", *,
 
     Non-numbers (absent fields) are ignored. With `collapse_equal`, identical
     values print once: a parameter count repeated over seeds is not a spread.
+    One UNRECOVERABLE_MARK follows when any value carries it.
     """
-    xs = [float(v) for v in values if is_number(v)]
+    numbers = [v for v in values if is_number(v)]
+    xs = [float(v) for v in numbers]
     if not xs:
         return MISSING
+    marked = any(map(is_unrecoverable, numbers))
     if len(xs) == 1 or (collapse_equal and all(x == xs[0] for x in xs)):
-        return fmt.format(xs[0])
+        return with_mark(fmt.format(xs[0]), marked)
     mean, std = mean_std(xs)
-    return f"{fmt.format(mean)} ± {fmt.format(std)}"
+    return with_mark(f"{fmt.format(mean)} ± {fmt.format(std)}", marked)
 
 
 def format_seconds(values: Iterable[Any]) -> str:
     """Wall time in s, min or h (unit chosen from the mean), mean ± std."""
-    xs = [float(v) for v in values if is_number(v)]
-    if not xs:
+    numbers = [v for v in values if is_number(v)]
+    if not numbers:
         return MISSING
-    mean = statistics.fmean(xs)
+    mean = statistics.fmean([float(v) for v in numbers])
     scale, unit = (1.0, "s") if mean < 120 else (60.0, "min") if mean < 7200 else (3600.0, "h")
-    return f"{format_stat([x / scale for x in xs], '{:.1f}')} {unit}"
+    return f"{format_stat([v / scale for v in numbers], '{:.1f}')} {unit}"
 
 
 def distinct_text(values: Iterable[Any]) -> str:
@@ -273,7 +427,14 @@ class References:
 
 def save_figure(fig: Figure, path: Path) -> None:
     """Writes a PNG through the Agg canvas with no version stamp, so reruns
-    (and other matplotlib versions) produce byte-identical files."""
+    (and other matplotlib versions) produce byte-identical files.
+
+    Figures carry no UNRECOVERABLE_MARK (the footnote that explains it is in
+    the report's text): it is dropped from every text of the figure."""
+    for text in fig.findobj(Text):
+        content = text.get_text()
+        if UNRECOVERABLE_MARK in content:
+            text.set_text(content.replace(UNRECOVERABLE_MARK, ""))
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
     fig.savefig(path, format="png", dpi=120, metadata={"Software": None})
@@ -320,6 +481,11 @@ class ReportInputs:
     figures_dir: Path
     results_dir: Path | None = None
 
+    def __post_init__(self) -> None:
+        # Every part sees a dirty run's numbers as Unrecoverable (see the module docstring).
+        object.__setattr__(self, "results", {name: mark_unrecoverable(result)
+                                             for name, result in self.results.items()})
+
     @property
     def groups(self) -> dict[str, Group]:
         return group_seeds(self.results)
@@ -344,8 +510,11 @@ def column(members: Group, dotted: str) -> list[Any]:
 
 
 def mean_or_none(values: Sequence[Any]) -> float | None:
-    xs = [float(v) for v in values if is_number(v)]
-    return statistics.fmean(xs) if xs else None
+    numbers = [v for v in values if is_number(v)]
+    if not numbers:
+        return None
+    mean = statistics.fmean([float(v) for v in numbers])
+    return Unrecoverable(mean) if any(map(is_unrecoverable, numbers)) else mean
 
 
 def accuracy_percents(members: Group) -> list[float]:
@@ -372,7 +541,8 @@ def weights_kept(members: Group) -> str:
                         collapse_equal=True)
     if nonzero == MISSING or total == MISSING:
         return MISSING
-    return f"{nonzero} / {total} ({format_stat(_kept_percent(members), collapse_equal=True)} %)"
+    return with_mark(f"{nonzero} / {total} "
+                     f"({format_stat(_kept_percent(members), collapse_equal=True)} %)", False)
 
 
 def signed_points(value: float | None) -> str:

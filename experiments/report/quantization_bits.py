@@ -16,25 +16,30 @@ from typing import Mapping
 from matplotlib.figure import Figure
 
 from configs import quantization_common
-from experiments.report.common import (CLAIM_EPS, MISSING, Group, References, ReportInputs,
-                                       accuracy_line, accuracy_percents, change_vs, column,
+from experiments.report.common import (CLAIM_EPS, MISSING, UNRECOVERABLE_MARK, Group,
+                                       References, ReportInputs, accuracy_line, accuracy_percents, change_vs, column,
                                        config_text, finish_line_figure, format_stat,
                                        loss_change, loss_text, markdown_table, mean_or_none,
                                        not_run_yet, recorded_commands, signed_nats,
-                                       val_losses)
+                                       val_losses, with_mark)
 
 SECTION = "Quantization"
 
 
 def _distinct_sizes(by_label: Mapping[str, Group], dotted: str, fmt: str) -> str:
-    """One size when every kind's runs agree, else `PTQ 1,234; QAT 1,240`."""
+    """One size when every kind's runs agree, else `PTQ 1,234; QAT 1,240`.
+
+    Sizes agree by their numbers: a size from a dirty tree's run (marked) agrees
+    with the same size unmarked, and the one size shown then keeps the mark.
+    """
     texts = {label: format_stat(column(members, dotted), fmt, collapse_equal=True)
              for label, members in by_label.items() if members}
     known = {label: t for label, t in texts.items() if t != MISSING}
     if not known:
         return MISSING
-    if len(set(known.values())) == 1:
-        return next(iter(known.values()))
+    numbers = {t.replace(UNRECOVERABLE_MARK, "") for t in known.values()}
+    if len(numbers) == 1:
+        return with_mark(numbers.pop(), any(UNRECOVERABLE_MARK in t for t in known.values()))
     return "; ".join(f"{label} {t}" for label, t in known.items())
 
 
