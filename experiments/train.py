@@ -198,7 +198,10 @@ def build_optimizer(config: Any, num_steps: int) -> optax.GradientTransformation
     makers = {
         "adam": lambda: optax.adam(schedule),
         "adamw": lambda: optax.adamw(schedule, weight_decay=float(oc.get("weight_decay", 1e-4))),
-        "sgd": lambda: optax.sgd(schedule, momentum=float(oc.get("momentum", 0.9)) or None),
+        # weight_decay here is Caffe's L2 regularisation (lambda * w added to the gradient, then
+        # momentum), what Han et al. 2015 train with; AdamW's is decoupled.
+        "sgd": lambda: _with_l2(float(oc.get("weight_decay", 0.0)),
+                                optax.sgd(schedule, momentum=float(oc.get("momentum", 0.9)) or None)),
     }
     if name not in makers:
         raise ValueError(f"unknown optimizer.name {name!r}; available: {sorted(makers)}")
@@ -207,6 +210,11 @@ def build_optimizer(config: Any, num_steps: int) -> optax.GradientTransformation
         parts.append(optax.clip_by_global_norm(float(oc.grad_clip)))
     parts.append(makers[name]())
     return optax.chain(*parts)
+
+
+def _with_l2(weight_decay: float, optimizer: optax.GradientTransformation) -> optax.GradientTransformation:
+    # Without decay the optimizer (and its checkpointed state) is exactly the plain one.
+    return optax.chain(optax.add_decayed_weights(weight_decay), optimizer) if weight_decay > 0 else optimizer
 
 
 def cross_entropy(logits: jnp.ndarray, targets: jnp.ndarray, mask: Optional[jnp.ndarray] = None):

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COMMANDS = ["main", "quickstart", "reproduce", "benchmark_step", "build_paper", "prepare_data"]
+COMMANDS = ["main", "quickstart", "reproduce", "select", "benchmark_step", "build_paper", "prepare_data"]
 
 
 def test_every_command_module_imports_beside_the_others():

@@ -1,0 +1,137 @@
+"""Chooses a config's settings on its selection split: a grid of overrides, each trained, the best kept.
+
+python -m experiments.select --config=han2015_lenet300:sgd_dense \
+    --grid=optimizer.learning_rate=0.01,0.03,0.1 --grid=optimizer.weight_decay=0,0.0001,0.0005
+
+Every choice a reproduction makes is made on the selection split
+(`dataset.selection_size` held-out training examples, or held-out works for
+text), never on the reported split: each point of the grid (every
+combination of the `--grid` values, applied as `experiments.reproduce`
+overrides) is trained in runs/select/NAME/POINT (resumable), scored by
+`--metric` (selection_accuracy, higher is better; selection_loss or
+selection_loss_nats, lower is better) averaged over `--seeds`, and the
+table of every point with the chosen one is written to
+paper/selection/NAME.json, from a committed tree like every result under
+paper/ (`experiments.provenance`). The config then states the chosen
+values and names that file.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import sys
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+from absl import app, flags, logging
+
+FLAGS = flags.FLAGS
+
+# metric -> whether higher is better
+METRICS = {"selection_accuracy": True, "selection_loss": False, "selection_loss_nats": False}
+
+
+def define_flags() -> None:
+    """Defines this command's flags (here, not at import, so modules can be imported together)."""
+    flags.DEFINE_string("config", None, "Config name under configs/ (NAME or NAME:variant).")
+    flags.DEFINE_multi_string("grid", [], "key=v1,v2,... : a config field and the values to try (repeatable).")
+    flags.DEFINE_list("seeds", ["0"], "Seeds each point is trained with; the metric is their mean.")
+    flags.DEFINE_enum("metric", "selection_accuracy", sorted(METRICS), "What the choice maximises/minimises.")
+    flags.DEFINE_string("out", "paper/selection", "Where NAME.json goes (inside paper/: a committed tree only).")
+    flags.DEFINE_string("runs", "runs/select", "Where the points' workdirs go.")
+    flags.mark_flags_as_required(["config"])
+
+
+def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
+    """{key: values} from 'key=v1,v2' items; values parsed as JSON where they parse."""
+    grid: dict[str, list[Any]] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not raw:
+            raise ValueError(f"--grid {item!r} is not of the form key=v1,v2,...")
+        if key in grid:
+            raise ValueError(f"--grid names {key!r} twice")
+        grid[key] = [_value(v) for v in raw.split(",")]
+    if not grid:
+        raise ValueError("give at least one --grid=key=v1,v2,...")
+    return grid
+
+
+def _value(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def points(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    """Every combination of the grid's values, in grid order (the first key varies slowest)."""
+    keys = list(grid)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
+
+
+def point_name(point: Mapping[str, Any]) -> str:
+    """A folder name for a point: key=value pairs joined by ','."""
+    return ",".join(f"{k}={json.dumps(v)}" for k, v in point.items()).replace("/", "_").replace('"', "")
+
+
+def choose(scored: Sequence[Mapping[str, Any]], higher_is_better: bool) -> int:
+    """The index of the best mean (the first of equal ones, in grid order)."""
+    best = max if higher_is_better else min
+    target = best(s["mean"] for s in scored)
+    return next(i for i, s in enumerate(scored) if s["mean"] == target)
+
+
+def select(make_config: Callable[[], Any], name: str, grid: Mapping[str, Sequence[Any]], seeds: Sequence[int],
+           metric: str, runs_dir: str, out_path: Optional[str] = None, command: str = "") -> dict:
+    """Trains every grid point with every seed and returns (and writes to `out_path`) the scored grid and choice."""
+    from experiments import reproduce, train
+
+    if metric not in METRICS:
+        raise ValueError(f"--metric {metric!r} is not one of {sorted(METRICS)}")
+    scored = []
+    for point in points(grid):
+        values = []
+        for seed in seeds:
+            config = make_config()
+            for key, value in point.items():
+                reproduce.apply_override(config, f"{key}={json.dumps(value)}")
+            config.seed = int(seed)
+            workdir = os.path.join(runs_dir, name, point_name(point), f"seed_{seed}")
+            print(f"== {name} {point} seed={seed} -> {workdir}")
+            results = train.train_and_evaluate(config, workdir)
+            if results is None:
+                raise RuntimeError(f"{workdir} stopped before the end (train.stop_after); rerun to resume")
+            if metric not in results["metrics"]:
+                raise ValueError(f"{name} reports no {metric}: choices need a selection split "
+                                 f"(dataset.selection_size > 0, or dataset.selection_offset for text)")
+            values.append(float(results["metrics"][metric]))
+        scored.append({"point": point, "seeds": [int(s) for s in seeds], "values": values,
+                       "mean": sum(values) / len(values)})
+        print(f"{point}: {metric} {scored[-1]['mean']:.4f}")
+    chosen = choose(scored, METRICS[metric])
+    report = {"config": name, "metric": metric, "higher_is_better": METRICS[metric], "grid": dict(grid),
+              "points": scored, "chosen": scored[chosen]["point"], "versions": train.versions(),
+              "command": command}
+    print(f"chosen: {scored[chosen]['point']} ({metric} {scored[chosen]['mean']:.4f})")
+    if out_path:
+        train.write_results(out_path, report)
+        print(f"-> {out_path}")
+    return report
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    from experiments import reproduce
+
+    reproduce.check_committed(FLAGS.out)
+    folder = FLAGS.config.replace(":", "_")
+    select(lambda: reproduce.load_config(FLAGS.config), folder, parse_grid(FLAGS.grid),
+           [int(s) for s in FLAGS.seeds], FLAGS.metric, FLAGS.runs, os.path.join(FLAGS.out, f"{folder}.json"),
+           " ".join(["python -m experiments.select"] + sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
