@@ -10,7 +10,8 @@ the control), `snip` (|g * w| on a few batches at initialization, fixed
 thereafter: Lee, Ajanthan, Torr 2019; needs `InitBatches`), `taylor` (|g * w| accumulated over training, Molchanov et al.
 2017) and `movement` (-w * g accumulated, Sanh et al. 2020). Scopes: `layer`
 (each selected tensor pruned to the sparsity), `global` (one threshold over
-all selected tensors) and `nm` (N of every M consecutive inputs kept).
+all selected tensors) and `nm` (N of every M consecutive inputs kept, in
+groups along each kernel's input-feature axis: `pruning_masks.reduction_axis`).
 Schedules (`compression.sparsity_schedules`): a float prunes from step 0; a
 dict {"kind": "one_shot" | "iterative" | "polynomial", ...} follows one of
 Han et al.'s prune-retrain or Zhu & Gupta 2017's gradual schedule.
@@ -28,7 +29,8 @@ are arrays in the state: a changing schedule never recompiles the step.
 from __future__ import annotations
 
 import numbers
-from typing import Any, Callable, Mapping, Union
+import re
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
@@ -79,12 +81,58 @@ def never_prunes(schedule: Callable[[Any], jnp.ndarray]) -> bool:
     return float(schedule(LAST_STEP)) == 0.0
 
 
-def _check_nm(n: Any, m: Any, scope: str, schedule: Callable[[Any], jnp.ndarray]) -> None:
+NmAxis = Union[None, int, Sequence[Sequence[Any]]]
+
+
+def _check_nm_axis(nm_axis: NmAxis) -> list[tuple[Any, str, Optional[int]]]:
+    """prune.nm_axis as [(compiled regex, pattern, axis or None)] rules: None and an int are one rule for every path."""
+    if nm_axis is None or isinstance(nm_axis, (numbers.Integral, float, str, bytes)):
+        axis = None if nm_axis is None else require_int(
+            "prune.nm_axis", nm_axis, fix="the axis N:M groups run along (None: each kernel's input-feature axis)")
+        return [(re.compile(".*"), ".*", axis)]
+    if not isinstance(nm_axis, Sequence):
+        raise ValueError(f"prune.nm_axis must be None, an integer axis or a list of (path regex, axis) rules "
+                         f"(got {nm_axis!r})")
+    rules = []
+    for rule in nm_axis:
+        if isinstance(rule, (str, bytes)) or not isinstance(rule, Sequence) or len(rule) != 2:
+            raise ValueError(f"prune.nm_axis rule {rule!r} must be a (path regex, axis) pair, e.g. "
+                             f"('.*Conv_0/kernel', 2); axis None takes the default")
+        pattern, axis = rule
+        try:
+            compiled = re.compile(pattern)
+        except (re.error, TypeError) as e:
+            raise ValueError(f"prune.nm_axis rule {tuple(rule)}: {pattern!r} is not a valid regular "
+                             f"expression: {e}") from e
+        if axis is not None:
+            axis = require_int(f"prune.nm_axis rule {tuple(rule)}", axis,
+                               fix="the axis N:M groups run along, or None for the input-feature axis")
+        rules.append((compiled, pattern, axis))
+    return rules
+
+
+def nm_axis_of(path: str, shape: tuple[int, ...], rules) -> tuple[int, str]:
+    """(the axis, in [0, ndim), N:M groups of the weight at `path` run along; how it was chosen)."""
+    for compiled, pattern, axis in rules:
+        if compiled.fullmatch(path):
+            if axis is None:
+                break
+            if not -len(shape) <= axis < len(shape):
+                raise ValueError(f"prune.nm_axis {axis} (rule {pattern!r}) is out of range for {path} of shape "
+                                 f"{tuple(shape)}")
+            return axis % len(shape), f"prune.nm_axis rule {pattern!r}"
+    return pruning_masks.reduction_axis(shape, path), "its input-feature axis"
+
+
+def _check_nm(n: Any, m: Any, scope: str, schedule: Callable[[Any], jnp.ndarray], nm_axis: NmAxis = None) -> None:
     """N:M settings: 1 <= n < m with scope='nm' (n = 0 prunes every weight, n = m none), unset otherwise."""
     if scope != "nm":
         if n or m:
             raise ValueError(f"prune.n and prune.m are read only with scope='nm' (got n={n!r}, m={m!r} with "
                              f"scope={scope!r}); set scope='nm', or leave n and m unset")
+        if nm_axis is not None:
+            raise ValueError(f"prune.nm_axis is read only with scope='nm' (got nm_axis={nm_axis!r} with "
+                             f"scope={scope!r}); set scope='nm', or leave nm_axis unset")
         return
     m = require_int("prune.m", m, low=2, fix="N:M pruning keeps n of every m consecutive weights (e.g. 2:4)")
     n = require_int("prune.n", n, low=1, fix="n = 0 would keep no weight of a group, pruning every weight")
@@ -107,27 +155,44 @@ def _like(tree: Any, values: Mapping[str, Any], fill: Callable[[Any], Any]) -> A
 @register("prune")
 def prune(select: Selector = ".*kernel", sparsity: Union[float, Mapping[str, Any]] = 0.5, *,
           criterion: Union[str, Criterion] = "magnitude", scope: str = "layer", n: int = 0, m: int = 0,
-          update_every: int = 1, seed: int = 0) -> Transform:
+          nm_axis: NmAxis = None, update_every: int = 1, seed: int = 0) -> Transform:
     """Pruning of the leaves `select` matches; see the module docstring for criteria, scopes, schedules.
 
     `criterion` is a registered criterion's name (`pruning_criteria.criteria()`)
-    or a `pruning_criteria.Criterion` instance. With scope='nm', N of every M
-    consecutive entries along the input axis (axis 0 of a Dense kernel) are
-    kept from the first step the schedule is above zero; the schedule's value
-    itself is not used. `seed` draws the criterion's key when `init` is given none.
+    or a `pruning_criteria.Criterion` instance. With scope='nm', n of every m
+    consecutive entries along each kernel's input-feature (reduction) axis
+    are kept from the first step the schedule is above zero; the schedule's
+    value itself is not used. The axis (`pruning_masks.reduction_axis`, the
+    grouping of Mishra et al. 2021 and NVIDIA's 2:4 sparse tensor cores):
+    axis 0 of a Dense kernel (in, out); axis 2, the input channels, of a
+    Conv kernel (h, w, in, out) (so a 3x3 conv takes 2:4 when its input
+    channels are a multiple of 4); axis 0 of an attention query/key/value
+    kernel (width, heads, head_dim), recognized by its path ending in
+    query/kernel, key/kernel or value/kernel; axis 1, head_dim, of the
+    attention output kernel (heads, head_dim, width), which reduces over
+    heads and head_dim together: its groups are m consecutive inputs of the
+    flattened heads * head_dim that stay within one head. In general axis
+    ndim - 2 (the `in` of a kernel ending (..., in, out)), axis 0 of a
+    vector. `nm_axis` overrides it: an integer axis for every selected
+    weight, or a list of (path regex, axis) rules, the first rule whose regex
+    fully matches a path wins, and axis None, or no matching rule, keeps the
+    default. A selected weight whose grouping axis is not a multiple of m is
+    refused at init, naming its path, shape, axis and m.
+    `seed` draws the criterion's key when `init` is given none.
 
     Settings are checked here, before any step: `sparsity` in [0, 1) (1.0 would
     prune every weight; 0.0 is a dense control) or a schedule of such values;
     with scope='nm', integers 1 <= n < m (n = 0 would prune every weight, and
-    n = m none, so both are refused) and a schedule above 0 at some step; n and
-    m are refused with other scopes, which would ignore them; `update_every`
-    an integer >= 1.
+    n = m none, so both are refused) and a schedule above 0 at some step; n,
+    m and nm_axis are refused with other scopes, which would ignore them;
+    `update_every` an integer >= 1.
     """
     criterion = make_criterion(criterion)
     if scope not in SCOPES:
         raise ValueError(f"prune.scope {scope!r} is not one of {list(SCOPES)}")
     schedule = make_schedule(sparsity)
-    _check_nm(n, m, scope, schedule)
+    _check_nm(n, m, scope, schedule, nm_axis)
+    nm_rules = _check_nm_axis(nm_axis) if scope == "nm" else []
     update_every = require_int("prune.update_every", update_every, low=1,
                                fix="the masks are re-scored every update_every steps")
     seed = require_int("prune.seed", seed)
@@ -138,21 +203,25 @@ def prune(select: Selector = ".*kernel", sparsity: Union[float, Mapping[str, Any
         if scope == "global":
             return pruning_masks.global_masks(live, target)
         if scope == "nm":
-            masks = {p: pruning_masks.nm_mask(s, n, m, axis=0) for p, s in live.items()}
+            masks = {p: pruning_masks.nm_mask(s, n, m, axis=nm_axis_of(p, s.shape, nm_rules)[0])
+                     for p, s in live.items()}
             return {p: jnp.where(target > 0, mk & old[p], old[p]) for p, mk in masks.items()}
         return {p: pruning_masks.layerwise_mask(s, target) for p, s in live.items()}
 
     def init(params, key=None, batches=None):
         paths = selected_paths(params, select, what="prune.select")
-        if scope == "nm":
-            for p, w in leaves_by_path(params).items():
-                if p in paths and (jnp.ndim(w) < 1 or jnp.shape(w)[0] % m):
-                    raise ValueError(f"prune: {p} of shape {jnp.shape(w)} cannot take {n}:{m} sparsity "
-                                     f"(its input axis 0 must be a multiple of {m})")
         weights = {p: w for p, w in leaves_by_path(params).items() if p in paths}
         scalars = [p for p, w in weights.items() if jnp.ndim(w) == 0]
         if scalars:
             raise ValueError(f"prune.select matches scalar parameters {scalars}; select arrays (e.g. '.*kernel')")
+        if scope == "nm":
+            for p, w in weights.items():
+                shape = tuple(jnp.shape(w))
+                ax, why = nm_axis_of(p, shape, nm_rules)
+                if shape[ax] % m:
+                    raise ValueError(f"prune: {p} of shape {shape} cannot take {n}:{m} sparsity: its groups run "
+                                     f"along axis {ax} ({why}), of length {shape[ax]}, which is not a multiple "
+                                     f"of m={m}; set prune.nm_axis, or leave {p} out of prune.select")
         key = jax.random.PRNGKey(seed) if key is None else key
         scores = criterion.init_scores(weights, key, batches, params)
         state = {"scores": scores, "sparsity": jnp.asarray(schedule(0), jnp.float32)}

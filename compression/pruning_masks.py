@@ -22,6 +22,7 @@ flattened conv feature map with channels fastest).
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Optional
 
 import jax
@@ -165,16 +166,57 @@ def global_masks(scores: Any, sparsity: Any, *, keep_best_of_each: bool = False)
     return jax.tree_util.tree_unflatten(treedef, masks)
 
 
-def nm_mask(scores: jnp.ndarray, n: int, m: int, axis: int = 0) -> jnp.ndarray:
+# A kernel that projects its input onto heads, nn.DenseGeneral((heads, head_dim)) as the attention
+# query/key/value of experiments/models.py: (width, heads, head_dim), reduced over width (axis 0). Its
+# shape cannot tell it from a 1-D conv kernel (width, in, out), so it is recognized by its path.
+HEAD_PROJECTION_KERNEL = re.compile(r"(^|.*/)(query|key|value)/kernel")
+
+
+def reduction_axis(shape: tuple[int, ...], path: str = "") -> int:
+    """The input-feature (reduction) axis of a kernel of `shape`: the axis N:M groups run along.
+
+    A layer sums its input times the kernel over the input features; the
+    2:4 sparse tensor cores (Mishra et al. 2021, "Accelerating Sparse Deep
+    Neural Networks"; NVIDIA's ASP tooling) skip the zeros of that sum, so the
+    groups of m consecutive weights run along the input features:
+
+    - rank 1: axis 0;
+    - rank >= 2: axis ndim - 2, the input features of every Flax kernel that
+      ends (..., in, out): Dense (in, out) -> 0, Conv HWIO (h, w, in, out)
+      -> 2 (the input channels, not the kernel's height; a 3x3 conv groups
+      its `in` channels), 1-D conv (w, in, out) -> 1; the attention output
+      projection (heads, head_dim, width) -> 1, head_dim. That kernel reduces
+      over (heads, head_dim) together; groups along head_dim are groups of m
+      consecutive entries of the flattened heads * head_dim input (row-major)
+      that never straddle two heads, and they are the same groups whenever m
+      divides head_dim;
+    - a query/key/value kernel (width, heads, head_dim), whose `path` ends
+      in query/kernel, key/kernel or value/kernel: axis 0, width (its input
+      features; heads and head_dim are outputs). Without a path a rank-3
+      kernel takes the rank rule (axis 1).
+    """
+    ndim = len(tuple(shape))
+    if ndim < 1:
+        raise ValueError(f"a scalar{f' ({path})' if path else ''} has no reduction axis to group along")
+    if ndim == 1:
+        return 0
+    if ndim == 3 and path and HEAD_PROJECTION_KERNEL.fullmatch(path):
+        return 0
+    return ndim - 2
+
+
+def nm_mask(scores: jnp.ndarray, n: int, m: int, axis: Optional[int] = None) -> jnp.ndarray:
     """N:M semi-structured sparsity (Mishra et al. 2021, "Accelerating Sparse
     Deep Neural Networks"; NVIDIA Ampere 2:4): in every group of `m`
     consecutive entries along `axis` keep the `n` with the largest scores.
-    For a Dense kernel (in, out) the groups run along axis 0, the input
-    dimension that the sparse tensor cores reduce over. Ties within a group:
-    lower index pruned first. `n` and `m` are Python ints (they fix the
-    structure); 0 <= n <= m (n == m keeps everything) and the axis length
-    must be divisible by `m`. Returns a bool mask of `scores`' shape. (The
-    `prune` technique refuses both ends, n = 0 and n = m, when it is built.)
+    `axis` None is `reduction_axis(scores.shape)`, the input-feature axis the
+    sparse tensor cores reduce over: axis 0 of a Dense kernel (in, out), axis
+    2 of a Conv kernel (h, w, in, out) (a query/key/value kernel needs its
+    path: `reduction_axis(shape, path)`). Ties within a group: lower index
+    pruned first. `n` and `m` are Python ints (they fix the structure);
+    0 <= n <= m (n == m keeps everything) and the axis length must be
+    divisible by `m`. Returns a bool mask of `scores`' shape. (The `prune`
+    technique refuses both ends, n = 0 and n = m, when it is built.)
     """
     scores = jnp.asarray(scores)
     for name, v in (("n", n), ("m", m)):
@@ -184,6 +226,8 @@ def nm_mask(scores: jnp.ndarray, n: int, m: int, axis: int = 0) -> jnp.ndarray:
         raise ValueError(f"m must be >= 1, got m={m}")
     if not 0 <= n <= m:
         raise ValueError(f"n must be in [0, m], got n={n}, m={m}")
+    if axis is None:
+        axis = reduction_axis(scores.shape)
     ax = _normalize_axis(axis, scores.ndim, "axis")
     length = scores.shape[ax]
     if length % m:

@@ -19,7 +19,7 @@ by name; the arithmetic is in `compression.quantizers`):
   the shadow weights clipped to [-1, 1] after each step) or times mean|w|
   per output channel (BWN, Rastegari et al. 2016).
 - `ternary`: TWN (Li et al. 2016), threshold 0.7 mean|w| and alpha the mean
-  |w| above it.
+  |w| above it, per layer as the paper (unless per_channel=True).
 - `ttq`: trained ternary quantization (Zhu et al. 2017), learned positive
   and negative scales in the trainable, threshold 0.05 max|w|.
 
@@ -71,7 +71,7 @@ def learned_scales(trainable: Mapping[str, Any], paths, scheme: Scheme) -> dict:
 @register("quantize")
 def quantize(select: Selector = ".*kernel", scheme: Union[str, Scheme] = "uniform",
              bits: Union[None, int, str, Sequence[Sequence[Any]]] = None, *,
-             per_channel: bool = True, channel_axis: int = -1, recalibrate_every: int = 1,
+             per_channel: Optional[bool] = None, channel_axis: int = -1, recalibrate_every: int = 1,
              clip_weights: Optional[bool] = None, budget_bits_per_weight: Optional[float] = None,
              candidate_bits: Sequence[int] = (8, 6, 4, 3, 2), **settings: Any) -> Transform:
     """Quantization of the leaves `select` matches; see the module docstring for the schemes.
@@ -86,7 +86,9 @@ def quantize(select: Selector = ".*kernel", scheme: Union[str, Scheme] = "unifor
     use is an error naming both (except `ACCEPTED_UNUSED`). The rest is
     every scheme's: `bits` (unset: the scheme's fixed width, else
     DEFAULT_BITS), statistics per output channel (`channel_axis`) or per
-    tensor, `recalibrate_every` steps (0: only at init), `clip_weights`
+    tensor (`per_channel`; unset: the scheme's default `Scheme.per_channel`,
+    per output channel for every scheme but TWN's ternary, which Li et al.
+    2016 compute per layer), `recalibrate_every` steps (0: only at init), `clip_weights`
     (default: the scheme's `clips_weights`), and for bits='auto' the
     `budget_bits_per_weight` and the `candidate_bits` to allocate from.
 
@@ -113,7 +115,10 @@ def quantize(select: Selector = ".*kernel", scheme: Union[str, Scheme] = "unifor
     for b in _bit_values(bits):
         scheme.check_bits(b, "quantize")
     candidate_bits = _check_auto(bits, budget_bits_per_weight, candidate_bits, scheme)
-    axis = channel_axis if per_channel else None
+    if per_channel is not None and not isinstance(per_channel, (bool, np.bool_)):
+        raise ValueError(f"quantize.per_channel must be True, False or None (the scheme's default: "
+                         f"{scheme.per_channel}) (got {per_channel!r})")
+    axis = channel_axis if (scheme.per_channel if per_channel is None else per_channel) else None
     clip = scheme.clips_weights if clip_weights is None else clip_weights
 
     def quantize_leaf(w, b):

@@ -8,6 +8,8 @@ settings (its dataclass fields, checked when it is built) and the
 arithmetic of one weight tensor, written with `compression.quantizers`:
 
     fixed_bits                         the width it always uses (binary 1, ternary 2), or None
+    per_channel                        its statistics' default when `quantize.per_channel` is unset:
+                                       True (per output channel) except TWN's per-layer ternary
     learned_names                      the arrays it learns per weight (LSQ: step; TTQ: positive, negative),
                                        kept in the trainable and mirrored into the state every step
     clips_weights                      whether `project` clips the float shadow weights to [-1, 1]
@@ -56,6 +58,7 @@ class Scheme:
     name = "scheme"  # set by register_scheme
     fixed_bits = None  # Optional[int]
     learned_names = ()  # tuple[str, ...]
+    per_channel = True  # statistics per output channel unless quantize.per_channel says otherwise
 
     @property
     def clips_weights(self) -> bool:
@@ -311,9 +314,14 @@ def _check_threshold(threshold, high=None, fix: str = "") -> None:
 @register_scheme("ternary")
 @dataclasses.dataclass(frozen=True)
 class Ternary(Scheme):
-    """TWN (Li et al. 2016): threshold delta = threshold * mean|w|, alpha the mean |w| above it."""
+    """TWN (Li et al. 2016): threshold delta = threshold * mean|w|, alpha the mean |w| above it.
+
+    Per layer by default, as the paper computes delta and alpha over a whole
+    layer's weights (quantize.per_channel=True asks for them per output channel).
+    """
 
     fixed_bits = 2
+    per_channel = False  # Li et al. 2016: one delta and one alpha per layer
     threshold: float = 0.7
 
     def __post_init__(self):

@@ -10,6 +10,9 @@ fake-quantized weights bit for bit.
 - Uniform affine quantization (Jacob et al. 2018): symmetric signed on the
   narrow grid [-(2^(b-1) - 1), 2^(b-1) - 1] with zero point 0, or asymmetric
   unsigned [0, 2^b - 1] with an integer zero point; per tensor or per channel.
+  Its scale, zero point and codes divide with `true_divide` (correctly
+  rounded, eager or jitted, whatever the shapes), so a channel's codes per
+  channel are its codes per tensor taken alone, exact half steps included.
 - Fixed point Qm.n: a sign bit, m integer and n fraction bits, scale 2^-n.
 - Straight-through estimators (Bengio et al. 2013): the gradient of the
   rounding is the identity inside the clipping range and zero outside
@@ -115,28 +118,56 @@ def reduce_axes(ndim: int, channel_axis: Optional[int]) -> tuple[int, ...]:
     return tuple(a for a in range(ndim) if a != keep)
 
 
+def true_divide(a, b):
+    """a / b elementwise, correctly rounded (one IEEE division) eagerly and under jit alike.
+
+    XLA's algebraic simplifier rewrites a division by a broadcast value,
+    A / broadcast(B), as A * broadcast(1 / B): two roundings, one ulp off
+    the quotient for some values (float32 6 / 7 is 0x3F5B6DB7, 6 * (1 / 7)
+    0x3F5B6DB8). Whether the divisor needs a broadcast depends on the shapes
+    (a per-channel scale (1, c) against a scalar grid width, a per-tensor
+    (1, 1) scale against an (in, out) kernel) and on what jit fuses, so the
+    same column could get a scale one ulp apart per tensor and per channel,
+    and an exact half step (3 / (6/7) = 3.5) then rounds to different zero
+    points and codes. Here the divisor is broadcast to the result's shape
+    behind an optimization barrier, which the simplifier does not look
+    through: every call divides, whatever the shapes, eager or jitted.
+    """
+    a, b = jnp.asarray(a), jnp.asarray(b)
+    shape = jnp.broadcast_shapes(jnp.shape(a), jnp.shape(b))
+    dtype = jnp.result_type(a, b)
+    b = jax.lax.optimization_barrier(jnp.broadcast_to(b.astype(dtype), shape))
+    return jnp.broadcast_to(a.astype(dtype), shape) / b
+
+
 def affine_from_range(lo, hi, qmin, qmax, symmetric: bool):
     """(scale, zero_point) mapping [lo, hi] onto the integer grid [qmin, qmax].
 
     Symmetric: scale = max(|lo|, |hi|) / qmax, zero point 0. Asymmetric: the
     range is widened to contain 0 (so zero is exact) and the zero point is
-    the rounded integer that 0 maps to. A zero range gets scale 1.
+    the rounded integer that 0 maps to, round(qmin - lo / scale) (half to
+    even). A zero range gets scale 1. Both divisions are `true_divide`s, so
+    a channel's scale and zero point per channel equal its per-tensor ones.
     """
     if symmetric:
-        scale = jnp.maximum(jnp.abs(lo), jnp.abs(hi)) / qmax
+        scale = true_divide(jnp.maximum(jnp.abs(lo), jnp.abs(hi)), qmax)
         zero_point = jnp.zeros_like(scale)
     else:
         lo, hi = jnp.minimum(lo, 0.0), jnp.maximum(hi, 0.0)
-        scale = (hi - lo) / (qmax - qmin)
+        scale = true_divide(hi - lo, qmax - qmin)
         safe = jnp.where(scale > 0, scale, 1.0)
-        zero_point = jnp.clip(jnp.round(qmin - lo / safe), qmin, qmax)
+        zero_point = jnp.clip(jnp.round(qmin - true_divide(lo, safe)), qmin, qmax)
     scale = jnp.where(scale > 0, scale, 1.0)
     return scale.astype(jnp.float32), zero_point.astype(jnp.float32)
 
 
 def quantize_codes(x, scale, zero_point, qmin, qmax):
-    """The integer codes (as floats) of x: clip(round(x / scale) + zero_point, qmin, qmax)."""
-    return jnp.clip(jnp.round(x / scale) + zero_point, qmin, qmax)
+    """The integer codes (as floats) of x: clip(round(x / scale) + zero_point, qmin, qmax).
+
+    x / scale is a `true_divide`: a per-tensor scale broadcast over the
+    whole kernel and a per-channel one broadcast down its rows divide alike.
+    """
+    return jnp.clip(jnp.round(true_divide(x, scale)) + zero_point, qmin, qmax)
 
 
 def dequantize(q, scale, zero_point):

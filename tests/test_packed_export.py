@@ -206,7 +206,9 @@ def _kernel_bits_and_floats(settings):
     if scheme == "binary":
         tables = channels if settings["binary_scale"] == "mean" else 1  # 'none': scale 1, per tensor
         return 1, 2 * tables  # [-a, a]
-    if scheme in ("ternary", "ttq"):
+    if scheme == "ternary":  # TWN: per layer by default (Li et al. 2016)
+        return 2, 3 * (channels if settings.get("per_channel", False) else 1)  # [-a, 0, a]
+    if scheme == "ttq":
         return 2, 3 * channels  # [-n, 0, p] per channel
     scales = 1 if scheme == "fixed_point" or not settings.get("per_channel", True) else channels
     has_zero_point = scheme == "uniform" and not settings["symmetric"]
