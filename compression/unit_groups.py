@@ -6,6 +6,7 @@ of LeNet-300-100, as a mapping (plain data, so a config can hold it):
     {"name": "Dense_0_neurons",
      "members": [["Dense_0/kernel", 1], ["Dense_0/bias", 0], ["Dense_1/kernel", 0]],
      "score": [["Dense_0/kernel", 1]],         # optional; default: the first member
+     "importance": [["Dense_1/kernel", 0]],    # optional; the slices a mask on the unit scales
      "config_field": ["hidden", 0]}            # optional; ["field"] or ["field", index]
 
 Unit u of a member [path, axis] is the slice u along `axis` of the leaf at
@@ -16,7 +17,15 @@ flattened conv feature map with channels fastest (Flax's NHWC reshape), e.g.
 LeNet-5's 4x4x50 map feeding its dense 500 is ["Dense_0/kernel", 0, 50]. So
 removing a neuron (or filter) removes the matching rows (input channels) of
 the next layer too. All members of a group must agree on the number of
-units; one (path, axis) belongs to at most one group. Group names are
+units; one (path, axis) belongs to at most one group. `importance` lists the
+slices that a mask variable xi_u on unit u's output would multiply, jointly:
+scaling them all by xi_u is the same function as scaling the unit's output
+(for neuron j of Dense_0 above, row j of Dense_1's kernel, which reads it; for
+an attention head, its slice of the output projection), so that
+d loss / d xi_u = sum over those slices of w * d loss / d w. It is read only
+by `structured_prune(criterion="taylor_mask")` (Michel et al. 2019's head
+importance; Molchanov et al. 2017's Taylor criterion on a unit's mask).
+Group names are
 dict keys of the state (use names without '/', e.g. "block_0_heads", so
 checkpointers that map keys to files accept them).
 
@@ -37,7 +46,7 @@ from compression import pruning_masks
 from compression.export import leaf_shape
 from compression.selection import leaves_by_path
 
-GROUP_KEYS = ("name", "members", "score", "config_field")
+GROUP_KEYS = ("name", "members", "score", "importance", "config_field")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +80,11 @@ class UnitSlice:
         """The bool mask of a leaf of `shape` keeping the slices of the kept units."""
         return pruning_masks.expand_unit_mask(unit_keep, shape, self.axis, self.period)
 
+    def broadcast(self, unit_values, shape: tuple[int, ...]) -> jnp.ndarray:
+        """A per-unit vector of any dtype broadcast to `shape` (each unit's value over its slice): the
+        per-unit scale xi of `structured_prune(criterion="taylor_mask")`."""
+        return pruning_masks.expand_unit_mask(unit_values, shape, self.axis, self.period)
+
     def kept_indices(self, unit_keep, length: int) -> np.ndarray:
         """The indices along the axis (of `length`) whose unit is kept, for np.take."""
         return np.nonzero(np.asarray(pruning_masks.expand_unit_mask(unit_keep, (length,), 0, self.period)))[0]
@@ -78,13 +92,15 @@ class UnitSlice:
 
 @dataclasses.dataclass(frozen=True)
 class UnitGroup:
-    """One kind of unit: the slices it removes (`members`), those that score it (`score`), and the
-    model config field its kept count goes to (None, (field,) or (field, index))."""
+    """One kind of unit: the slices it removes (`members`), those that score it (`score`), the model
+    config field its kept count goes to (None, (field,) or (field, index)), and the slices a mask on
+    the unit's output scales (`importance`; empty when the group does not say)."""
 
     name: str
     members: tuple[UnitSlice, ...]
     score: tuple[UnitSlice, ...]
     config_field: Optional[tuple] = None
+    importance: tuple[UnitSlice, ...] = ()
 
     def scores(self, leaves: Mapping[str, Any], ord: int) -> jnp.ndarray:
         """Each unit's score: the sum over the score slices of its slice norm (`leaves`: {path: array})."""
@@ -148,7 +164,9 @@ def parse_groups(groups: Any) -> list[UnitGroup]:
                              f"a group has {list(GROUP_KEYS)}")
         members = _parse_slices(g.get("members"), name, "members")
         score = members[:1] if g.get("score") is None else _parse_slices(g["score"], name, "score")
-        parsed.append(UnitGroup(name, members, score, _parse_config_field(g.get("config_field"), name)))
+        importance = () if g.get("importance") is None else _parse_slices(g["importance"], name, "importance")
+        parsed.append(UnitGroup(name, members, score, _parse_config_field(g.get("config_field"), name),
+                                importance))
     seen: dict[tuple[str, int], str] = {}
     for g in parsed:
         for m in g.members:
@@ -168,13 +186,13 @@ def check_groups(groups: Sequence[UnitGroup], params: Any) -> dict[str, int]:
     shapes = {p: leaf_shape(leaf) for p, leaf in leaves_by_path(params).items()}
     counts = {}
     for g in groups:
-        missing = [m.path for m in g.members + g.score if m.path not in shapes]
+        missing = [m.path for m in g.members + g.score + g.importance if m.path not in shapes]
         if missing:
             some = ", ".join(list(shapes)[:30])
             raise ValueError(f"structured_prune group {g.name!r}: no parameter at path(s) {sorted(set(missing))}; "
                              f"paths look like: {some}{', ...' if len(shapes) > 30 else ''}")
         units = {}
-        for m in g.members + g.score:
+        for m in g.members + g.score + g.importance:
             units[(m.path, m.axis, m.period)] = m.check(shapes[m.path], g.name)
         first = g.members[0]
         n = units[(first.path, first.axis, first.period)]

@@ -53,19 +53,27 @@ def lenet5_neuron_groups() -> list[dict]:
              "config_field": ["dense_features"]}]
 
 
-def transformer_head_groups(num_layers: int) -> list[dict]:
+def transformer_head_groups(num_layers: int, importance: bool = True) -> list[dict]:
     """One group per block of attention heads: head h is slice h of the query/key/value kernels
-    (axis 1) and biases (axis 0) and of the output kernel (axis 0). A head is scored by the summed
-    norms of its four kernel slices (query, key, value and output), all its weights but the biases."""
+    (axis 1) and biases (axis 0) and of the output kernel (axis 0). By weight norm a head is scored by
+    the summed norms of its four kernel slices (query, key, value and output), all its weights but the
+    biases. Its `importance` slice is its slice of the output kernel (axis 0): the head's output
+    enters the block only through it, so scaling that slice by xi_h is Michel et al. 2019's mask on
+    the head, and `structured_prune(criterion="taylor_mask")` reads I_h = |d loss / d xi_h| from it.
+    `importance=False` leaves that entry out: the groups as the committed L1-norm runs stored them
+    (configs/michel2019_char_transformer.py, variant K_l1)."""
     groups = []
     for i in range(num_layers):
         a = f"block_{i}/attn"
         qkv = [f"{a}/{name}" for name in ("query", "key", "value")]
-        groups.append({"name": f"block_{i}_heads",
-                       "members": ([[f"{p}/kernel", 1] for p in qkv] + [[f"{p}/bias", 0] for p in qkv]
-                                   + [[f"{a}/out/kernel", 0]]),
-                       "score": [[f"{p}/kernel", 1] for p in qkv] + [[f"{a}/out/kernel", 0]],
-                       "config_field": ["num_heads", i]})
+        group = {"name": f"block_{i}_heads",
+                 "members": ([[f"{p}/kernel", 1] for p in qkv] + [[f"{p}/bias", 0] for p in qkv]
+                             + [[f"{a}/out/kernel", 0]]),
+                 "score": [[f"{p}/kernel", 1] for p in qkv] + [[f"{a}/out/kernel", 0]],
+                 "config_field": ["num_heads", i]}
+        if importance:
+            group["importance"] = [[f"{a}/out/kernel", 0]]
+        groups.append(group)
     return groups
 
 
