@@ -3,8 +3,9 @@
     python -m experiments.benchmark_quantization [--repeats=3] [--steps=N] [--dataset=synthetic]
         [--parts=step_time] [--parts=bytes] [--models=lenet5] [--out=FILE]
 
-The default (both parts, both models) takes about 4-5 minutes on a busy
-2-core CPU. --out writes every number (per-repetition ms/step, medians,
+The default (both parts, both models) takes about 8-10 minutes on a busy
+2-core CPU, most of it the Transformer's step time (at least MIN_TIMED_STEPS
+= 40 timed steps of about 0.6 s per repetition and variant). --out writes every number (per-repetition ms/step, medians,
 ratios, compile counts, load averages, the bytes rows), the device and the
 jax version as JSON.
 
@@ -30,7 +31,9 @@ jax version as JSON.
    same `steps` serve all three runs; with --steps=0 they are sized so that
    one float loop lasts about --seconds_per_run, from a calibration of the
    float run (the same difference of two loops, doubled until it lasts
-   0.25 s). Repetitions are interleaved (float, qat, qat+act, float, ...);
+   0.25 s), and never fewer than --min_steps (40): with the 7 steps that 4 s
+   gave the Transformer, its qat/float ratio moved by ±8 % between
+   repetitions, too wide to tell a 5 % cost from none. Repetitions are interleaved (float, qat, qat+act, float, ...);
    the table gives the median ms/step of each and the ratios of the medians,
    qat/float and qat+act/float (the issue aims at qat/float <= 1.3). On a
    busy machine the absolute milliseconds move; the side-by-side ratios
@@ -91,6 +94,9 @@ TRANSFORMER_WEIGHTS = (".*kernel", "embed/embedding", "pos_embed")
 BITS_MODELS = ("lenet300", "lenet5")
 BITS = (32, 8, 4, 3, 2, 1)  # 32: the float reference; 1: binary (BWN)
 TARGET_RATIO = 1.3
+# Timed steps per repetition at least (with --steps=0), so that a ratio's range over the
+# repetitions is narrow enough to read (the report marks rows timed with fewer).
+MIN_TIMED_STEPS = 40
 
 
 def define_flags() -> None:
@@ -105,6 +111,8 @@ def define_flags() -> None:
     flags.DEFINE_integer("steps", 0, "Timed steps per repetition (after `base` steps); 0 sizes them per model "
                          "from --seconds_per_run.")
     flags.DEFINE_float("seconds_per_run", 4.0, "With --steps=0: about how long one timed float loop runs.")
+    flags.DEFINE_integer("min_steps", MIN_TIMED_STEPS, "With --steps=0: at least this many timed steps "
+                         "per repetition, however long the float loop takes.")
     flags.DEFINE_bool("progress", True, "Show the driver's progress bar (it is part of the timed loop).")
     flags.DEFINE_string("out", None, "Optional JSON file for the numbers.")
 
@@ -156,8 +164,12 @@ def calibrate_ms_per_step(loop: Callable[[int], float], seconds: float = 0.25, m
 
 def benchmark_variants(configs: dict[str, ml_collections.ConfigDict], dataset: data_lib.Dataset, *,
                        name: str = "", repeats: int = 3, steps: int = 0, seconds_per_run: float = 4.0,
-                       progress: bool = True) -> dict[str, Any]:
-    """Times the driver on each config (same data, same steps, interleaved); ms/step, medians, ratios to 'float'."""
+                       progress: bool = True, min_steps: int = MIN_TIMED_STEPS) -> dict[str, Any]:
+    """Times the driver on each config (same data, same steps, interleaved); ms/step, medians, ratios to 'float'.
+
+    With `steps` = 0 the timed steps are sized from `seconds_per_run`, but never fewer than
+    `min_steps`; a positive `steps` is taken as given.
+    """
     if "float" not in configs:
         raise ValueError(f"the configs need a 'float' run to compare against (got {sorted(configs)})")
     first = configs["float"]
@@ -171,6 +183,8 @@ def benchmark_variants(configs: dict[str, ml_collections.ConfigDict], dataset: d
     log_every = int(first.train.log_every)
     checkpoint_every = int(first.train.checkpoint_every)
     float_ms = calibrate_ms_per_step(loops["float"]) if steps <= 0 else float("nan")
+    if steps <= 0:
+        steps = max(min_steps, math.ceil(1000 * seconds_per_run / float_ms))
     base, steps = benchmark_step.timed_steps(float_ms, seconds_per_run, log_every, steps)
 
     load_before = _load_average()
@@ -325,7 +339,8 @@ def main(argv: list[str]) -> None:
                               "cpu_count": os.cpu_count()}
     if "step_time" in FLAGS.parts:
         rows = run_step_time(FLAGS.models, FLAGS.dataset, FLAGS.data_dir, repeats=FLAGS.repeats,
-                             steps=FLAGS.steps, seconds_per_run=FLAGS.seconds_per_run, progress=FLAGS.progress)
+                             steps=FLAGS.steps, seconds_per_run=FLAGS.seconds_per_run, progress=FLAGS.progress,
+                             min_steps=FLAGS.min_steps)
         result["step_time"] = rows
         print()
         print(f"Step time: the driver's train_loop, median ms/step of {FLAGS.repeats} interleaved repetitions "

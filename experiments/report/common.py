@@ -18,12 +18,58 @@ difference or a ratio computed from such a run is marked in whatever cell
 prints it, by the families' own format strings; `format_stat` and its kin
 print one mark after a `mean ± std`. `unrecoverable_note` is the footnote the
 report prints once, and `save_figure` drops the mark from figures.
+
+Every verdict the report prints (an ordering, "better", "within N points",
+"faster") is made here, in one place, by the separation rule of DESIGN.md:
+`compare` (two arms), `ordering` (several arms), `within` (a "within N
+points" claim) and `compare_repeats` (timings). A family module never orders
+two numbers by itself. The rule, precisely:
+
+Two arms a and b (lists of per-seed values of one measure, n_a and n_b
+seeds) are *separated* when their means differ by more than twice the
+standard error of the difference:
+
+    |mean_a - mean_b| > 2 * SE,   SE = sqrt(s_a^2 / n_a + s_b^2 / n_b)
+
+with s the sample standard deviation (ddof = 1). With one seed on either
+side there is no standard deviation, so no SE; then a margin under
+ONE_SEED_MARGIN[unit] (1 point of accuracy or error, 0.02 nats of loss)
+cannot be called ("one seed: not separated; needs 3 seeds"), and a margin
+of at least that is stated, marked "(one seed)". What is not separated is
+printed as "≈ (not separated)", never as an ordering.
+
+A "within N" claim (a falls short of b by at most N: a drop in accuracy,
+a rise in loss) is judged on the shortfall d = mean_b - mean_a (accuracy)
+or mean_a - mean_b (loss) and its interval d ± 2 SE:
+  holds          when the whole interval lies within the bound: d + 2 SE <= N;
+  fails          when the whole interval lies beyond it:        d - 2 SE >  N;
+  not separated  from the N bound otherwise (the interval straddles N).
+A gain (d < 0) is within. With one seed on either side the margin is the
+distance |d - N| from the bound: under ONE_SEED_MARGIN the claim is not
+separated from the bound (needs 3 seeds); otherwise it holds (d <= N) or
+fails (d > N), marked "(one seed)".
+
+Timings (latency, step time) have repetitions, not seeds: two are different
+only when their repetitions' ranges do not overlap (every repetition of one
+is faster than every repetition of the other); a difference inside the
+repetitions' range is "no difference" (`compare_repeats`); with fewer than
+two repetitions on a side there is no range, and nothing is judged.
+
+Boundaries, up to CLAIM_EPS for floating point: a difference of exactly 2 SE
+is not separated; a one-seed margin of exactly one point (0.02 nats) is
+called; an interval whose upper end is exactly N holds.
+
+`language_model_shapes` gives a language-model run's parameter shapes (by
+jax.eval_shape of its recorded model config), for counts results.json does
+not break down by parameter path; `kept_text` prints `kept / total (%)`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import math
 import os
 import re
 import statistics
@@ -468,6 +514,228 @@ def finish_line_figure(fig: Any, ax: Any, xlabel: str, ylabel: str, title: str, 
 
 
 # --------------------------------------------------------------------------
+# Verdicts: when two arms are separated (DESIGN.md); the rule is in the module docstring.
+
+UNITS = ("points", "nats")
+ONE_SEED_MARGIN = {"points": 1.0, "nats": 0.02}
+NOT_SEPARATED = "not separated"
+NEEDS_SEEDS = "needs 3 seeds"
+
+
+def _unit_format(unit: str) -> str:
+    return "{:.3f}" if unit == "nats" else "{:.2f}"
+
+
+def _plain_numbers(values: Iterable[Any]) -> list[Any]:
+    return [v for v in values if is_number(v)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """Arm a against arm b under the separation rule (see the section comment above)."""
+    mean_a: float
+    mean_b: float
+    n_a: int
+    n_b: int
+    unit: str
+    se: float | None  # standard error of the difference; None with one seed on either side
+    separated: bool
+
+    @property
+    def difference(self) -> float:
+        return self.mean_a - self.mean_b
+
+    @property
+    def one_seed(self) -> bool:
+        return self.se is None
+
+    @property
+    def sign(self) -> int:
+        """+1: a above b, -1: a below b, 0: not separated."""
+        if not self.separated:
+            return 0
+        return 1 if self.difference > 0 else -1
+
+    @property
+    def symbol(self) -> str:
+        return {1: ">", -1: "<", 0: "≈"}[self.sign]
+
+    @property
+    def qualifier(self) -> str:
+        """What the verdict rests on: '' (separated over seeds), '(one seed)',
+        '(not separated)', '(one seed: not separated; needs 3 seeds)'."""
+        if self.separated:
+            return "(one seed)" if self.one_seed else ""
+        return (f"(one seed: {NOT_SEPARATED}; {NEEDS_SEEDS})" if self.one_seed
+                else f"({NOT_SEPARATED})")
+
+    @property
+    def text(self) -> str:
+        """`>`, `< (one seed)`, `≈ (not separated)`: a against b."""
+        return f"{self.symbol} {self.qualifier}".strip()
+
+    def verdict(self, above: str, below: str) -> str:
+        """`above` / `below` (a's side of b, e.g. "worse" / "better"), or `≈ (not separated)`."""
+        if not self.separated:
+            return f"≈ {self.qualifier}"
+        word = above if self.sign > 0 else below
+        return f"{word} {self.qualifier}".strip()
+
+    def brief(self, above: str, below: str) -> str:
+        """The verdict without brackets, to sit inside them: `worse, one seed`,
+        `≈, not separated`, `≈, one seed: not separated, needs 3 seeds`."""
+        if not self.separated:
+            return (f"≈, one seed: {NOT_SEPARATED}, {NEEDS_SEEDS}" if self.one_seed
+                    else f"≈, {NOT_SEPARATED}")
+        word = above if self.sign > 0 else below
+        return f"{word}, one seed" if self.one_seed else word
+
+
+def compare(a_values: Iterable[Any], b_values: Iterable[Any], unit: str = "points"
+            ) -> Comparison | None:
+    """Arm a against arm b (per-seed values in `unit`: "points" or "nats"); None when either is empty."""
+    if unit not in UNITS:
+        raise ValueError(f"unit must be one of {UNITS}, not {unit!r}")
+    a, b = _plain_numbers(a_values), _plain_numbers(b_values)
+    if not a or not b:
+        return None
+    (mean_a, std_a), (mean_b, std_b) = mean_std(a), mean_std(b)
+    if std_a is None or std_b is None:
+        se = None
+        separated = abs(mean_a - mean_b) >= ONE_SEED_MARGIN[unit] - CLAIM_EPS
+    else:
+        se = math.sqrt(float(std_a) ** 2 / len(a) + float(std_b) ** 2 / len(b))
+        separated = abs(mean_a - mean_b) > 2.0 * se + CLAIM_EPS
+    return Comparison(mean_a, mean_b, len(a), len(b), unit, se, separated)
+
+
+def ordering(arms: Sequence[tuple[str, Iterable[Any]]], unit: str = "points") -> str:
+    """`gradual > one-shot ≈ small-dense` by mean, each neighbour pair judged by `compare`.
+
+    Arms without values are left out; MISSING when fewer than two remain.
+    Neighbours that are not separated join with `≈`; a trailing note names the
+    pairs that rest on one seed: `FP > TWN ≈ BWN (one seed, needs 3 seeds:
+    TWN ≈ BWN)`, `gradual > one-shot (one seed: gradual > one-shot)`.
+    """
+    known = [(label, vals) for label, values in arms if (vals := _plain_numbers(values))]
+    if len(known) < 2:
+        return MISSING
+    known.sort(key=lambda t: -float(statistics.fmean(map(float, t[1]))))
+    text = known[0][0]
+    open_pairs, called_pairs = [], []
+    for (prev_label, prev), (label, values) in zip(known, known[1:]):
+        c = compare(prev, values, unit)
+        assert c is not None
+        symbol = ">" if c.separated else "≈"
+        text += f" {symbol} {label}"
+        if c.one_seed:
+            (called_pairs if c.separated else open_pairs).append(f"{prev_label} {symbol} {label}")
+    notes = ([f"one seed, {NEEDS_SEEDS}: {', '.join(open_pairs)}"] if open_pairs else []) + (
+        [f"one seed: {', '.join(called_pairs)}"] if called_pairs else [])
+    return text + (f" ({'; '.join(notes)})" if notes else "")
+
+
+@dataclasses.dataclass(frozen=True)
+class BoundCheck:
+    """Whether arm a falls short of arm b by at most `bound` (see the section comment above)."""
+    shortfall: float  # b - a for accuracy, a - b for loss: positive is worse
+    bound: float
+    unit: str
+    se: float | None
+    outcome: str      # "holds", "fails" or NOT_SEPARATED
+
+    @property
+    def one_seed(self) -> bool:
+        return self.se is None
+
+    @property
+    def holds(self) -> bool:
+        return self.outcome == "holds"
+
+    def _shortfall_text(self, worse: str, better: str) -> str:
+        fmt = _unit_format(self.unit)
+        word = worse if self.shortfall >= 0 else better
+        text = f"{word} {fmt.format(abs(self.shortfall))}"
+        if self.se is not None:
+            text += f" ± {fmt.format(2.0 * self.se)}"
+        return text
+
+    def text(self, worse: str = "drop", better: str = "gain") -> str:
+        """`within 1.0 points (drop 0.65 ± 0.23)`, `not within 0.3 points (drop 1.07 ± 0.23)`,
+        `not separated from the 1.0-point bound (drop 0.81 ± 0.40)`, and with one seed
+        `within 2.0 points (drop 0.73; one seed, 1.27 inside the bound)` or
+        `one seed: not separated from the 1.0-point bound (drop 0.41, 0.59 from it; needs 3 seeds)`."""
+        fmt = _unit_format(self.unit)
+        number = ("{:.3f}" if self.unit == "nats" else "{:.1f}").format(self.bound)
+        singular = self.unit[:-1]
+        bound = f"{number} {singular if float(number) == 1 else self.unit}"
+        the_bound = f"the {number}-{singular} bound"
+        what = self._shortfall_text(worse, better)
+        margin = fmt.format(abs(self.bound - self.shortfall))
+        if self.one_seed:
+            if self.outcome == NOT_SEPARATED:
+                return (f"one seed: {NOT_SEPARATED} from {the_bound} "
+                        f"({what}, {margin} from it; {NEEDS_SEEDS})")
+            where = "inside" if self.holds else "beyond"
+            head = "within" if self.holds else "not within"
+            return f"{head} {bound} ({what}; one seed, {margin} {where} the bound)"
+        if self.outcome == NOT_SEPARATED:
+            return f"{NOT_SEPARATED} from {the_bound} ({what})"
+        return f"{'within' if self.holds else 'not within'} {bound} ({what})"
+
+
+def within(values: Iterable[Any], reference: Iterable[Any], bound: float, unit: str = "points",
+           higher_is_better: bool = True) -> BoundCheck | None:
+    """Does arm `values` fall short of `reference` by at most `bound`? None when either is empty."""
+    c = compare(values, reference, unit)
+    if c is None:
+        return None
+    shortfall = -c.difference if higher_is_better else c.difference
+    if c.se is None:
+        margin = abs(bound - shortfall)
+        if margin < ONE_SEED_MARGIN[unit] - CLAIM_EPS:
+            outcome = NOT_SEPARATED
+        else:
+            outcome = "holds" if shortfall <= bound + CLAIM_EPS else "fails"
+    elif shortfall + 2.0 * c.se <= bound + CLAIM_EPS:
+        outcome = "holds"
+    elif shortfall - 2.0 * c.se > bound + CLAIM_EPS:
+        outcome = "fails"
+    else:
+        outcome = NOT_SEPARATED
+    return BoundCheck(shortfall, bound, unit, c.se, outcome)
+
+
+NO_DIFFERENCE = "no difference"
+
+
+@dataclasses.dataclass(frozen=True)
+class RepeatComparison:
+    """Timing a against timing b by their repetitions' ranges: +1 every repetition of a
+    above every one of b (a slower), -1 below (a faster), 0 the ranges overlap."""
+    range_a: tuple[float, float]
+    range_b: tuple[float, float]
+    sign: int
+
+    @property
+    def separated(self) -> bool:
+        return self.sign != 0
+
+    def verdict(self, above: str = "slower", below: str = "faster") -> str:
+        return {1: above, -1: below, 0: NO_DIFFERENCE}[self.sign]
+
+
+def compare_repeats(a_values: Iterable[Any], b_values: Iterable[Any]) -> RepeatComparison | None:
+    """Two timings (ms per repetition) by the ranges of their repetitions; None without
+    two repetitions on each side (one repetition has no range to judge by)."""
+    a, b = [float(v) for v in _plain_numbers(a_values)], [float(v) for v in _plain_numbers(b_values)]
+    if len(a) < 2 or len(b) < 2:
+        return None
+    sign = 1 if min(a) > max(b) else -1 if max(a) < min(b) else 0
+    return RepeatComparison((min(a), max(a)), (min(b), max(b)), sign)
+
+
+# --------------------------------------------------------------------------
 # What every part sees.
 
 
@@ -527,22 +795,21 @@ def mean_accuracy(groups: Mapping[str, Group], group: str) -> float | None:
     return mean_or_none(accuracy_percents(groups.get(group, [])))
 
 
-def _kept_percent(members: Group, total: str = "compression.weights_total",
-                  nonzero: str = "compression.weights_nonzero") -> list[float]:
-    return [100.0 * n / t for t, n in zip(column(members, total), column(members, nonzero))
-            if is_number(t) and is_number(n) and t > 0]
+def kept_text(nonzero: Sequence[Any], total: Sequence[Any]) -> str:
+    """`22,000 / 266,200 (8.26 %)` from per-run kept and total counts, MISSING when absent."""
+    pairs = [(n, t) for n, t in zip(nonzero, total) if is_number(n) and is_number(t) and t > 0]
+    if not pairs:
+        return MISSING
+    kept = format_stat([n for n, _ in pairs], "{:,.0f}", collapse_equal=True)
+    whole = format_stat([t for _, t in pairs], "{:,.0f}", collapse_equal=True)
+    percent = format_stat([100.0 * n / t for n, t in pairs], collapse_equal=True)
+    return with_mark(f"{kept} / {whole} ({percent} %)", False)
 
 
 def weights_kept(members: Group) -> str:
     """`22,000 / 266,200 (8.26 %)`: weight-matrix nonzeros over weights, as Han et al. count."""
-    nonzero = format_stat(column(members, "compression.weights_nonzero"), "{:,.0f}",
-                          collapse_equal=True)
-    total = format_stat(column(members, "compression.weights_total"), "{:,.0f}",
-                        collapse_equal=True)
-    if nonzero == MISSING or total == MISSING:
-        return MISSING
-    return with_mark(f"{nonzero} / {total} "
-                     f"({format_stat(_kept_percent(members), collapse_equal=True)} %)", False)
+    return kept_text(column(members, "compression.weights_nonzero"),
+                     column(members, "compression.weights_total"))
 
 
 def signed_points(value: float | None) -> str:
@@ -582,6 +849,52 @@ def config_text(groups: Iterable[Group], dotted: str) -> str:
     """The distinct values of one config field over the runs, MISSING when none records it."""
     return distinct_text(value for members in groups
                          for value in column(members, f"config.{dotted}"))
+
+
+# --------------------------------------------------------------------------
+# Parameter shapes of a run's model, for counts results.json does not break down.
+
+
+@functools.lru_cache(maxsize=None)
+def _token_model_shapes(model_json: str, num_classes: int) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    import jax  # imported here: only the parts that count per parameter path need jax and flax
+    import numpy as np
+    from compression.selection import leaves_by_path
+    from experiments import models
+
+    model = models.build_model(json.loads(model_json), num_classes)
+    tokens = np.zeros((1, 8), np.int32)
+    abstract = jax.eval_shape(lambda key: model.init(key, tokens)["params"], jax.random.PRNGKey(0))
+    return tuple((path, tuple(leaf.shape)) for path, leaf in leaves_by_path(abstract).items())
+
+
+def language_model_shapes(result: Mapping[str, Any]) -> dict[str, tuple[int, ...]] | None:
+    """{parameter path: shape} of a language-model run's full (unpruned) model, by jax.eval_shape.
+
+    Built from the run's recorded `config.model`; results.json records no
+    vocabulary size, so it is the one that makes the model's size equal the
+    recorded `compression.params_total` (a model's size is affine in it).
+    None when the config does not build a model or no vocabulary fits.
+    """
+    model = get_path(result, "config.model")
+    total = get_path(result, "compression.params_total")
+    if not isinstance(model, Mapping) or not is_number(total):
+        return None
+    model_json = json.dumps(model, sort_keys=True)
+
+    def size(num_classes: int) -> int:
+        return sum(math.prod(shape) for _, shape in _token_model_shapes(model_json, num_classes))
+
+    try:
+        one, two = size(1), size(2)
+    except Exception:  # a config that builds no token model: nothing to count, shown as MISSING
+        return None
+    per_class = two - one
+    classes = (int(total) - (one - per_class)) / per_class if per_class else 0
+    if classes < 1 or not float(classes).is_integer():
+        return None
+    shapes = dict(_token_model_shapes(model_json, int(classes)))
+    return shapes if sum(map(math.prod, shapes.values())) == int(total) else None
 
 
 # --------------------------------------------------------------------------

@@ -6,6 +6,11 @@ LeNet-5 filters after Li et al. 2017 (configs/li2017_lenet5.py) against
 global magnitude pruning, with the exports' inference latency timed side by
 side by experiments/benchmark_inference.py, whose --out JSON sits at
 RESULTS/<latency_dir>/latency.json; and the multiple-of-8 width control.
+Verdicts come from experiments/report/common.py, the one place the report
+decides them: which kind keeps more accuracy from common.compare (the
+separation rule over seeds), faster / slower / no difference from
+common.compare_repeats (a difference inside the repetitions' range is no
+difference).
 """
 
 from __future__ import annotations
@@ -14,10 +19,11 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from experiments.report.common import (CLAIM_EPS, MISSING, Group, References, ReportInputs,
-                                       ResultsError, accuracy_percents, column, format_stat,
-                                       get_path, is_number, markdown_table, mean_accuracy,
-                                       mean_or_none, read_json, signed_points, split_seed)
+from experiments.report.common import (MISSING, NO_DIFFERENCE, Comparison, Group, References,
+                                       ReportInputs, ResultsError, accuracy_percents, column,
+                                       compare, compare_repeats, format_stat, get_path,
+                                       is_number, markdown_table, mean_accuracy, mean_or_none,
+                                       read_json, signed_points, split_seed)
 
 SECTION = "Pruning"
 RESULTS_NAME = "pruning"
@@ -26,10 +32,9 @@ STRUCTURED_LEVELS = (25, 50, 75)
 UNSTRUCTURED_KIND = "unstructured"
 LATENCY_FILE = "latency.json"
 LATENCY_BATCHES = (1, 128)
-# A speedup of at least this (or at most its inverse), as printed to two
-# decimals, counts as faster (slower) than dense; between the two is "about
-# dense speed": one timing run on a shared CPU moves by a few per cent.
-SPEEDUP_MARGIN = 1.10
+# What a row's timing is against the dense reference's (common.compare_repeats
+# over their repetitions); NOT_JUDGED where a side recorded fewer than two.
+FASTER, SLOWER, NOT_JUDGED = "faster", "slower", "not judged (fewer than two repetitions)"
 LI2017_REFERENCE = "li2017_vgg16_flops_reduction"
 
 
@@ -256,29 +261,69 @@ def _levels_text(levels: Sequence[int]) -> str:
     return f"P = {', '.join(map(str, levels))}"
 
 
-def _speed_class(speedup: float) -> str:
-    shown = round(speedup, 2)  # judged as the table prints it
-    if shown >= SPEEDUP_MARGIN - CLAIM_EPS:
-        return "faster"
-    if shown <= round(1.0 / SPEEDUP_MARGIN, 2) + CLAIM_EPS:
-        return "slower"
-    return "about dense speed"
+def _reference_row(latency: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    return next((r for r in latency.get("rows", []) if r["run"] == latency.get("reference")), None)
 
 
-def _speed_text(kind: str, values: Mapping[int, float]) -> str:
+def _speed_class(latency: Mapping[str, Any], row: Mapping[str, Any] | None, batch: int) -> str:
+    """FASTER / SLOWER / NO_DIFFERENCE than the reference: common.compare_repeats of the row's
+    repetitions against the reference's (overlapping ranges are no difference)."""
+    reference = _reference_row(latency)
+    c = compare_repeats(get_path(row or {}, f"ms_per_repeat.{batch}") or [],
+                        get_path(reference or {}, f"ms_per_repeat.{batch}") or [])
+    return NOT_JUDGED if c is None else c.verdict(SLOWER, FASTER)
+
+
+def _speed_text(kind: str, values: Mapping[int, float], classes: Mapping[int, str]) -> str:
     """`neurons 1.30×, 1.67×, 2.90× (faster than dense at every level)`."""
     by_class: dict[str, list[int]] = {}
-    for level, x in sorted(values.items()):
-        by_class.setdefault(_speed_class(x), []).append(level)
+    for level in sorted(values):
+        by_class.setdefault(classes[level], []).append(level)
     if len(by_class) == 1:
         (which,) = by_class
-        qual = ("about dense speed at every level" if which == "about dense speed"
+        qual = (f"{which} from dense at every level" if which == NO_DIFFERENCE
+                else f"{which} at every level" if which == NOT_JUDGED
                 else f"{which} than dense at every level")
     else:
         qual = "; ".join(f"{which} at {', '.join(map(str, levels))} %"
-                         for which in ("faster", "slower", "about dense speed")
+                         for which in (FASTER, SLOWER, NO_DIFFERENCE, NOT_JUDGED)
                          if (levels := by_class.get(which)))
     return f"{kind} " + ", ".join(f"{x:.2f}×" for _, x in sorted(values.items())) + f" ({qual})"
+
+
+def _levels_list(levels: Sequence[int], comparisons: Mapping[int, Comparison]) -> str:
+    """`25 %; 50, 75 %: one seed`: levels, those that rest on one seed said so."""
+    many = [p for p in levels if not comparisons[p].one_seed]
+    one = [p for p in levels if comparisons[p].one_seed]
+    parts = ([f"{', '.join(map(str, many))} %"] if many else []) + (
+        [f"{', '.join(map(str, one))} %: one seed"] if one else [])
+    return "; ".join(parts)
+
+
+def _accuracy_sentence(study: StructuredAblation, both: Sequence[int],
+                       comparisons: Mapping[int, Comparison]) -> tuple[str, str | None]:
+    """Which kind keeps more accuracy, level by level by common.compare; (text, the kind or None)."""
+    s_kind, u_kind = study.kinds
+    wins = {u_kind: [p for p in both if comparisons[p].sign > 0],
+            s_kind: [p for p in both if comparisons[p].sign < 0]}
+    ties = [p for p in both if comparisons[p].sign == 0]
+    many = ", ".join(str(p) for p in ties if not comparisons[p].one_seed)
+    one = ", ".join(str(p) for p in ties if comparisons[p].one_seed)
+    tie_text = " and ".join(
+        ([f"not separated at {many} %"] if many else [])
+        + ([f"{'' if many else 'not separated '}at {one} % (one seed: needs 3 seeds)"]
+           if one else []))
+    winners = [k for k in (u_kind, s_kind) if wins[k]]
+    if len(winners) == 1:
+        (kind,) = winners
+        text = (f"{kind} keeps more accuracy at equal nonzero weights, at {len(wins[kind])} of "
+                f"{len(both)} levels ({_levels_list(wins[kind], comparisons)})")
+        return text + (f"; {tie_text}" if tie_text else ""), kind
+    if winners:
+        text = ("neither kind keeps more accuracy at every level: " + "; ".join(
+            f"{k} ahead at {_levels_list(wins[k], comparisons)}" for k in winners))
+        return text + (f"; {tie_text}" if tie_text else ""), None
+    return f"neither kind keeps more accuracy at equal nonzero weights: {tie_text}", None
 
 
 def _ablation_finding(inputs: ReportInputs, study: StructuredAblation,
@@ -303,40 +348,36 @@ def _ablation_finding(inputs: ReportInputs, study: StructuredAblation,
                                     for k in study.kinds for b in LATENCY_BATCHES)]
     speeds = {b: {k: {p: speedup(p, k, b) for p in timed} for k in study.kinds}
               for b in LATENCY_BATCHES}
+    classes = ({b: {k: {p: _speed_class(latency, by[p, k].latency, b) for p in timed}
+                    for k in study.kinds} for b in LATENCY_BATCHES} if latency is not None else {})
     if timed:
         sentences.append(
-            f"{study.label}, speedup against the dense export ({_levels_text(timed)}): "
+            f"{study.label}, speedup against the dense export ({_levels_text(timed)}; faster or "
+            "slower only where the repetitions' ranges do not overlap): "
             + "; ".join(f"at batch {b}, " + " against ".join(
-                _speed_text(k, speeds[b][k]) for k in study.kinds) for b in LATENCY_BATCHES)
+                _speed_text(k, speeds[b][k], classes[b][k]) for k in study.kinds)
+                for b in LATENCY_BATCHES)
             + ".")
     else:
         sentences.append(f"{study.label}: no latency for both kinds at any level both ran "
                          f"({_levels_text(both)}), so no speed comparison.")
     acc = {k: [by[p, k].accuracy for p in both] for k in study.kinds}
-    wins = {k: sum(round(a, 2) > round(b, 2) for a, b in zip(acc[k], acc[o]))
-            for k, o in ((s_kind, u_kind), (u_kind, s_kind))}
+    comparisons = {p: compare(accuracy_percents(by[p, u_kind].members),
+                              accuracy_percents(by[p, s_kind].members)) for p in both}
     dense_acc = dense.accuracy if dense is not None else None
     if dense_acc is not None:
         changes = "; ".join(f"{k} " + ", ".join(signed_points(a - dense_acc) for a in acc[k])
                             for k in study.kinds)
-        detail = f" (change vs dense in points: {changes})"
+        detail = f". Change vs dense in points: {changes}"
     else:
-        detail = " (accuracy %: " + "; ".join(
-            f"{k} " + ", ".join(f"{a:.2f}" for a in acc[k]) for k in study.kinds) + ")"
-    if wins[s_kind] == wins[u_kind]:
-        acc_text = (f"neither kind keeps more accuracy at equal nonzero weights "
-                    f"(each ahead at {wins[s_kind]} of {len(both)} levels)")
-        acc_kind = None
-    else:
-        acc_kind = max(study.kinds, key=lambda k: wins[k])
-        acc_text = (f"{acc_kind} keeps more accuracy at equal nonzero weights, at "
-                    f"{wins[acc_kind]} of {len(both)} levels")
+        detail = ". Accuracy %: " + "; ".join(
+            f"{k} " + ", ".join(f"{a:.2f}" for a in acc[k]) for k in study.kinds)
+    acc_text, acc_kind = _accuracy_sentence(study, both, comparisons)
     sentences.append(acc_text[0].upper() + acc_text[1:] + detail + ".")
     if timed:
         b = LATENCY_BATCHES[-1]
         speed = speeds[b]
-        fast = {k: sum(_speed_class(x) == "faster" for x in speed[k].values())
-                for k in study.kinds}
+        fast = {k: sum(c == FASTER for c in classes[b][k].values()) for k in study.kinds}
         if fast[s_kind] == fast[u_kind]:
             speed_text = (f"neither kind is faster than dense at batch {b}" if not fast[s_kind]
                           else f"both kinds are faster than dense at {fast[s_kind]} of "
@@ -350,7 +391,7 @@ def _ablation_finding(inputs: ReportInputs, study: StructuredAblation,
         keep = ("" if acc_kind is None
                 else f", {acc_kind} pruning the kind that keeps accuracy")
         sentences.append(f"So on {study.label}, {speed_text}{keep}.")
-        slow = [p for p in timed if _speed_class(speed[s_kind][p]) == "slower"
+        slow = [p for p in timed if classes[b][s_kind][p] == SLOWER
                 and dense is not None and dense.flops and by[p, s_kind].flops is not None
                 and by[p, s_kind].flops < dense.flops]
         if slow:
@@ -438,6 +479,7 @@ def _width_control_part(inputs: ReportInputs, groups: Mapping[str, Group]) -> st
         speeds = [(_latency_speedup(latency, row, b) if latency is not None and row is not None else None)
                   for b in LATENCY_BATCHES]
         speed = ", ".join(f"{'n/a' if x is None else f'{x:.2f}×'} at batch {b}"
+                          + ("" if x is None else f" ({_speed_class(latency, row, b)})")
                           for x, b in zip(speeds, LATENCY_BATCHES))
         return f"`{group}` keeps {shape}: {accuracy} % test accuracy, speed against dense {speed}"
 

@@ -3,7 +3,9 @@
 A family module of experiments/report (see builder.py): Han et al. 2015
 (iterative magnitude prune-retrain), Zhu & Gupta 2017 (gradual vs one-shot
 vs small-dense) and SNIP (Lee et al. 2019, pruning at initialization) on our
-Fashion-MNIST runs, and the Pruning section's opening paragraph.
+Fashion-MNIST runs, and the Pruning section's opening paragraph. Every
+verdict (the Han claim, the Zhu ordering and its claim) is common.within /
+common.ordering / common.compare: the separation rule of DESIGN.md.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ from typing import Mapping, Sequence
 
 from matplotlib.figure import Figure
 
-from experiments.report.common import (CLAIM_EPS, MISSING, Group, References, ReportInputs,
-                                       accuracy_line, accuracy_percents, column,
-                                       finish_line_figure, format_published, format_stat,
+from experiments.report.common import (CLAIM_EPS, MISSING, BoundCheck, Group, References,
+                                       ReportInputs, accuracy_line, accuracy_percents, column,
+                                       compare, finish_line_figure, format_published, format_stat,
                                        format_times, is_number, markdown_table, mean_accuracy,
-                                       mean_or_none, mean_std, published_accuracy_percent,
-                                       signed_points, weights_kept)
+                                       mean_or_none, mean_std, ordering,
+                                       published_accuracy_percent, signed_points, weights_kept,
+                                       within)
 
 SECTION = "Pruning"
 RESULTS_NAME = "pruning"
@@ -46,9 +49,11 @@ HAN_MODELS: tuple[HanModel, ...] = (
     HanModel("LeNet-300-100", "han2015_lenet300", "baseline_lenet300", "han2015_lenet300"),
     HanModel("LeNet-5", "han2015_lenet5", "baseline_lenet5", "han2015_lenet5"),
 )
-# The claim our issue checks: at least this many times fewer weights, with
-# mean test accuracy at most this many points below our dense model's.
-HAN_CLAIM_MIN_FEWER = 12.0
+# The claim our issue checks: at least as many times fewer weights as the
+# paper's own per-layer kept fractions give (`..._per_layer_compression`:
+# 12.22x for LeNet-300-100, 11.87x for LeNet-5, which the paper rounds to
+# 12x; our configs keep exactly those fractions), and mean test accuracy at
+# most HAN_CLAIM_MAX_DROP_POINTS below our dense model's (common.within).
 HAN_CLAIM_MAX_DROP_POINTS = 0.3
 
 ZHU_PREFIX = "zhu2017_lenet300_"
@@ -74,22 +79,27 @@ def _fewer_weights(members: Group) -> list[float]:
             if is_number(t) and is_number(n) and n > 0]
 
 
-def han_claim(fewer: float | None, change_points: float | None) -> str:
-    """`yes` / `no (...)` for the issue's claim, MISSING when a number is absent.
+def han_claim(fewer: float | None, min_fewer: float | None, accuracy: BoundCheck | None) -> str:
+    """`yes` / `no (...)` / `not separated (...)` for the issue's claim, MISSING when a number is absent.
 
-    The claim holds when the mean weights_total / weights_nonzero is at least
-    HAN_CLAIM_MIN_FEWER and the mean pruned accuracy is at most
-    HAN_CLAIM_MAX_DROP_POINTS points below the mean dense accuracy (being
-    more accurate than the dense model is within the claim).
+    The ratio part holds when the mean weights_total / weights_nonzero, as
+    the table prints it (two decimals), is at least `min_fewer` (the ratio
+    the paper's per-layer fractions give). The accuracy part is
+    common.within: the pruned accuracy at most HAN_CLAIM_MAX_DROP_POINTS below
+    the dense one (a gain holds), decided by the separation rule. The claim
+    holds when both parts hold, fails when either fails, and is not
+    separated otherwise.
     """
-    if fewer is None or change_points is None:
+    if fewer is None or min_fewer is None or accuracy is None:
         return MISSING
-    failures = []
-    if fewer < HAN_CLAIM_MIN_FEWER - CLAIM_EPS:
-        failures.append(f"{fewer:.2f}× < {HAN_CLAIM_MIN_FEWER:g}×")
-    if -change_points > HAN_CLAIM_MAX_DROP_POINTS + CLAIM_EPS:
-        failures.append(f"drop {-change_points:.2f} > {HAN_CLAIM_MAX_DROP_POINTS:g} points")
-    return "yes" if not failures else f"no ({'; '.join(failures)})"
+    ratio_ok = round(fewer, 2) >= min_fewer - CLAIM_EPS
+    detail = (f"ratio {fewer:.2f}× {'≥' if ratio_ok else '<'} {min_fewer:.2f}×; "
+              f"accuracy {accuracy.text()}")
+    if not ratio_ok or accuracy.outcome == "fails":
+        return f"no: {detail}"
+    if accuracy.holds:
+        return f"yes: {detail}"
+    return f"not separated: {detail}"
 
 
 def _han_published(inputs: ReportInputs, model: HanModel,
@@ -100,12 +110,14 @@ def _han_published(inputs: ReportInputs, model: HanModel,
     dense_w = inputs.published_by_id(f"{p}_dense_weights")
     pruned_w = inputs.published_by_id(f"{p}_pruned_weights")
     ratio = inputs.published_by_id(f"{p}_compression")
+    exact = inputs.published_by_id(f"{p}_per_layer_compression")
     change = dense_err["value"] - pruned_err["value"]  # error down = accuracy up
     text = (f"error {dense_err['value']:.2f} % → {pruned_err['value']:.2f} % "
             f"({change:+.2f} points accuracy); {dense_w['value']:g}K → "
-            f"{pruned_w['value']:g}K weights ({ratio['value']:g}× fewer); "
+            f"{pruned_w['value']:g}K weights ({ratio['value']:g}× fewer; "
+            f"{exact['value']:.2f}× from its per-layer fractions); "
             f"{dense_err.get('dataset', MISSING)}")
-    cites = sorted({refs.cite(e) for e in (dense_err, pruned_err, dense_w, pruned_w, ratio)})
+    cites = sorted({refs.cite(e) for e in (dense_err, pruned_err, dense_w, pruned_w, ratio, exact)})
     return text, "; ".join(cites)
 
 
@@ -117,6 +129,9 @@ def _han_row(inputs: ReportInputs, groups: Mapping[str, Group], model: HanModel,
     pruned = mean_accuracy(groups, model.group)
     change = None if dense is None or pruned is None else pruned - dense
     fewer = mean_or_none(_fewer_weights(members))
+    min_fewer = inputs.published_by_id(f"{model.published_prefix}_per_layer_compression")["value"]
+    accuracy = within(accuracy_percents(members), accuracy_percents(dense_members),
+                      HAN_CLAIM_MAX_DROP_POINTS)
     published, source = _han_published(inputs, model, refs)
     run = model.group if len(members) == 1 else f"{model.group} ({len(members)} seeds)"
     dense_run = (model.dense_group if len(dense_members) <= 1
@@ -138,7 +153,7 @@ def _han_row(inputs: ReportInputs, groups: Mapping[str, Group], model: HanModel,
         format_times(column(members, "compression.ratio")),
         published,
         source,
-        han_claim(fewer, change),
+        han_claim(fewer, min_fewer, accuracy),
     ]
 
 
@@ -151,13 +166,21 @@ def _han_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Reference
     headers = ["model", "run", "dense accuracy (%)", "pruned accuracy (%)",
                "change (points)", "weights kept", "fewer weights", "bytes exported",
                "ratio (bytes)", "paper (MNIST)", "source", "claim holds"]
+    exact = ", ".join(
+        f"{m.label} {inputs.published_by_id(f'{m.published_prefix}_per_layer_compression')['value']:.2f}×"
+        for m in HAN_MODELS)
     parts = [
         f"Iterative magnitude prune-retrain. Weights are the entries of weight "
         f"matrices (biases excluded), as the paper counts them; bytes are the "
         f"sparse export on disk (values + indices + header) against dense fp32. "
-        f"The claim checked: at least {HAN_CLAIM_MIN_FEWER:g}× fewer weights with "
-        f"mean test accuracy within {HAN_CLAIM_MAX_DROP_POINTS:g} points of our "
-        f"dense model (a gain also holds).",
+        f"The claim checked has two parts. Fewer weights: the paper's 12× is its rounding "
+        f"of its own per-layer kept fractions, which give {exact}; our configs keep exactly "
+        f"those fractions, so the ratio is judged against these (as the table prints it, two "
+        f"decimals). Accuracy, on its own: mean test accuracy within "
+        f"{HAN_CLAIM_MAX_DROP_POINTS:g} points of our dense model (a gain also holds), judged "
+        f"by the separation rule: the drop ± twice the standard error of the difference must "
+        f"lie within the bound to hold and beyond it to fail; otherwise it is not separated "
+        f"from the bound.",
         markdown_table(headers, rows),
     ]
     missing = [m.group for m in HAN_MODELS if m.group not in groups]
@@ -177,28 +200,22 @@ def _zhu_groups(groups: Mapping[str, Group]) -> dict[int, dict[str, Group]]:
     return found
 
 
-def _ordering(values: Mapping[str, Sequence[float]]) -> str:
-    """`gradual > one-shot > small-dense` by mean accuracy.
+ZHU_LABELS = {"gradual": "gradual", "oneshot": "one-shot", "smalldense": "small-dense"}
 
-    Neighbours join with `=` when their means agree to two decimals and with
-    `≈` when, both having several seeds, the means differ by less than the
-    larger sample std (an ordering the seeds do not settle).
-    """
-    labels = {"gradual": "gradual", "oneshot": "one-shot", "smalldense": "small-dense"}
-    known = sorted(((mean_std(v), labels[k]) for k, v in values.items() if v),
-                   key=lambda t: -t[0][0])
-    if len(known) < 2:
+
+def _ordering(values: Mapping[str, Sequence[float]]) -> str:
+    """`one-shot ≈ gradual > small-dense`: common.ordering by mean accuracy (≈: not separated)."""
+    return ordering([(ZHU_LABELS[k], v) for k, v in values.items()])
+
+
+def _zhu_claim(values: Mapping[str, Sequence[float]]) -> str:
+    """The paper's claim at one sparsity: large-sparse (gradual) against small-dense."""
+    c = compare(values.get("gradual", []), values.get("smalldense", []))
+    if c is None:
         return MISSING
-    text = known[0][1]
-    for ((prev, prev_std), _), ((value, std), label) in zip(known, known[1:]):
-        if round(prev, 2) == round(value, 2):
-            sign = "="
-        elif prev_std is not None and std is not None and prev - value < max(prev_std, std):
-            sign = "≈"
-        else:
-            sign = ">"
-        text += f" {sign} {label}"
-    return text
+    seeds = ("" if not c.one_seed else "; one seed" if c.separated
+             else "; one seed, needs 3 seeds")
+    return {1: "yes", -1: "no", 0: "not separated"}[c.sign] + f" ({c.difference:+.2f} points{seeds})"
 
 
 def _zhu_chart(inputs: ReportInputs, found: Mapping[int, Mapping[str, Group]],
@@ -247,10 +264,12 @@ def _zhu_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Reference
             format_stat(column(sparse, "compression.params_nonzero"), "{:,.0f}",
                         collapse_equal=True),
             _ordering(accuracies),
+            _zhu_claim(accuracies),
         ])
     headers = ["sparsity (%)", "gradual (%)", "one-shot (%)", "small-dense (%)",
                "small-dense params", "sparse nonzeros",
-               "ordering (mean accuracy; ≈: closer than one std)"]
+               "ordering (mean accuracy; ≈: not separated)",
+               "large-sparse beats small-dense (gradual − small-dense)"]
     dense = accuracy_percents(groups.get(ZHU_DENSE_GROUP, []))
     dense_text = (f"{format_stat(dense)} % (`{ZHU_DENSE_GROUP}`)" if dense
                   else f"not run yet (`{ZHU_DENSE_GROUP}`)")
@@ -261,7 +280,10 @@ def _zhu_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Reference
         f"large-sparse beats small-dense at equal nonzeros. Test accuracy; the "
         f"dense LeNet-300-100 scores {dense_text}. Sparse nonzeros are "
         f"`params_nonzero` of the gradual run (one-shot where gradual is absent), "
-        f"biases included, to compare with the small-dense `params_total`.",
+        f"biases included, to compare with the small-dense `params_total`. Two methods are "
+        f"ordered only where their means differ by more than twice the standard error of the "
+        f"difference, 2·sqrt(s₁²/n₁ + s₂²/n₂) over seeds; otherwise they are ≈, not "
+        f"separated.",
         markdown_table(headers, rows),
     ]
     missing = [f"{ZHU_PREFIX}{m}_{s}" for s in ZHU_SPARSITIES for m, _ in ZHU_METHODS

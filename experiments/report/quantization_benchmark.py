@@ -3,7 +3,9 @@
 A family module of experiments/report (see builder.py): the QAT step time
 against float and the exported bytes against the size formula, from
 experiments/benchmark_quantization.py's --out JSON at
-RESULTS/benchmark_quantization/benchmark.json.
+RESULTS/benchmark_quantization/benchmark.json. Whether a quantized step is
+slower, faster or no different from float is common.compare_repeats (a
+difference inside the repetitions' range is no difference).
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from experiments.report.common import (MISSING, Group, References, ReportInputs, ResultsError,
-                                       get_path, is_number, markdown_table, read_json)
+                                       compare_repeats, get_path, is_number, markdown_table,
+                                       read_json)
 
 SECTION = "Quantization"
 
@@ -20,6 +23,9 @@ BENCHMARK_DIR = "benchmark_quantization"
 BENCHMARK_FILE = "benchmark.json"
 BENCHMARK_PARTS = ("step_time", "bytes")
 BENCHMARK_VARIANTS = ("float", "qat", "qat+act")
+# experiments/benchmark_quantization.py's MIN_TIMED_STEPS: fewer timed steps per
+# repetition leave the ratio's spread over repetitions too wide to read (> ±5 %).
+MIN_TIMED_STEPS = 40
 
 
 def _benchmark_command(path_text: str) -> str:
@@ -55,16 +61,31 @@ def _load_text(row: Mapping[str, Any]) -> str:
     return MISSING
 
 
+def _ratio_cell(row: Mapping[str, Any], variant: str) -> str:
+    """`1.03× (1.00–1.04; slower)`: the ratio of medians, its range over the repetitions and
+    the verdict of common.compare_repeats on the two variants' ms/step."""
+    ratio = get_path(row, f"ratio_to_float.{variant}")
+    if not is_number(ratio):
+        return MISSING
+    per_repeat = [x for x in get_path(row, f"ratio_to_float_per_repeat.{variant}") or []
+                  if is_number(x)]
+    spread = f"{min(per_repeat):.2f}–{max(per_repeat):.2f}; " if len(per_repeat) > 1 else ""
+    c = compare_repeats(get_path(row, f"ms_per_step.{variant}") or [],
+                        get_path(row, "ms_per_step.float") or [])
+    verdict = "not judged: one repetition" if c is None else c.verdict("slower", "faster")
+    return f"{ratio:.2f}× ({spread}{verdict})"
+
+
 def _step_time_table(rows: Sequence[Mapping[str, Any]]) -> str:
     table = [[str(r.get("model", MISSING)), str(r.get("dataset", MISSING)),
               _number(r.get("batch_size"), "{:,.0f}"), _number(r.get("steps"), "{:,.0f}"),
               *(_number(get_path(r, f"ms_median.{v}"), "{:.3f}") for v in BENCHMARK_VARIANTS),
-              *(_number(get_path(r, f"ratio_to_float.{v}"), "{:.2f}×")
-                for v in BENCHMARK_VARIANTS[1:]),
+              *(_ratio_cell(r, v) for v in BENCHMARK_VARIANTS[1:]),
               str(r.get("device", MISSING)), _load_text(r)] for r in rows]
     headers = ["model", "data", "batch", "timed steps",
                *(f"{v} ms/step" for v in BENCHMARK_VARIANTS),
-               *(f"{v} / float" for v in BENCHMARK_VARIANTS[1:]), "device", "load before → after"]
+               *(f"{v} / float (range over repetitions; verdict)" for v in BENCHMARK_VARIANTS[1:]),
+               "device", "load before → after"]
     return markdown_table(headers, table)
 
 
@@ -121,8 +142,19 @@ def _benchmark_part(inputs: ReportInputs, groups: Mapping[str, Group],
             f"{bits['qat']}-bit weights (`qat`) and with {bits['qat+act']}-bit weights and "
             "layer inputs (`qat+act`), the same model, data and steps, repetitions "
             "interleaved; ms/step are medians over the repetitions and a ratio above 1 means "
-            "the quantized step is slower.")
+            "the quantized step is slower. The verdict says slower or faster only where the "
+            "two variants' repetitions do not overlap (every repetition of one slower than "
+            "every repetition of the other); a difference inside the repetitions' range is no "
+            "difference.")
         parts.append(_step_time_table(step_rows))
+        few = [f"{r.get('model', MISSING)} ({r['steps']} timed steps)" for r in step_rows
+               if is_number(r.get("steps")) and r["steps"] < MIN_TIMED_STEPS]
+        if few:
+            parts.append(
+                "Too few timed steps per repetition to read a ratio: " + ", ".join(few)
+                + f"; the benchmark now times at least {MIN_TIMED_STEPS} steps per repetition "
+                "by default, aiming at a ratio whose range over the repetitions stays within "
+                "±5 %; rerun it to replace these rows.")
     else:
         parts.append("Not run yet: the step-time part (`--parts=step_time`).")
     byte_rows = data.get("bytes")
