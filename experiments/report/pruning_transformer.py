@@ -62,11 +62,13 @@ class StructuredStudy:
     unit: str           # `heads` or `layers`: also how the total is read
     default_total: int  # the configs' 16 heads / 4 layers, when a config lacks them
     references: tuple[str, ...]
+    suffix: str = ""    # after the level and `_ft`: `_l1` names the weight-norm ablation runs
 
 
 MICHEL = StructuredStudy("Michel et al. 2019", "michel2019_char_transformer_",
                          (2, 4, 8, 12), "heads", 16,
                          ("michel2019_wmt_prunable_heads", "michel2019_bert_prunable_heads"))
+MICHEL_L1 = dataclasses.replace(MICHEL, title="Michel et al. 2019, weight-norm ablation", suffix="_l1")
 SAJJAD = StructuredStudy("Sajjad et al. 2020", "sajjad2020_char_transformer_",
                          (1, 2, 3), "layers", 4,
                          ("sajjad2020_bert_layers_dropped", "sajjad2020_bert_size_reduction",
@@ -89,20 +91,20 @@ FtPair = tuple[Group, Group]
 
 
 def _ft_pairs(groups: Mapping[str, Group], prefix: str,
-              levels: Sequence[int]) -> dict[int, FtPair]:
-    """{level: (PREFIX+level members, PREFIX+level_ft members)} for levels with either."""
+              levels: Sequence[int], suffix: str = "") -> dict[int, FtPair]:
+    """{level: (PREFIX+level+SUFFIX members, PREFIX+level_ft+SUFFIX members)} for levels with either."""
     found: dict[int, FtPair] = {}
     for level in levels:
-        plain = groups.get(f"{prefix}{level}", [])
-        tuned = groups.get(f"{prefix}{level}{FINETUNE_SUFFIX}", [])
+        plain = groups.get(f"{prefix}{level}{suffix}", [])
+        tuned = groups.get(f"{prefix}{level}{FINETUNE_SUFFIX}{suffix}", [])
         if plain or tuned:
             found[level] = (plain, tuned)
     return found
 
 
-def _not_run_line(groups: Mapping[str, Group], prefix: str, levels: Sequence[int]) -> str:
+def _not_run_line(groups: Mapping[str, Group], prefix: str, levels: Sequence[int], last: str = "") -> str:
     """One line naming the runs (without / with fine-tuning) that have no results; '' if none."""
-    names = [f"{level}{suffix}" for level in levels for suffix in ("", FINETUNE_SUFFIX)]
+    names = [f"{level}{suffix}{last}" for level in levels for suffix in ("", FINETUNE_SUFFIX)]
     missing = [n for n in names if f"{prefix}{n}" not in groups]
     if not missing:
         return ""
@@ -431,9 +433,10 @@ def _structured_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Re
                      counter: Counter,
                      claim: Callable[[Mapping[int, FtPair], Mapping[int, str]], str],
                      targets: Sequence[float]) -> str:
-    found = _ft_pairs(groups, study.prefix, study.levels)
+    found = _ft_pairs(groups, study.prefix, study.levels, study.suffix)
     if not found:
-        return (f"No {study.title} results (`{study.prefix}K` and `{study.prefix}K_ft` for K "
+        return (f"No {study.title} results (`{study.prefix}K{study.suffix}` and "
+                f"`{study.prefix}K_ft{study.suffix}` for K "
                 f"in {', '.join(map(str, study.levels))}) yet.")
     dense, entropy, dense_text = _transformer_dense(groups)
     dense_members = groups.get(TRANSFORMER_DENSE_GROUP, [])
@@ -490,7 +493,7 @@ def _structured_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Re
         markdown_table(headers, rows),
         f"{claim(found, labels)} {nearest}.",
     ]
-    missing = _not_run_line(groups, study.prefix, study.levels)
+    missing = _not_run_line(groups, study.prefix, study.levels, study.suffix)
     if missing:
         parts.append(missing)
     return "\n\n".join(parts)
@@ -509,14 +512,24 @@ def _michel_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Refere
                 f"(BERT on {bert.get('dataset', MISSING)}) can be pruned at test time "
                 "with little loss.")
 
-    return _structured_part(
+    counted = "the attention projection matrices, the query, key, value and output kernels of every layer"
+    main = _structured_part(
         inputs, groups, refs, MICHEL,
-        intro="The K attention heads with the smallest weight norms (query, key, value and "
-              "output slices, ranked over all layers, at least one kept per layer) removed; "
-              "the export is the smaller model itself, with fewer heads per layer.",
-        counted="the attention projection matrices, the query, key, value and output kernels "
-                "of every layer", counted_note="",
+        intro="The paper's recipe: the K attention heads of least importance I_h (the mean over "
+              "calibration windows of |dL/dxi_h|, xi_h a mask on head h's output, read as the sum "
+              "of W_out[h] * dL/dW_out[h]; normalised by each layer's l2 norm; ranked over all "
+              "layers, one head per round, re-estimated after each, at least one kept per layer) "
+              "removed; the export is the smaller model itself, with fewer heads per layer.",
+        counted=counted, counted_note="",
         counter=_michel_counter, claim=claim, targets=[wmt["value"], bert["value"]])
+    ablation = _structured_part(
+        inputs, groups, refs, MICHEL_L1,
+        intro="Ablation: the K heads with the smallest weight norms (L1 of their query, key, value "
+              "and output slices, ranked over all layers, at least one kept per layer) removed "
+              "instead, in one shot.",
+        counted=counted, counted_note="",
+        counter=_michel_counter, claim=claim, targets=[wmt["value"], bert["value"]])
+    return main + "\n\n" + ablation
 
 
 def _sajjad_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: References) -> str:
