@@ -97,6 +97,9 @@ def select(make_config: Callable[[], Any], name: str, grid: Mapping[str, Sequenc
             for key, value in point.items():
                 reproduce.apply_override(config, f"{key}={json.dumps(value)}")
             config.seed = int(seed)
+            if not config.dataset.get("selection_size", 0) and config.dataset.get("selection_offset", -1) == -1:
+                raise ValueError(f"{name} has no selection split, and choices need one: set "
+                                 f"dataset.selection_size > 0 (or dataset.selection_offset for text)")
             workdir = os.path.join(runs_dir, name, point_name(point), f"seed_{seed}")
             print(f"== {name} {point} seed={seed} -> {workdir}")
             results = train.train_and_evaluate(config, workdir)

@@ -38,6 +38,6 @@ def test_select_trains_every_point_on_the_selection_split_and_writes_the_choice(
 
 
 def test_a_config_without_a_selection_split_cannot_choose(tmp_path):
-    with pytest.raises(ValueError, match="choices need a selection split"):
+    with pytest.raises(ValueError, match="has no selection split, and choices need one"):
         select.select(lambda: tiny_config(num_steps=1), "tiny", {"optimizer.learning_rate": [1e-3]}, [0],
                       "selection_accuracy", str(tmp_path))
