@@ -34,9 +34,10 @@ RETRAIN_EPOCHS = 10
 RETRAIN_LR_SCALE = 1.0
 RETRAIN_LR_SCALE_SGD = 0.1
 SELECTION_SIZE = 5000
-# Chosen on the selection split (paper/selection/han2015_lenet300_sgd_dense.json).
+# Chosen on the selection split (paper/selection/han2015_lenet300_sgd_dense.json: the best of
+# 9 points, one seed; the top four lie within 0.06 points of each other).
 SGD_LEARNING_RATE = 0.03
-SGD_WEIGHT_DECAY = 1e-4
+SGD_WEIGHT_DECAY = 5e-4
 RECIPES = ("", "sgd", "sgd_dense")
 
 

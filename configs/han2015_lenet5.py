@@ -6,16 +6,36 @@ then four rounds of per-layer magnitude pruning toward the paper's kept
 fractions (s_k = 1 - (1 - s)^(k/4)), each followed by 10 epochs of retraining
 with a fresh cosine decay, as configs/han2015_lenet300.py. `:quick` shrinks
 every phase 10x.
+
+Variants as configs/han2015_lenet300.py: `` (Adam, the committed rows, an ablation),
+`sgd` (the paper's SGD + momentum + L2 recipe, retraining at 1/10 of the rate) and
+`sgd_dense` (its dense reference, 15 epochs). Their learning rate and L2 weight are to be
+chosen on the selection split by
+    python -m experiments.select --config=han2015_lenet5:sgd_dense \
+        --grid=optimizer.learning_rate=0.01,0.03,0.1 --grid=optimizer.weight_decay=0,0.0001,0.0005
+(paper/selection/han2015_lenet5_sgd_dense.json); until that has run, SGD_LEARNING_RATE and
+SGD_WEIGHT_DECAY are LeNet-300-100's choice.
 """
 from configs import baseline_lenet5, common, han2015_lenet300, pruning_common
 
 FINAL_SPARSITY = {"Conv_0/kernel": 0.34, "Conv_1/kernel": 0.88, "Dense_0/kernel": 0.92, "Dense_1/kernel": 0.81}
 
 
+SGD_LEARNING_RATE = han2015_lenet300.SGD_LEARNING_RATE
+SGD_WEIGHT_DECAY = han2015_lenet300.SGD_WEIGHT_DECAY
+
+
 def get_config(arg: str = ""):
-    arg = common.parse_arg(arg, __file__, quick=False)
+    arg = common.parse_arg(arg, __file__, recipe=("", han2015_lenet300.RECIPES), quick=False)
     scale = 10 if arg.quick else 1
     config = baseline_lenet5.get_config()
     dense_steps = 15 * pruning_common.STEPS_PER_EPOCH // scale
-    han2015_lenet300.add_prune_retrain(config, dense_steps, FINAL_SPARSITY, scale)
+    if arg.recipe.startswith("sgd"):
+        han2015_lenet300.use_sgd_recipe(config, SGD_LEARNING_RATE, SGD_WEIGHT_DECAY)
+    if arg.recipe == "sgd_dense":
+        config.train.num_steps = dense_steps
+        return config
+    han2015_lenet300.add_prune_retrain(
+        config, dense_steps, FINAL_SPARSITY, scale,
+        han2015_lenet300.RETRAIN_LR_SCALE_SGD if arg.recipe == "sgd" else han2015_lenet300.RETRAIN_LR_SCALE)
     return config
