@@ -316,7 +316,7 @@ def test_han_row_numbers_from_results(tmp_path):
     for seed, acc in enumerate([0.905, 0.907]):
         write(results, f"han2015_lenet300/seed_{seed}", make_pruned(acc))
     report = build(results, tmp_path / "paper")
-    row = cells(table_row(report, "LeNet-300-100"))
+    row = cells(table_row(report, "LeNet-300-100, Adam (ablation)"))
     assert row[1] == "han2015_lenet300 (2 seeds)"
     assert row[2] == "91.00 ± 1.00 (baseline_lenet300, 3 seeds)"
     assert row[3] == "90.60 ± 0.14"
@@ -334,7 +334,7 @@ def test_han_row_numbers_from_results(tmp_path):
     assert row[11] == ("not separated: ratio 12.68× ≥ 12.22×; accuracy not separated from the "
                        "0.3-point bound (drop 0.40 ± 1.17)")
     section = pruning_section(report)
-    assert "Not run yet: `han2015_lenet5`." in section
+    assert ("Not run yet: `han2015_lenet300_sgd`, `han2015_lenet5_sgd`, `han2015_lenet5`." in section)
     assert f"1. {published_entry('han2015_lenet300_dense_error')['citation']}" in section
     assert "Fashion-MNIST" in section and "claim" in section
 
@@ -360,7 +360,7 @@ def test_han_claim_column(tmp_path, dense, pruned, nonzero, expected):
     write(results, "han2015_lenet5", make_pruned(
         pruned, model="lenet5", weights_total=430_500 if nonzero > 30_000 else 266_200,
         weights_nonzero=nonzero))
-    row = cells(table_row(build(results, tmp_path / "paper"), "LeNet-5"))
+    row = cells(table_row(build(results, tmp_path / "paper"), "LeNet-5, Adam (ablation)"))
     assert row[-1] == expected
     assert "error 0.80 % → 0.77 %" in row[9] and "431K → 36K weights" in row[9]
     assert "11.87× from its per-layer fractions" in row[9]
@@ -373,7 +373,7 @@ def test_han_claim_over_seeds_holds_when_the_interval_is_within_the_bound(tmp_pa
     for seed, (dense, pruned) in enumerate([(0.900, 0.899), (0.901, 0.900), (0.899, 0.898)]):
         write(results, f"baseline_lenet300/seed_{seed}", make_result(dense))
         write(results, f"han2015_lenet300/seed_{seed}", make_pruned(pruned, weights_nonzero=21_776))
-    row = cells(table_row(build(results, tmp_path / "paper"), "LeNet-300-100"))
+    row = cells(table_row(build(results, tmp_path / "paper"), "LeNet-300-100, Adam (ablation)"))
     assert row[-1] == ("yes: ratio 12.22× ≥ 12.22×; accuracy within 0.3 points "
                        "(drop 0.10 ± 0.16)")
 
@@ -384,7 +384,7 @@ def test_han_claim_needs_both_numbers(tmp_path):
             == pruning_unstructured.han_claim(12.0, 12.22, None) == common.MISSING)
     results = tmp_path / "results"
     write(results, "han2015_lenet300", make_pruned(0.89))  # no dense baseline
-    row = cells(table_row(build(results, tmp_path / "paper"), "LeNet-300-100"))
+    row = cells(table_row(build(results, tmp_path / "paper"), "LeNet-300-100, Adam (ablation)"))
     assert row[2] == row[4] == row[-1] == common.MISSING
     assert row[3] == "89.00"
 
