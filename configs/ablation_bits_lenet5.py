@@ -2,12 +2,13 @@
 
 Variants KIND_BITS[_quick]: ptq_B, ptqmse_B, ptqmixed_B, qat_B, described in
 `quantization_common.bits_sweep_config`; `:quick` alone is `qat_4_quick`. Starts from
-runs/baseline_lenet5/seed_0/export/params.safetensors
+runs/baseline_lenet5/seed_K/export/params.safetensors for seed K
 (`python -m experiments.reproduce --configs=baseline_lenet5 --seeds=0,1,2`).
 """
 from configs import baseline_lenet5, quantization_common
 
-PRETRAINED = "runs/baseline_lenet5/seed_0/export/params.safetensors"
+# Each seed starts from the baseline of the same seed (experiments.provenance.seeded_path).
+PRETRAINED = "runs/baseline_lenet5/seed_{seed}/export/params.safetensors"
 
 
 def get_config(arg: str = "qat_4"):

@@ -65,3 +65,18 @@ def commit_of(repo_root: str | os.PathLike[str]) -> str:
     except (OSError, subprocess.SubprocessError, UncommittedCodeError):
         return "unknown"
     return (commit + ("-dirty" if dirty else "")) if commit else "unknown"
+
+
+SEED_FIELD = "{seed}"
+
+
+def seeded_path(path: str, seed: int) -> str:
+    """`path` with "{seed}" replaced by the run's seed: an export path that follows the seed.
+
+    A config whose `init_from` or `teacher.export` is
+    runs/baseline_lenet300/seed_{seed}/export/params.safetensors starts each of
+    its seeds from the baseline of the same seed, so `--seeds=0,1,2` varies
+    the pretrained model too (a post-training method has no other randomness).
+    """
+    return path.replace(SEED_FIELD, str(int(seed))) if path else path
+

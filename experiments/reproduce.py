@@ -52,7 +52,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from absl import app, flags, logging
 
-from experiments.provenance import CODE_PATHS, UncommittedCodeError, uncommitted_code_changes
+from experiments.provenance import CODE_PATHS, UncommittedCodeError, seeded_path, uncommitted_code_changes
 
 FLAGS = flags.FLAGS
 
@@ -202,12 +202,13 @@ class Prerequisite:
 
 
 def _field(config, dotted: str) -> str:
+    # A path with "{seed}" names the export of the run's own seed (provenance.seeded_path).
     node = config
     for key in dotted.split("."):
         node = node.get(key) if hasattr(node, "get") else None
         if node is None:
             return ""
-    return node if isinstance(node, str) else ""
+    return seeded_path(node, config.get("seed", 0)) if isinstance(node, str) else ""
 
 
 def prerequisites(config, config_names: Iterable[str], *,

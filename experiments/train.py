@@ -379,10 +379,11 @@ def build_run(config: Any, dataset: Optional[data_lib.Dataset] = None) -> Run:
     shardings = param_shardings(abstract, config.mesh.partition_rules, mesh)
     params, model_state = jax.jit(lambda k: models.init_variables(model, k, example),
                                   out_shardings=(shardings, None))(init_key)
-    if config.get("init_from"):
-        params, model_state = load_pretrained(config.init_from, abstract, shardings, abstract_state)
+    init_from = provenance.seeded_path(config.get("init_from", ""), config.seed)
+    if init_from:
+        params, model_state = load_pretrained(init_from, abstract, shardings, abstract_state)
     check_finite({"params": params, **model_state},
-                 f"init_from {config.init_from!r}" if config.get("init_from") else "the initialized model")
+                 f"init_from {init_from!r}" if init_from else "the initialized model")
     teacher = load_teacher(config, dataset, mesh)
     loss = losses.build_loss(list(config.get("loss", [{"term": "cross_entropy"}])))
 
@@ -436,7 +437,7 @@ def load_teacher(config: Any, dataset: data_lib.Dataset, mesh: Mesh) -> Optional
     The export's header names the model config that reads it, so a teacher
     is one path: an earlier run's DIR/export/params.safetensors, or DIR itself.
     """
-    path = config.get("teacher", {}).get("export", "")
+    path = provenance.seeded_path(config.get("teacher", {}).get("export", ""), config.seed)
     if not path:
         return None
     if os.path.isdir(path):  # a run directory: its export

@@ -130,7 +130,8 @@ def test_results_outside_paper_may_come_from_a_dirty_tree(repo, tmp_path, monkey
 
 
 @pytest.mark.parametrize("path, expected", [
-    (ablation_bits_lenet300.PRETRAINED, Producer("baseline_lenet300", 0, "runs/baseline_lenet300/seed_0")),
+    (ablation_bits_lenet300.PRETRAINED.replace("{seed}", "2"),
+     Producer("baseline_lenet300", 2, "runs/baseline_lenet300/seed_2")),
     (li2017_lenet5.PRETRAINED, Producer("baseline_lenet5", 0, "runs/baseline_lenet5/seed_0")),
     (transformer_pruning_common.PRETRAINED,
      Producer("baseline_char_transformer", None, "runs/baseline_char_transformer")),
@@ -256,3 +257,15 @@ def test_report_marks_only_numbers_from_a_dirty_tree(tmp_path):
     # Without a dirty run: no mark and no note.
     (results / "baseline_lenet300" / "results.json").write_text(json.dumps(make_result(0.8912)))
     assert "†" not in build(results, tmp_path / "paper2")
+
+
+def test_an_export_path_with_seed_follows_each_runs_seed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    fake_configs(monkeypatch, {"sweep": {"init_from": "runs/base/seed_{seed}/export/params.safetensors"},
+                               "base": {"train.num_steps": 10}})
+    calls: list = []
+    monkeypatch.setattr(train, "train_and_evaluate", recorder(calls))
+    reproduce.reproduce(["sweep"], [0, 1], results_dir="out", config_names=["base", "sweep"])
+    # Each seed of the sweep starts from the baseline of its own seed, trained first.
+    assert calls == [("runs/base/seed_0", 0, 10), ("runs/sweep/seed_0", 0, 1000),
+                     ("runs/base/seed_1", 1, 10), ("runs/sweep/seed_1", 1, 1000)]

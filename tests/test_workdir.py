@@ -289,3 +289,15 @@ def test_command_line_names_an_override_of_a_field_the_config_lacks(tmp_path):
     done = _main("--config=configs/baseline_lenet300.py:quick", f"--workdir={tmp_path}", "--config.train.bach_size=8")
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "names a field the config does not have: 'bach_size'" in done.stderr and "batch_size" in done.stderr
+
+
+def test_init_from_with_seed_loads_the_export_of_the_runs_seed(finished, tmp_path):
+    seeded = tmp_path / "base" / "seed_3" / "export"
+    shutil.copytree(os.path.join(finished[0], "export"), seeded)
+    config = pruned_config(num_steps=0)
+    config.init_from = str(tmp_path / "base" / "seed_{seed}" / "export" / "params.safetensors")
+    config.seed = 3
+    assert train.train_and_evaluate(config, str(tmp_path / "w"), progress=False)["metrics"] == finished[1]["metrics"]
+    config.seed = 4
+    with pytest.raises(FileNotFoundError, match="seed_4"):
+        train.build_run(config)
