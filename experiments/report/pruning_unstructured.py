@@ -173,8 +173,8 @@ def _han_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Reference
                "change (points)", "weights kept", "fewer weights", "bytes exported",
                "ratio (bytes)", "paper (MNIST)", "source", "claim holds"]
     exact = ", ".join(
-        f"{m.label} {inputs.published_by_id(f'{m.published_prefix}_per_layer_compression')['value']:.2f}×"
-        for m in HAN_MODELS)
+        f"{m.label.split(',')[0]} {inputs.published_by_id(f'{m.published_prefix}_per_layer_compression')['value']:.2f}×"
+        for m in {m.published_prefix: m for m in HAN_MODELS}.values())
     parts = [
         f"Iterative magnitude prune-retrain. Weights are the entries of weight "
         f"matrices (biases excluded), as the paper counts them; bytes are the "
