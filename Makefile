@@ -36,7 +36,7 @@ $(DATA)/.prepared: $(VENV)/.installed $(FASHION_DEB) $(FASHION_PREPARED)
 	touch $@
 
 test: setup
-	$(PY) -m pytest -q --durations=15 tests
+	$(PY) -m pytest -q -n auto --durations=15 tests
 
 quickstart: setup
 	$(PY) -m experiments.quickstart --workdir=runs/quickstart
