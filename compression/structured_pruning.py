@@ -136,12 +136,18 @@ def layer_l2_normalize(scores: jnp.ndarray, live: jnp.ndarray) -> jnp.ndarray:
     return jnp.where(norm > 0, scores / jnp.where(norm > 0, norm, 1.0), scores)
 
 
-def _scale_units(tree: Any, groups: Sequence[UnitGroup], xis: Mapping[str, Any]) -> Any:
-    """`tree` with every group's importance slices multiplied by its per-unit vector xi."""
+def _slices_by_path(groups: Sequence[UnitGroup], which: str) -> dict[str, list[tuple[UnitSlice, str]]]:
+    """{parameter path: [(slice, group name)]} over each group's `which` slices ("members", "importance")."""
     by_path: dict[str, list[tuple[UnitSlice, str]]] = {}
     for g in groups:
-        for m in g.importance:
+        for m in getattr(g, which):
             by_path.setdefault(m.path, []).append((m, g.name))
+    return by_path
+
+
+def _scale_units(tree: Any, groups: Sequence[UnitGroup], xis: Mapping[str, Any]) -> Any:
+    """`tree` with every group's importance slices multiplied by its per-unit vector xi."""
+    by_path = _slices_by_path(groups, "importance")
 
     def scale(p, leaf):
         for m, name in by_path[p]:
@@ -205,10 +211,7 @@ def importance_estimator(batches: Any, groups: Sequence[UnitGroup], counts: Mapp
 
 def _zero_units(tree: Any, groups: Sequence[UnitGroup], masks: Mapping[str, Any]) -> Any:
     """`tree` with every member slice of a pruned unit set to exactly zero."""
-    by_path: dict[str, list[tuple[UnitSlice, str]]] = {}
-    for g in groups:
-        for m in g.members:
-            by_path.setdefault(m.path, []).append((m, g.name))
+    by_path = _slices_by_path(groups, "members")
 
     def zero(p, leaf):
         shape = jnp.shape(leaf)
