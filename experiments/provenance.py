@@ -80,3 +80,12 @@ def seeded_path(path: str, seed: int) -> str:
     """
     return path.replace(SEED_FIELD, str(int(seed))) if path else path
 
+
+EXPORT_FILE = os.path.join("export", "params.safetensors")
+
+
+def export_file(path: str) -> str:
+    """The export a path names: a file itself (a .safetensors path, or any existing file), else a run
+    folder's export/params.safetensors."""
+    return path if path.endswith(".safetensors") or os.path.isfile(path) else os.path.join(path, EXPORT_FILE)
+

@@ -52,14 +52,14 @@ from typing import Any, Callable, Iterable, Sequence
 
 from absl import app, flags, logging
 
-from experiments.provenance import CODE_PATHS, UncommittedCodeError, seeded_path, uncommitted_code_changes
+from experiments.provenance import (CODE_PATHS, EXPORT_FILE, UncommittedCodeError, export_file, seeded_path,
+                                    uncommitted_code_changes)
 
 FLAGS = flags.FLAGS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Results folders inside this one are the paper's: they need a committed tree.
 PAPER_DIR = "paper"
-EXPORT_FILE = os.path.join("export", "params.safetensors")
 # The config fields that name another run's export, the way train.py reads them.
 EXPORT_FIELDS: tuple[str, ...] = ("init_from", "teacher.export")
 LISTED_CHANGES = 10
@@ -152,11 +152,6 @@ def experiment_configs(configs_dir: str | os.PathLike[str] = REPO_ROOT / "config
     """The config names under configs/ (their shared modules, `*common*` and default, left out)."""
     return sorted(p.stem for p in Path(configs_dir).glob("*.py")
                   if p.stem not in ("__init__", "default") and "common" not in p.stem)
-
-
-def export_file(path: str) -> str:
-    """The export a path names: the file itself, or a run folder's export/params.safetensors."""
-    return path if path.endswith(".safetensors") else os.path.join(path, EXPORT_FILE)
 
 
 def producer_of(path: str, config_names: Iterable[str]) -> Producer:

@@ -440,8 +440,7 @@ def load_teacher(config: Any, dataset: data_lib.Dataset, mesh: Mesh) -> Optional
     path = provenance.seeded_path(config.get("teacher", {}).get("export", ""), config.seed)
     if not path:
         return None
-    if os.path.isdir(path):  # a run directory: its export
-        path = os.path.join(path, "export", "params.safetensors")
+    path = provenance.export_file(path)  # a run directory: its export
     if not os.path.exists(path):
         raise FileNotFoundError(f"teacher.export {path!r} does not exist: run the teacher's config first "
                                 f"(its export is DIR/export/params.safetensors)")

@@ -29,9 +29,9 @@ def test_configs_resolve_and_quick_variants_are_smaller(name):
 
 
 def _experiment_configs():
-    folder = os.path.join(ROOT, "configs")
-    return sorted(f[:-3] for f in os.listdir(folder)
-                  if f.endswith(".py") and f != "__init__.py" and f != "default.py" and "common" not in f)
+    from experiments import reproduce
+
+    return reproduce.experiment_configs()
 
 
 @pytest.mark.parametrize("arg", [None, "quick"])
