@@ -130,7 +130,7 @@ def export_params(path: str, params: Any, codecs: Optional[Mapping[str, tuple[st
 
     `codecs` maps a parameter path to (codec name, settings); paths it does
     not name are written `dense`, and a `Coded` leaf is written with its own
-    codec (naming another one for it in `codecs` is an error). `metadata` (JSON-able) is stored beside the
+    codec (naming another one for it in `codecs` is an error; naming its own is allowed). `metadata` (JSON-able) is stored beside the
     per-parameter formats, e.g. the model config a structured export needs.
     """
     codecs = dict(codecs or {})
@@ -145,7 +145,7 @@ def export_params(path: str, params: Any, codecs: Optional[Mapping[str, tuple[st
         name = path_str(kp)
         codec_name, settings = codecs.get(name, ("dense", {}))
         if isinstance(leaf, Coded):
-            if codec_name != "dense":
+            if codec_name not in ("dense", leaf.codec):
                 raise ValueError(f"export of {name}: the transform encodes it with {leaf.codec!r}, "
                                  f"but the config's export.codecs names {codec_name!r}; drop that rule")
             codec_name, settings, leaf = leaf.codec, leaf.settings, leaf.values

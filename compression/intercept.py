@@ -17,6 +17,8 @@ from __future__ import annotations
 import importlib
 from typing import Any, Callable, Mapping
 
+import jax.numpy as jnp
+
 INTERCEPT_KEY = "~intercept"
 # Modules whose import registers hooks; loaded on first lookup (see compression/__init__.py).
 HOOK_MODULES = ("compression.activation_quantization",)
@@ -59,7 +61,16 @@ def split_params(params: Mapping[str, Any]) -> tuple[dict, dict[tuple[str, ...],
 
 
 def run_hooks(hooks: list[tuple[str, Any]], x: Any) -> Any:
-    """x passed through a module's hooks in order."""
+    """x passed through a module's hooks in order, computed in float32 and returned in x's dtype.
+
+    Under a bfloat16 precision policy a hook (activation fake quantization)
+    divides by its step and rounds in float32, where the codes are exact; only
+    the dequantized result is rounded to bfloat16, as the module's input.
+    """
+    dtype = getattr(x, "dtype", None)
+    low_precision = dtype is not None and jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < 32
+    if low_precision:
+        x = x.astype(jnp.float32)
     for name, hook_params in hooks:
         x = _HOOKS[name](hook_params, x)
-    return x
+    return x.astype(dtype) if low_precision else x

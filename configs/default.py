@@ -43,7 +43,18 @@ def get_config() -> ml_collections.ConfigDict:
         "eval_every": 0,  # 0: evaluate at the end only
         "eval_max_batches": 0,  # 0: the whole evaluation split
         "stop_after": 0,  # > 0: stop (checkpointed) after this many steps; rerun to resume
+        # k > 1: each step's batch_size examples are k micro-batches whose gradients are averaged
+        # inside the jitted step (one optimizer update), so a global batch k times larger than
+        # what fits in memory trains as one batch.
+        "grad_accum_steps": 1,
     })
+
+    # The precision policy: parameters, gradients, optimizer state and every technique's
+    # transform (masks, fake quantization, factors) are float32; `compute` is the dtype the
+    # train and eval steps' forward and backward passes run in: float32, or bfloat16 (each
+    # module casts its float32 parameters where it uses them; softmax, normalisation
+    # statistics, logits and loss stay float32). Calibration at init and exports are float32.
+    config.precision = ml_collections.ConfigDict({"compute": "float32"})
 
     # A (data, model) mesh; data=-1 takes all devices. Partition rules are
     # first-match (regex over parameter paths, spec per axis); every

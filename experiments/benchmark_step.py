@@ -60,7 +60,7 @@ import numpy as np
 import optax
 from absl import app, flags, logging
 
-from configs import baseline_char_transformer, baseline_lenet5, baseline_lenet300
+from configs import baseline_char_transformer, baseline_lenet5, baseline_lenet300, gpt2_small
 from experiments import data as data_lib
 from experiments import models, train
 from experiments.metrics_log import MetricsLog
@@ -70,7 +70,7 @@ FLAGS = flags.FLAGS
 
 def define_flags() -> None:
     """Defines this command's flags (here, not at import, so modules can be imported together)."""
-    flags.DEFINE_multi_enum("models", list(MODELS), list(MODELS), "Models to benchmark.")
+    flags.DEFINE_multi_enum("models", list(MODELS), list(MODELS + EXTRA_MODELS), "Models to benchmark.")
     flags.DEFINE_enum("dataset", "synthetic", ["synthetic", "fashion_mnist"],
                       "LeNet-300-100's data (fashion_mnist needs the TFDS data in --data_dir); the "
                       "Transformer always uses synthetic tokens.")
@@ -84,13 +84,19 @@ def define_flags() -> None:
 
 POOL_SIZE = 32  # distinct in-memory batches, cycled
 MODELS = ("lenet300", "lenet5_bn", "char_transformer")
+# Rows run only when named (--models): the precision policy and the GPT-2-small shape
+# (configs/gpt2_small.py: bfloat16 compute; gpt2_small is its full shape, batch 16 at context
+# 1024, for an accelerator; gpt2_small_quick its CPU-sized batch 8 at context 128).
+EXTRA_MODELS = ("char_transformer_bf16", "gpt2_small", "gpt2_small_quick")
 
 
 def benchmark_config(model_name: str, dataset_name: str = "synthetic", data_dir: str = ".data"):
     """(config, dataset) for `model_name` (one of MODELS) on a one-device mesh.
 
     lenet5_bn is the Caffe LeNet-5 with BatchNorm after each convolution: the
-    row where the driver carries `batch_stats` through the step.
+    row where the driver carries `batch_stats` through the step;
+    char_transformer_bf16 is the char Transformer under the bfloat16
+    precision policy; gpt2_small[_quick] is configs/gpt2_small.py (EXTRA_MODELS).
     """
     if model_name in ("lenet300", "lenet5_bn"):
         if model_name == "lenet300":
@@ -103,13 +109,19 @@ def benchmark_config(model_name: str, dataset_name: str = "synthetic", data_dir:
                               "train_size": 4096, "eval_size": 512}
         elif dataset_name != config.dataset.name:
             raise ValueError(f"{model_name} runs on 'synthetic' or 'fashion_mnist', not {dataset_name!r}")
-    elif model_name == "char_transformer":
+    elif model_name in ("char_transformer", "char_transformer_bf16"):
         config = baseline_char_transformer.get_config()
         config.dataset = {"name": "synthetic", "kind": "language_model", "input_shape": (),
                           "num_classes": 256, "seq_len": int(config.dataset.seq_len),
                           "train_size": 1 << 16, "eval_size": 4096}
+        if model_name.endswith("_bf16"):
+            config.precision.compute = "bfloat16"
+    elif model_name in ("gpt2_small", "gpt2_small_quick"):
+        config = gpt2_small.get_config("quick" if model_name.endswith("_quick") else "")
+        config.dataset.train_size = POOL_SIZE * int(config.train.batch_size) * int(config.dataset.seq_len) + 1
+        config.train.log_every = 10 if model_name.endswith("_quick") else 50
     else:
-        raise ValueError(f"unknown model {model_name!r}; use one of {list(MODELS)}")
+        raise ValueError(f"unknown model {model_name!r}; use one of {list(MODELS + EXTRA_MODELS)}")
     config.data_dir = data_dir
     config.mesh.data = 1
     config.mesh.model = 1
@@ -152,7 +164,7 @@ def hand_loop(config: Any, dataset: Any, batches: Callable[[int], dict]):
     A model with BatchNorm carries its `batch_stats` as the Flax examples do
     (mutable=["batch_stats"] in training).
     """
-    model = models.build_model(config.model, dataset.num_classes)
+    model = models.build_model(config.model, dataset.num_classes, config.precision.compute)
     optimizer = train.build_optimizer(config, int(config.train.num_steps))
     example = batches(0)["inputs"][:1]
     variables = jax.jit(lambda key: model.init(key, example))(jax.random.PRNGKey(int(config.seed)))

@@ -6,6 +6,12 @@ Any config field can be overridden: --config.train.num_steps=100. Without
 newest checkpoint in the workdir; a rerun whose config changes what is
 trained is refused (use a new workdir; see experiments/workdir.py). Errors
 about settings, data or the workdir print one line (--traceback: the stack).
+
+Several processes (hosts of a TPU pod, GPU nodes, or processes on one CPU)
+run one experiment together when every one of them runs the same command:
+on a TPU pod add --config.mesh.distributed=True (jax finds the hosts);
+elsewhere add --coordinator=HOST:PORT (process 0's address) --num_processes=N
+--process_id=I (see experiments/multihost.py and the README).
 """
 from __future__ import annotations
 
@@ -26,6 +32,10 @@ def define_flags() -> None:
     flags.DEFINE_bool("progress", True, "Show a progress bar.")
     flags.DEFINE_bool("traceback", False, "On a configuration or workdir error, print the whole stack "
                       "(by default only the message, which names the setting and the fix).")
+    flags.DEFINE_string("coordinator", None, "Multi-process run: HOST:PORT of process 0, the same on every "
+                        "process (with --num_processes and --process_id).")
+    flags.DEFINE_integer("num_processes", None, "Multi-process run: how many processes run this command.")
+    flags.DEFINE_integer("process_id", None, "Multi-process run: this process's id, 0 to num_processes - 1.")
     flags.mark_flags_as_required(["config"])
 
 
@@ -40,13 +50,15 @@ def main(argv: list[str]) -> None:
     del argv
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
-    import jax
-
-    from experiments import train
+    from experiments import multihost, train
     from experiments import workdir as workdir_lib
 
-    if os.environ.get("JAX_COORDINATOR_ADDRESS") or FLAGS.config.mesh.get("distributed", False):
-        jax.distributed.initialize()  # multi-host: every process runs this same command
+    if FLAGS.coordinator or FLAGS.num_processes is not None or FLAGS.process_id is not None \
+            or os.environ.get("JAX_COORDINATOR_ADDRESS") or FLAGS.config.mesh.get("distributed", False):
+        try:  # multi-host: every process runs this same command
+            multihost.initialize(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
+        except ValueError as e:
+            sys.exit(f"error: {e}")
     workdir = FLAGS.workdir or default_workdir(config_flags.get_config_filename(FLAGS["config"]))
     # Errors about the config, the data, the workdir or a diverged run: their message is the whole story.
     try:

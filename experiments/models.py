@@ -20,13 +20,32 @@ import numpy as np
 from compression import intercept
 
 NORMALIZATIONS = ("none", "layer", "batch")
+# The precision policy's compute dtypes (config.precision.compute). Parameters are stored in
+# float32 whatever the policy: a module casts them to its `dtype` where it uses them, so the
+# gradients, the optimizer state and every technique's transform stay float32.
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def compute_dtype(name: str) -> Any:
+    """The jnp dtype of a precision policy's compute setting ("float32" or "bfloat16")."""
+    if name not in COMPUTE_DTYPES:
+        raise ValueError(f"precision.compute {name!r} is not one of {sorted(COMPUTE_DTYPES)}; float16 would "
+                         f"need loss scaling, which the lab does not implement: use bfloat16")
+    return COMPUTE_DTYPES[name]
 # Collections besides params that a model may carry between steps (BatchNorm's running statistics).
 STATE_COLLECTIONS = ("batch_stats",)
 
 
-def _as_float_images(x: jnp.ndarray) -> jnp.ndarray:
-    # Images travel as uint8 (4x less host-to-device traffic) and become [0, 1] floats here.
-    return x.astype(jnp.float32) / 255.0 if jnp.issubdtype(x.dtype, jnp.integer) else x
+def _as_float_images(x: jnp.ndarray, dtype: Any = jnp.float32) -> jnp.ndarray:
+    # Images travel as uint8 (4x less host-to-device traffic) and become [0, 1] floats here,
+    # divided in float32 and then rounded once to the compute dtype.
+    x = x.astype(jnp.float32) / 255.0 if jnp.issubdtype(x.dtype, jnp.integer) else x
+    return x.astype(dtype)
+
+
+def _logits(x: jnp.ndarray) -> jnp.ndarray:
+    # Whatever the compute dtype, the loss, softmax and metrics read float32 logits.
+    return x.astype(jnp.float32)
 
 
 class MLP(nn.Module):
@@ -44,22 +63,23 @@ class MLP(nn.Module):
     # there (BinaryConnect's MLP relies on batch norm to rescale the sums of +-1
     # weights), with running statistics in the `batch_stats` collection.
     normalization: str = "none"
+    dtype: Any = jnp.float32  # the compute dtype (the precision policy); parameters stay float32
 
     @nn.compact
     def __call__(self, inputs: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
         if self.normalization not in NORMALIZATIONS:
             raise ValueError(f"MLP normalization {self.normalization!r} is not one of {NORMALIZATIONS}")
-        x = _as_float_images(inputs).reshape((inputs.shape[0], -1))
+        x = _as_float_images(inputs, self.dtype).reshape((inputs.shape[0], -1))
         for i, width in enumerate(self.hidden):
-            x = nn.Dense(width)(x)
+            x = nn.Dense(width, dtype=self.dtype)(x)
             if self.normalization == "layer":
-                x = nn.LayerNorm()(x)
+                x = nn.LayerNorm(dtype=self.dtype)(x)
             elif self.normalization == "batch":
-                x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
+                x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x)
             x = nn.relu(x)
             self.sow("intermediates", f"hidden_{i}", x)
             x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        return nn.Dense(self.num_classes)(x)
+        return _logits(nn.Dense(self.num_classes, dtype=self.dtype)(x))
 
 
 class LeNet5(nn.Module):
@@ -77,21 +97,22 @@ class LeNet5(nn.Module):
     dropout_rate: float = 0.0
     # BatchNorm after each convolution (running statistics in `batch_stats`); off in the Caffe form.
     batch_norm: bool = False
+    dtype: Any = jnp.float32  # the compute dtype (the precision policy); parameters stay float32
 
     @nn.compact
     def __call__(self, inputs: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
-        x = _as_float_images(inputs)
+        x = _as_float_images(inputs, self.dtype)
         for i, features in enumerate(self.conv_features):
-            x = nn.Conv(features, (5, 5), padding="VALID")(x)
+            x = nn.Conv(features, (5, 5), padding="VALID", dtype=self.dtype)(x)
             if self.batch_norm:
-                x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
+                x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x)
             x = nn.max_pool(x, (2, 2), strides=(2, 2))
             self.sow("intermediates", f"features_{i}", x)
         x = x.reshape((x.shape[0], -1))
-        x = nn.relu(nn.Dense(self.dense_features)(x))
+        x = nn.relu(nn.Dense(self.dense_features, dtype=self.dtype)(x))
         self.sow("intermediates", "hidden", x)
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        return nn.Dense(self.num_classes)(x)
+        return _logits(nn.Dense(self.num_classes, dtype=self.dtype)(x))
 
 
 class VGG(nn.Module):
@@ -106,23 +127,24 @@ class VGG(nn.Module):
     num_classes: int = 10
     dropout_rate: float = 0.0
     batch_norm: bool = False  # BatchNorm between each convolution and its ReLU
+    dtype: Any = jnp.float32  # the compute dtype (the precision policy); parameters stay float32
 
     @nn.compact
     def __call__(self, inputs: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
-        x = _as_float_images(inputs)
+        x = _as_float_images(inputs, self.dtype)
         for i, stage in enumerate(self.stages):
             for features in stage:
-                x = nn.Conv(features, (3, 3), padding="SAME")(x)
+                x = nn.Conv(features, (3, 3), padding="SAME", dtype=self.dtype)(x)
                 if self.batch_norm:
-                    x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
+                    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x)
                 x = nn.relu(x)
             x = nn.max_pool(x, (2, 2), strides=(2, 2))
             self.sow("intermediates", f"features_{i}", x)
         x = x.reshape((x.shape[0], -1))
         for width in self.dense:
-            x = nn.relu(nn.Dense(width)(x))
+            x = nn.relu(nn.Dense(width, dtype=self.dtype)(x))
             x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        return nn.Dense(self.num_classes)(x)
+        return _logits(nn.Dense(self.num_classes, dtype=self.dtype)(x))
 
 
 class CausalSelfAttention(nn.Module):
@@ -137,23 +159,26 @@ class CausalSelfAttention(nn.Module):
     num_heads: int
     head_dim: int
     dropout_rate: float = 0.0
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
         width = x.shape[-1]
         if self.num_heads == 0:  # every head pruned: the block's attention contributes nothing
             return jnp.zeros_like(x)
-        proj = lambda name: nn.DenseGeneral((self.num_heads, self.head_dim), name=name)(x)
+        proj = lambda name: nn.DenseGeneral((self.num_heads, self.head_dim), name=name, dtype=self.dtype)(x)
         q, k, v = proj("query"), proj("key"), proj("value")
         length = x.shape[-2]
         causal = jnp.tril(jnp.ones((length, length), dtype=bool))
         scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(self.head_dim).astype(q.dtype)
         scores = jnp.where(causal, scores, jnp.finfo(scores.dtype).min)
-        probs = nn.softmax(scores, axis=-1)
+        # The softmax normalises in float32 whatever the compute dtype (bfloat16's 8-bit
+        # significand would round small probabilities over a 1024-long context to zero).
+        probs = nn.softmax(scores.astype(jnp.float32), axis=-1).astype(self.dtype)
         self.sow("intermediates", "attention", probs)  # [batch, heads, query, key], for attention transfer
         weights = nn.Dropout(self.dropout_rate, deterministic=not train)(probs)
         heads = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
-        return nn.DenseGeneral(width, axis=(-2, -1), name="out")(heads)
+        return nn.DenseGeneral(width, axis=(-2, -1), name="out", dtype=self.dtype)(heads)
 
 
 class DecoderBlock(nn.Module):
@@ -163,17 +188,19 @@ class DecoderBlock(nn.Module):
     head_dim: int
     ffn_dim: int
     dropout_rate: float = 0.0
+    dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        # `train` is positional so that nn.remat can hold it static (CharTransformer.remat).
         drop = nn.Dropout(self.dropout_rate, deterministic=not train)
-        h = CausalSelfAttention(self.num_heads, self.head_dim, self.dropout_rate, name="attn")(
-            nn.LayerNorm(name="ln_attn")(x), train=train)
+        h = CausalSelfAttention(self.num_heads, self.head_dim, self.dropout_rate, self.dtype, name="attn")(
+            nn.LayerNorm(name="ln_attn", dtype=self.dtype)(x), train=train)
         x = x + drop(h)
-        h = nn.LayerNorm(name="ln_ffn")(x)
+        h = nn.LayerNorm(name="ln_ffn", dtype=self.dtype)(x)
         if self.ffn_dim > 0:
-            h = nn.Dense(self.ffn_dim, name="ffn_in")(h)
-            h = nn.Dense(x.shape[-1], name="ffn_out")(nn.gelu(h))
+            h = nn.Dense(self.ffn_dim, name="ffn_in", dtype=self.dtype)(h)
+            h = nn.Dense(x.shape[-1], name="ffn_out", dtype=self.dtype)(nn.gelu(h))
             x = x + drop(h)
         return x
 
@@ -185,7 +212,10 @@ class CharTransformer(nn.Module):
     pruning and architecture search produce non-uniform layers; `embed_dim`
     (ALBERT's E) may differ from the model width, in which case the token
     embedding is factorized as vocab x E followed by an E x width projection
-    (Lan et al. 2019).
+    (Lan et al. 2019). `tie_embeddings` computes the logits with the token
+    embedding's transpose and no separate head (GPT-2; Press & Wolf 2017);
+    `remat` recomputes each block's activations in the backward pass instead
+    of keeping them (jax.checkpoint), for long contexts and large widths.
     """
 
     vocab_size: int
@@ -196,6 +226,9 @@ class CharTransformer(nn.Module):
     head_dim: int = 32
     embed_dim: Optional[int] = None
     dropout_rate: float = 0.0
+    tie_embeddings: bool = False
+    remat: bool = False
+    dtype: Any = jnp.float32  # the compute dtype (the precision policy); parameters stay float32
 
     def _check_layers(self) -> None:
         if len(self.num_heads) != len(self.ffn_dims):
@@ -208,17 +241,25 @@ class CharTransformer(nn.Module):
         if tokens.shape[-1] > self.max_len:
             raise ValueError(f"sequence length {tokens.shape[-1]} exceeds max_len {self.max_len}")
         embed_dim = self.embed_dim or self.width
-        x = nn.Embed(self.vocab_size, embed_dim, name="embed")(tokens)
+        if self.tie_embeddings and embed_dim != self.width:
+            raise ValueError(f"model.tie_embeddings needs embed_dim == width (got {embed_dim} and {self.width}): "
+                             f"the logits reuse the token embedding as the output projection")
+        embed = nn.Embed(self.vocab_size, embed_dim, name="embed", dtype=self.dtype)
+        x = embed(tokens)
         if embed_dim != self.width:
-            x = nn.Dense(self.width, use_bias=False, name="embed_proj")(x)
+            x = nn.Dense(self.width, use_bias=False, name="embed_proj", dtype=self.dtype)(x)
         positions = self.param("pos_embed", nn.initializers.normal(0.02), (self.max_len, self.width))
-        x = x + positions[: tokens.shape[-1]]
+        x = x + positions[: tokens.shape[-1]].astype(self.dtype)
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
         self.sow("intermediates", "embedding", x)
+        block = nn.remat(DecoderBlock, static_argnums=(2,)) if self.remat else DecoderBlock
         for i, (heads, ffn) in enumerate(zip(self.num_heads, self.ffn_dims)):
-            x = DecoderBlock(heads, self.head_dim, ffn, self.dropout_rate, name=f"block_{i}")(x, train=train)
+            x = block(heads, self.head_dim, ffn, self.dropout_rate, self.dtype, name=f"block_{i}")(x, train)
             self.sow("intermediates", f"hidden_{i}", x)
-        return nn.Dense(self.vocab_size, name="head")(nn.LayerNorm(name="ln_final")(x))
+        x = nn.LayerNorm(name="ln_final", dtype=self.dtype)(x)
+        if self.tie_embeddings:
+            return _logits(embed.attend(x))
+        return _logits(nn.Dense(self.vocab_size, name="head", dtype=self.dtype)(x))
 
 
 def _per_layer(value: Any, num_layers: int, name: str) -> tuple[int, ...]:
@@ -244,18 +285,30 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def build_model(model_config: Any, num_classes: int) -> nn.Module:
-    """Builds the model named by `model_config.name` with the config's other fields as settings."""
+def build_model(model_config: Any, num_classes: int, compute: str = "float32") -> nn.Module:
+    """Builds the model named by `model_config.name` with the config's other fields as settings.
+
+    `compute` is the precision policy's compute dtype (`compute_dtype`); it is
+    not a model setting, so an export's header (its model config) reads back
+    as a float32 model whatever dtype trained it.
+    """
     settings = dict(model_config)
     name = settings.pop("name", None)
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; available models: {sorted(MODELS)}")
+    if "dtype" in settings:
+        raise ValueError("model.dtype is not a model setting: set precision.compute (float32 or bfloat16)")
+    if compute_dtype(compute) != jnp.float32:  # a model registered without a dtype field still runs float32
+        settings["dtype"] = compute_dtype(compute)
     for key, value in list(settings.items()):
         if isinstance(value, list):
             settings[key] = tuple(tuple(v) if isinstance(v, list) else v for v in value)
     try:
         return MODELS[name](num_classes, **settings)
     except TypeError as e:
+        if "dtype" in settings and "dtype" in str(e):
+            raise ValueError(f"model {name!r} has no `dtype` field, so it cannot compute in {compute}: give its "
+                             f"module a compute dtype field, or set precision.compute = 'float32'") from e
         raise ValueError(f"model {name!r} does not accept settings {sorted(settings)}: {e}") from e
 
 

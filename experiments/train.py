@@ -39,7 +39,7 @@ from compression.selection import match_rules, path_str
 from compression.transform import InitBatches, Transform, export_model
 from configs import default as default_config
 from experiments import data as data_lib
-from experiments import models, provenance
+from experiments import models, multihost, provenance
 from experiments import workdir as workdir_lib
 from experiments.metrics_log import MetricsLog
 
@@ -88,11 +88,19 @@ def param_specs(tree: Any, rules: Any, mesh: Mesh) -> Any:
         if len(axes) > np.ndim(leaf):
             raise ValueError(f"partition rule {axes} has more axes than {path_str(kp)} of shape {np.shape(leaf)}")
         for dim, axis in zip(np.shape(leaf), axes):
-            if axis is not None and dim % mesh.shape[axis]:
+            # One dimension may be split over several mesh axes at once, e.g. ("data", "model")
+            # shards a weight over every device (fully sharded data parallelism).
+            names = () if axis is None else (axis,) if isinstance(axis, str) else tuple(axis)
+            unknown = [a for a in names if a not in mesh.shape]
+            if unknown:
+                raise ValueError(f"partition rule {axes} for {path_str(kp)} names mesh axes {unknown}; the mesh "
+                                 f"has {list(mesh.shape)}")
+            size = int(np.prod([mesh.shape[a] for a in names]))
+            if dim % size:
                 raise ValueError(f"{path_str(kp)} of shape {np.shape(leaf)} cannot be split over mesh "
-                                 f"axis {axis!r} of size {mesh.shape[axis]} (rule {axes}); change "
+                                 f"axis {axis!r} of size {size} (rule {axes}); change "
                                  f"mesh.partition_rules or the mesh")
-        return PartitionSpec(*axes)
+        return PartitionSpec(*(tuple(a) if isinstance(a, list) else a for a in axes))
 
     return jax.tree_util.tree_map_with_path(check, tree, specs)
 
@@ -118,6 +126,7 @@ DRIVER_SETTINGS = (
     ("train.eval_every", int, 0, None),
     ("train.eval_max_batches", int, 0, None),
     ("train.stop_after", int, 0, None),
+    ("train.grad_accum_steps", int, 1, None),
     ("compression.init_batches", int, 0, None),
     ("optimizer.warmup_steps", int, 0, None),
     ("optimizer.grad_clip", float, 0.0, None),
@@ -145,6 +154,10 @@ def check_settings(config: Any) -> None:
             settings.require_float(key, node, low=low, high=high)
     settings.require_float("optimizer.learning_rate", config.optimizer.learning_rate, low=0.0, low_open=True,
                            fix="a run that cannot move its weights (or climbs the loss) is not a result")
+    models.compute_dtype(str(config.get("precision", {}).get("compute", "float32")))
+    if config.get("export", {}).get("int8_eval", False) and jax.process_count() > 1:
+        raise ValueError("export.int8_eval evaluates the export file in one process; in a multi-process run "
+                         "set it False and evaluate the export afterwards in a single process")
     if "momentum" in config.optimizer:
         settings.require_float("optimizer.momentum", config.optimizer.momentum, low=0.0, high=1.0,
                                high_open=True, fix="at 1 or above the updates never decay")
@@ -158,12 +171,19 @@ def check_finite(tree: Any, what: str) -> None:
     """
     floats = [(kp, leaf) for kp, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
               if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)]
-    finite = jax.device_get([jnp.all(jnp.isfinite(leaf)) for _, leaf in floats])
+    # One jitted program for every leaf: eager reductions dispatched one by one on a sharded
+    # CPU mesh can leave devices waiting in different programs' collectives (a deadlock).
+    finite = jax.device_get(_all_finite([leaf for _, leaf in floats])) if floats else []
     bad = [path_str(kp) for (kp, _), ok in zip(floats, finite) if not ok]
     if bad:
         raise ValueError(f"{what} has non-finite values (NaN or inf) in {', '.join(bad[:5])}"
                          f"{' and more' if len(bad) > 5 else ''}; a model with them cannot be trained, "
                          f"quantized or exported: fix or re-create it")
+
+
+@jax.jit
+def _all_finite(leaves: list) -> jnp.ndarray:
+    return jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves])
 
 
 # ---------------------------------------------------------------- optimizer, loss, steps
@@ -245,7 +265,7 @@ def make_loss(model: Any, model_state: Optional[dict] = None) -> Callable:
 
 
 def make_train_step(model: Any, transform: Transform, optimizer: optax.GradientTransformation,
-                    loss: losses.Loss, teacher: Optional[Any] = None) -> Callable:
+                    loss: losses.Loss, teacher: Optional[Any] = None, micro_batches: int = 1) -> Callable:
     """train_step(state, batch, teacher_variables) -> (state, metrics): one optimizer step on the trainable.
 
     The loss is the configured terms over the student's outputs (logits and
@@ -254,6 +274,16 @@ def make_train_step(model: Any, transform: Transform, optimizer: optax.GradientT
     `extras["teacher"]` with no gradient. The model's collections besides
     params (BatchNorm's `batch_stats`) are carried in `state["model_state"]`
     and updated by the training forward pass.
+
+    With `micro_batches` = k > 1 (`train.grad_accum_steps`), the batch is cut
+    into k equal micro-batches whose gradients are averaged in a `lax.scan`
+    inside the step, so only one micro-batch's activations are alive at a
+    time; the optimizer and the techniques' updates then run once, on the
+    mean gradient, which for a loss that is a mean over examples is the
+    gradient of the whole batch. Micro-batch j takes examples j, j+k, j+2k,
+    ...: each device's slice of a data-sharded batch holds its share of every
+    micro-batch, so cutting moves no data between devices. BatchNorm's
+    statistics are those of each micro-batch, updated k times in order.
     """
 
     def loss_fn(trainable, comp_state, model_state, batch, rng, teacher_variables):
@@ -261,23 +291,53 @@ def make_train_step(model: Any, transform: Transform, optimizer: optax.GradientT
         logits, updates = models.apply_model(
             model, params, batch["inputs"], model_state=model_state, train=True, rngs={"dropout": rng},
             mutable=[*model_state, "intermediates"])
-        outputs = {"logits": logits, "intermediates": updates.get("intermediates", {})}
+        # Loss terms read float32 whatever the compute dtype (the models return float32 logits).
+        outputs = {"logits": logits, "intermediates": _as_float32(updates.get("intermediates", {}))}
         extras = {"params": params}
         if teacher is not None:
             t_logits, t_updates = models.apply_model(
                 teacher, teacher_variables["params"], batch["inputs"], model_state=teacher_variables["model_state"],
                 train=False, mutable=["intermediates"])
             extras["teacher"] = jax.lax.stop_gradient(
-                {"logits": t_logits, "intermediates": t_updates.get("intermediates", {})})
+                {"logits": t_logits, "intermediates": _as_float32(t_updates.get("intermediates", {}))})
         total, terms = loss.total(outputs, batch, extras)
         accuracy = jnp.mean((jnp.argmax(logits, -1) == batch["targets"]).astype(jnp.float32))
         metrics = {"accuracy": accuracy, **({f"loss_{k}": v for k, v in terms.items()} if len(terms) > 1 else {})}
         return total, (metrics, {k: updates[k] for k in model_state})
 
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def accumulated_grads(state, batch, rng, teacher_variables):
+        if micro_batches == 1:
+            return grad_fn(state["trainable"], state["comp_state"], state["model_state"], batch, rng,
+                           teacher_variables)
+        # [B, ...] -> [k, B/k, ...] with micro-batch j = examples j, j+k, ... (see the docstring).
+        micro = jax.tree_util.tree_map(
+            lambda x: jnp.moveaxis(x.reshape((x.shape[0] // micro_batches, micro_batches) + x.shape[1:]), 1, 0),
+            batch)
+
+        def one(carry, xs):
+            (total, metrics), grads, model_state = carry
+            index, micro_batch = xs
+            (t, (m, model_state)), g = grad_fn(state["trainable"], state["comp_state"], model_state,
+                                               micro_batch, jax.random.fold_in(rng, index), teacher_variables)
+            add = lambda a, b: jax.tree_util.tree_map(jnp.add, a, b)
+            return ((total + t, add(metrics, m)), add(grads, g), model_state), None
+
+        first = jax.tree_util.tree_map(lambda x: x[0], micro)
+        shapes = jax.eval_shape(grad_fn, state["trainable"], state["comp_state"], state["model_state"], first,
+                                rng, teacher_variables)
+        (_, (metric_shapes, _)), grad_shapes = shapes
+        zeros = lambda tree: jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), tree)
+        carry = ((jnp.zeros((), jnp.float32), zeros(metric_shapes)), zeros(grad_shapes), state["model_state"])
+        ((total, metrics), grads, model_state), _ = jax.lax.scan(
+            one, carry, (jnp.arange(micro_batches), micro))
+        mean = lambda tree: jax.tree_util.tree_map(lambda x: x / micro_batches, tree)
+        return (total / micro_batches, (mean(metrics), model_state)), mean(grads)
+
     def train_step(state, batch, teacher_variables=None):
         rng = jax.random.fold_in(state["rng"], state["step"])
-        (total, (metrics, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state["trainable"], state["comp_state"], state["model_state"], batch, rng, teacher_variables)
+        (total, (metrics, model_state)), grads = accumulated_grads(state, batch, rng, teacher_variables)
         updates, opt_state = optimizer.update(grads, state["opt_state"], state["trainable"])
         trainable = optax.apply_updates(state["trainable"], updates)
         trainable, comp_state = transform.update(trainable, state["comp_state"], grads, state["step"])
@@ -292,6 +352,11 @@ def make_train_step(model: Any, transform: Transform, optimizer: optax.GradientT
         return new_state, {"loss": total, **metrics}
 
     return train_step
+
+
+def _as_float32(tree: Any) -> Any:
+    return jax.tree_util.tree_map(
+        lambda x: x.astype(jnp.float32) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
 
 
 def make_eval_step(model: Any) -> Callable:
@@ -332,6 +397,14 @@ class Run:
     apply_transform: Any
     num_steps: int
     teacher: Any = None  # (teacher model, its variables on the mesh) when config.teacher names one
+    # The model in float32, whatever precision.compute: what init-time calibration reads and
+    # what an export (which loads as float32) is checked against. None: `model` is float32.
+    float32_model: Any = None
+
+    @property
+    def reference_model(self) -> Any:
+        """The model computing in float32 (the export's view of the trained params)."""
+        return self.float32_model or self.model
 
 
 def _example_input(config: Any, dataset: data_lib.Dataset) -> np.ndarray:
@@ -344,14 +417,7 @@ def _put_batch(batch: dict, sharding: NamedSharding) -> dict:
     """This process's numpy batch as global arrays (multi-host); one process hands numpy to jit as is."""
     if jax.process_count() == 1:
         return batch
-    return {k: _put_batch_array(v, sharding) for k, v in batch.items()}
-
-
-def _put_batch_array(x: np.ndarray, sharding: NamedSharding) -> Any:
-    """One process's batch array placed over the mesh's data axis (a global array on several hosts)."""
-    if jax.process_count() == 1:
-        return jax.device_put(x, sharding)
-    return jax.make_array_from_process_local_data(sharding, x)
+    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
 
 
 def build_run(config: Any, dataset: Optional[data_lib.Dataset] = None) -> Run:
@@ -362,7 +428,14 @@ def build_run(config: Any, dataset: Optional[data_lib.Dataset] = None) -> Run:
     """
     check_settings(config)
     dataset = dataset or data_lib.load_dataset(config.dataset, config.get("data_dir", ".data"))
-    model = models.build_model(config.model, dataset.num_classes)
+    # The precision policy: the train and eval steps compute in precision.compute; parameters,
+    # gradients, the optimizer state and the techniques' transforms stay float32, and so do the
+    # init-time passes (calibration, SNIP, Hessian statistics), so a post-training export is
+    # the same whatever the compute dtype.
+    compute = str(config.get("precision", {}).get("compute", "float32"))
+    float32_model = models.build_model(config.model, dataset.num_classes)
+    model = models.build_model(config.model, dataset.num_classes, compute) if compute != "float32" \
+        else float32_model
     transform = registry.build_chain(list(config.compression.get("stages", [])))
     mesh = create_mesh(config.mesh)
     num_steps = int(config.train.num_steps)
@@ -371,20 +444,25 @@ def build_run(config: Any, dataset: Optional[data_lib.Dataset] = None) -> Run:
         if int(config.train[key]) % mesh.shape["data"]:
             raise ValueError(f"train.{key} {config.train[key]} is not divisible by mesh data axis "
                              f"{mesh.shape['data']}")
+    micro_batches = int(config.train.get("grad_accum_steps", 1))
+    if batch_size % (micro_batches * mesh.shape["data"]):
+        raise ValueError(f"train.batch_size {batch_size} cannot be cut into train.grad_accum_steps="
+                         f"{micro_batches} micro-batches spread over the mesh's {mesh.shape['data']} data "
+                         f"devices: make it a multiple of {micro_batches * mesh.shape['data']}")
     optimizer = build_optimizer(config, num_steps)
 
     example = _example_input(config, dataset)
     init_key, transform_key, rng = jax.random.split(jax.random.PRNGKey(int(config.seed)), 3)
-    abstract, abstract_state = jax.eval_shape(lambda k: models.init_variables(model, k, example), init_key)
+    abstract, abstract_state = jax.eval_shape(lambda k: models.init_variables(float32_model, k, example), init_key)
     shardings = param_shardings(abstract, config.mesh.partition_rules, mesh)
-    params, model_state = jax.jit(lambda k: models.init_variables(model, k, example),
+    params, model_state = jax.jit(lambda k: models.init_variables(float32_model, k, example),
                                   out_shardings=(shardings, None))(init_key)
     init_from = provenance.seeded_path(config.get("init_from", ""), config.seed)
     if init_from:
         params, model_state = load_pretrained(init_from, abstract, shardings, abstract_state)
     check_finite({"params": params, **model_state},
                  f"init_from {init_from!r}" if init_from else "the initialized model")
-    teacher = load_teacher(config, dataset, mesh)
+    teacher = load_teacher(config, dataset, mesh, compute)
     loss = losses.build_loss(list(config.get("loss", [{"term": "cross_entropy"}])))
 
     # Data-aware techniques (SNIP, calibration) read the first few training batches at init.
@@ -393,11 +471,11 @@ def build_run(config: Any, dataset: Optional[data_lib.Dataset] = None) -> Run:
                for i in range(count)]
     batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
     init_batches = InitBatches(
-        batches, make_loss(model, model_state),
-        functools.partial(models.module_statistics, model, inputs=[b["inputs"] for b in batches],
-                          model_state=model_state, put=lambda x: _put_batch_array(x, batch_sharding)),
+        batches, make_loss(float32_model, model_state),
+        functools.partial(models.module_statistics, float32_model, inputs=[b["inputs"] for b in batches],
+                          model_state=model_state, put=lambda x: multihost.put_global(x, batch_sharding)),
     ) if count > 0 else None
-    trainable, comp_state = transform.init(params, transform_key, init_batches)
+    trainable, comp_state = init_transform(transform, params, transform_key, init_batches, mesh)
     check_export(transform, trainable, comp_state, config.model.to_dict())
     state = {"step": jnp.zeros((), jnp.int32), "trainable": trainable, "comp_state": comp_state,
              "opt_state": jax.jit(optimizer.init)(trainable), "rng": rng, "model_state": model_state}
@@ -413,7 +491,8 @@ def build_run(config: Any, dataset: Optional[data_lib.Dataset] = None) -> Run:
     # With the batch sharding given here, a single process passes numpy batches
     # straight in and the jitted call places them (cheaper than device_put).
     teacher_model, teacher_variables = teacher if teacher is not None else (None, None)
-    step = jax.jit(make_train_step(model, transform, optimizer, loss, teacher_model), donate_argnums=0,
+    step = jax.jit(make_train_step(model, transform, optimizer, loss, teacher_model, micro_batches),
+                   donate_argnums=0,
                    in_shardings=(state_shardings, batch_sharding, None), out_shardings=(state_shardings, None))
 
     def train_step(state, batch):
@@ -423,7 +502,29 @@ def build_run(config: Any, dataset: Optional[data_lib.Dataset] = None) -> Run:
     train_step._cache_size = step._cache_size  # the compile count results.json reports
     eval_step = jax.jit(make_eval_step(model), in_shardings=(None, batch_sharding))
     return Run(config, dataset, model, transform, mesh, batch_sharding, state, train_step,
-               eval_step, jax.jit(transform.apply), num_steps, teacher)
+               eval_step, jax.jit(transform.apply), num_steps, teacher,
+               float32_model if model is not float32_model else None)
+
+
+def init_transform(transform: Transform, params: Any, key: Any, init_batches: Optional[InitBatches],
+                   mesh: Mesh) -> tuple[Any, Any]:
+    """(trainable, comp_state) = transform.init(params, key, init_batches), on the mesh.
+
+    On a mesh of several devices the init runs as one jitted program where it
+    can be traced: its outputs take the parameters' shardings, it dispatches
+    once instead of op by op, and on a CPU mesh it avoids a runtime deadlock
+    (eager sharded ops dispatched one after another can leave the host
+    devices waiting in different programs' collectives). An init that reads
+    values on the host (calibration rows, say) cannot be traced and runs
+    eagerly, as it does on one device.
+    """
+    if mesh.devices.size > 1:
+        try:
+            return jax.jit(lambda p, k: transform.init(p, k, init_batches))(params, key)
+        except TypeError as e:  # jax's tracer errors (ConcretizationTypeError, ...) are TypeErrors
+            logging.info("the compression init reads values on the host (%s); it runs eagerly",
+                         str(e).splitlines()[0] if str(e) else type(e).__name__)
+    return transform.init(params, key, init_batches)
 
 
 def param_shardings(abstract: Any, rules: Any, mesh: Mesh) -> Any:
@@ -431,11 +532,13 @@ def param_shardings(abstract: Any, rules: Any, mesh: Mesh) -> Any:
     return jax.tree_util.tree_map(lambda s: NamedSharding(mesh, s), param_specs(abstract, rules, mesh))
 
 
-def load_teacher(config: Any, dataset: data_lib.Dataset, mesh: Mesh) -> Optional[tuple[Any, dict]]:
+def load_teacher(config: Any, dataset: data_lib.Dataset, mesh: Mesh,
+                 compute: str = "float32") -> Optional[tuple[Any, dict]]:
     """(the teacher model, {"params", "model_state"} on the mesh) from `config.teacher.export`, or None.
 
     The export's header names the model config that reads it, so a teacher
     is one path: an earlier run's DIR/export/params.safetensors, or DIR itself.
+    The teacher computes in the run's precision policy (`compute`).
     """
     path = provenance.seeded_path(config.get("teacher", {}).get("export", ""), config.seed)
     if not path:
@@ -446,7 +549,7 @@ def load_teacher(config: Any, dataset: data_lib.Dataset, mesh: Mesh) -> Optional
                                 f"(its export is DIR/export/params.safetensors)")
     model_config, params, model_state = read_export(path)
     check_finite({"params": params, **model_state}, f"teacher.export {path!r}")
-    teacher = models.build_model(ml_collections.ConfigDict(model_config), dataset.num_classes)
+    teacher = models.build_model(ml_collections.ConfigDict(model_config), dataset.num_classes, compute)
     example = _example_input(config, dataset)
     model_params, _ = intercept.split_params(params)
     abstract, _ = jax.eval_shape(lambda k: models.init_variables(teacher, k, example), jax.random.PRNGKey(0))
@@ -495,7 +598,7 @@ def check_export(transform: Transform, trainable: Any, comp_state: Any, model_co
     """
     shapes = jax.eval_shape(transform.apply, trainable, comp_state)
     stand_ins = jax.tree_util.tree_map(lambda s: np.broadcast_to(np.zeros((), s.dtype), s.shape), shapes)
-    export_model(transform, stand_ins, jax.device_get(comp_state), model_config)
+    export_model(transform, stand_ins, multihost.to_host(comp_state), model_config)
 
 
 def _unalias(tree: Any) -> Any:
@@ -814,15 +917,18 @@ def export_run(run: Run, workdir: str) -> tuple[str, dict]:
     trained model on evaluation inputs: an export that does not predict what
     the trained model predicts is an error.
     """
-    params = jax.device_get(run.apply_transform(run.state["trainable"], run.state["comp_state"]))
-    model_state = jax.device_get(run.state["model_state"])
+    # Gathered on every process (a collective); only process 0 writes and checks the file.
+    params = multihost.to_host(run.apply_transform(run.state["trainable"], run.state["comp_state"]))
+    model_state = multihost.to_host(run.state["model_state"])
+    comp_state = multihost.to_host(run.state["comp_state"])
+    path = os.path.join(workdir, "export", "params.safetensors")
+    if not multihost.is_writer():
+        return path, {}
     model_config = run.config.model.to_dict()
-    exported, model_config = export_model(run.transform, params, jax.device_get(run.state["comp_state"]),
-                                          model_config)
+    exported, model_config = export_model(run.transform, params, comp_state, model_config)
     if run.config.model.get("num_layers", 0) > 0 and model_config.get("num_layers") == 0:
         print(f"note: the export keeps none of the model's {run.config.model.num_layers} layers (allowed: "
               f"what remains is the embedding and the output head)")
-    path = os.path.join(workdir, "export", "params.safetensors")
     rules = run.config.get("export", {}).get("codecs", ((".*", "dense"),))
     names = match_rules(exported, [tuple(rule) for rule in rules], what="export.codecs", allow_unused=True)
     codecs = {path_str(kp): (name, {}) for kp, name in jax.tree_util.tree_flatten_with_path(names)[0]}
@@ -845,7 +951,7 @@ def export_run(run: Run, workdir: str) -> tuple[str, dict]:
 
 def _check_export(run: Run, trained: tuple, loaded_model: Any, loaded: tuple, path: str) -> float:
     inputs = _eval_inputs(run)
-    expected = np.asarray(models.apply_model(run.model, trained[0], inputs, model_state=trained[1]))
+    expected = np.asarray(models.apply_model(run.reference_model, trained[0], inputs, model_state=trained[1]))
     got = np.asarray(models.apply_model(loaded_model, loaded[0], inputs, model_state=loaded[1]))
     diff = float(np.max(np.abs(expected - got)))
     if not diff <= 1e-4 * (1.0 + float(np.max(np.abs(expected)))):
@@ -920,21 +1026,24 @@ def _train_evaluate_export(run: Run, workdir: str, progress: bool, start_time: f
 
     def store_config():
         # Only now: the config passed every check and the workdir's checkpoint fits it.
-        if jax.process_index() == 0:
+        if multihost.is_writer():
             workdir_lib.write_json(os.path.join(workdir, workdir_lib.CONFIG_FILE), config.to_dict())
 
-    log = MetricsLog(workdir)
+    log = MetricsLog(workdir) if multihost.is_writer() else None
     try:
-        timing = train_loop(run, workdir, log, progress, on_restored=store_config)
-        _record_invocation(workdir, timing, time.time() - start_time)
+        timing = train_loop(run, workdir, log, progress and multihost.is_writer(), on_restored=store_config)
+        if multihost.is_writer():
+            _record_invocation(workdir, timing, time.time() - start_time)
         if not timing["finished"]:
             print(f"stopped at step {timing['step']} of {run.num_steps} (train.stop_after); "
                   f"run the same command again to resume from the checkpoint in {workdir}")
             return None
         metrics = final_metrics(run)
-        log.write(timing["step"], {f"final_{k}": v for k, v in metrics.items()})
+        if log is not None:
+            log.write(timing["step"], {f"final_{k}": v for k, v in metrics.items()})
     finally:
-        log.close()
+        if log is not None:
+            log.close()
     export_path, size = export_run(run, workdir)
     if run.config.get("export", {}).get("int8_eval", False):
         metrics.update(int8_metrics(run, export_path))
@@ -949,7 +1058,7 @@ def _train_evaluate_export(run: Run, workdir: str, progress: bool, start_time: f
         "artifacts": {"export": os.path.relpath(export_path, workdir), "metrics": "metrics.jsonl",
                       "tensorboard": "tensorboard"},
     }
-    if jax.process_index() == 0:
+    if multihost.is_writer():
         write_results(os.path.join(workdir, "results.json"), results)
     return results
 

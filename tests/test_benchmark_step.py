@@ -62,3 +62,26 @@ def test_steps_are_rounded_to_whole_log_intervals_when_they_span_one():
 def test_unknown_model_is_an_error():
     with pytest.raises(ValueError, match="unknown model"):
         benchmark_step.benchmark_config("resnet")
+
+
+def test_bfloat16_row_runs_both_loops_in_bfloat16():
+    config, dataset = benchmark_step.benchmark_config("char_transformer_bf16")
+    assert config.precision.compute == "bfloat16"
+    config.model.update({"width": 32, "num_layers": 1, "num_heads": 2, "head_dim": 16, "ffn_dim": 64,
+                         "max_len": 16})
+    config.dataset.seq_len = 16
+    config.train.batch_size = 8
+    result = benchmark_step.benchmark_model(config, dataset, name="char_transformer_bf16", repeats=1, steps=10,
+                                            progress=False)
+    _check(result, 1)
+
+
+def test_gpt2_rows_use_the_gpt2_small_config_on_one_device():
+    full, _ = benchmark_step.benchmark_config("gpt2_small")
+    quick, dataset = benchmark_step.benchmark_config("gpt2_small_quick")
+    assert (full.dataset.seq_len, full.train.batch_size) == (1024, 16)
+    assert (quick.dataset.seq_len, quick.train.batch_size) == (128, 8)
+    for config in (full, quick):
+        assert config.model.width == 768 and config.precision.compute == "bfloat16"
+        assert dict(config.mesh)["data"] == 1 and dict(config.mesh)["model"] == 1
+    assert dataset.num_classes == 50257
