@@ -23,23 +23,14 @@ from tests.helpers import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 6
-CONFIG_FILE = '''
-from tests.helpers import tiny_config
-
-
-def get_config():
-    config = tiny_config(num_steps={steps}, checkpoint_every=3, log_every=2)
-    config.model.hidden = (32, 16)
-    config.mesh.data, config.mesh.model = 4, 2
-    config.mesh.partition_rules = ((".*/kernel", (None, "model")), (".*/bias", ("model",)))
-    return config
-'''
+# The config file both processes read: the same config as the single-process runs here.
+CONFIG_FILE = "from tests.test_multihost import multihost_config as get_config\n"
 # The parameters after 6 Adam steps agree to float32 summation order: the two processes' mesh
 # reduces the gradient over the same 8 devices as the single process, through gloo.
 TOLERANCE = {"rtol": 1e-5, "atol": 1e-6}
 
 
-def _config():
+def multihost_config():
     config = tiny_config(num_steps=STEPS, checkpoint_every=3, log_every=2)
     config.model.hidden = (32, 16)
     config.mesh.data, config.mesh.model = 4, 2
@@ -55,7 +46,7 @@ def _free_port() -> int:
 
 def _two_processes(tmp_path, workdir, *overrides):
     config_file = tmp_path / "multihost_config.py"
-    config_file.write_text(CONFIG_FILE.format(steps=STEPS))
+    config_file.write_text(CONFIG_FILE)
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu",
            "PYTHONPATH": ROOT}
     port = _free_port()
@@ -89,7 +80,7 @@ def _assert_same_params(a, b):
 @pytest.fixture(scope="module")
 def single_process_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("single")
-    train.train_and_evaluate(_config(), str(workdir), progress=False)
+    train.train_and_evaluate(multihost_config(), str(workdir), progress=False)
     return workdir
 
 
@@ -115,11 +106,11 @@ def test_a_two_process_checkpoint_resumes_in_one_process_and_a_one_process_check
     pair_first = tmp_path / "pair_first"
     _two_processes(tmp_path, pair_first, "--config.train.stop_after=3")
     assert not (pair_first / "results.json").exists()
-    train.train_and_evaluate(_config(), str(pair_first), progress=False)
+    train.train_and_evaluate(multihost_config(), str(pair_first), progress=False)
     _assert_same_params(pair_first, single_process_run)
     # One process trains the first half; two processes finish it.
     single_first = tmp_path / "single_first"
-    staged = _config()
+    staged = multihost_config()
     staged.train.stop_after = 3
     assert train.train_and_evaluate(staged, str(single_first), progress=False) is None
     _two_processes(tmp_path, single_first)
@@ -127,7 +118,7 @@ def test_a_two_process_checkpoint_resumes_in_one_process_and_a_one_process_check
 
 
 def test_each_process_reads_only_its_own_part_of_every_batch():
-    dataset = data_lib.load_dataset(_config().dataset, ".data")
+    dataset = data_lib.load_dataset(multihost_config().dataset, ".data")
     whole = data_lib.train_batch(dataset, 0, 5, 32, 0)
     parts = [data_lib.train_batch(dataset, 0, 5, 32, 0, process_index=i, process_count=2) for i in range(2)]
     for key in ("inputs", "targets"):
