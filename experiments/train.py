@@ -154,13 +154,18 @@ def check_settings(config: Any) -> None:
             settings.require_float(key, node, low=low, high=high)
     settings.require_float("optimizer.learning_rate", config.optimizer.learning_rate, low=0.0, low_open=True,
                            fix="a run that cannot move its weights (or climbs the loss) is not a result")
-    models.compute_dtype(str(config.get("precision", {}).get("compute", "float32")))
+    models.compute_dtype(_compute(config))
     if config.get("export", {}).get("int8_eval", False) and jax.process_count() > 1:
         raise ValueError("export.int8_eval evaluates the export file in one process; in a multi-process run "
                          "set it False and evaluate the export afterwards in a single process")
     if "momentum" in config.optimizer:
         settings.require_float("optimizer.momentum", config.optimizer.momentum, low=0.0, high=1.0,
                                high_open=True, fix="at 1 or above the updates never decay")
+
+
+def _compute(config: Any) -> str:
+    """The precision policy's compute dtype name (precision.compute; float32 in configs without it)."""
+    return str(config.get("precision", {}).get("compute", "float32"))
 
 
 def check_finite(tree: Any, what: str) -> None:
@@ -396,15 +401,10 @@ class Run:
     eval_step: Any
     apply_transform: Any
     num_steps: int
+    # The model in float32, whatever precision.compute (`model` computes in it): what init-time
+    # calibration reads and what an export, which loads as float32, is checked against.
+    float32_model: Any
     teacher: Any = None  # (teacher model, its variables on the mesh) when config.teacher names one
-    # The model in float32, whatever precision.compute: what init-time calibration reads and
-    # what an export (which loads as float32) is checked against. None: `model` is float32.
-    float32_model: Any = None
-
-    @property
-    def reference_model(self) -> Any:
-        """The model computing in float32 (the export's view of the trained params)."""
-        return self.float32_model or self.model
 
 
 def _example_input(config: Any, dataset: data_lib.Dataset) -> np.ndarray:
@@ -432,10 +432,9 @@ def build_run(config: Any, dataset: Optional[data_lib.Dataset] = None) -> Run:
     # gradients, the optimizer state and the techniques' transforms stay float32, and so do the
     # init-time passes (calibration, SNIP, Hessian statistics), so a post-training export is
     # the same whatever the compute dtype.
-    compute = str(config.get("precision", {}).get("compute", "float32"))
+    compute = _compute(config)
     float32_model = models.build_model(config.model, dataset.num_classes)
-    model = models.build_model(config.model, dataset.num_classes, compute) if compute != "float32" \
-        else float32_model
+    model = models.build_model(config.model, dataset.num_classes, compute)
     transform = registry.build_chain(list(config.compression.get("stages", [])))
     mesh = create_mesh(config.mesh)
     num_steps = int(config.train.num_steps)
@@ -502,8 +501,7 @@ def build_run(config: Any, dataset: Optional[data_lib.Dataset] = None) -> Run:
     train_step._cache_size = step._cache_size  # the compile count results.json reports
     eval_step = jax.jit(make_eval_step(model), in_shardings=(None, batch_sharding))
     return Run(config, dataset, model, transform, mesh, batch_sharding, state, train_step,
-               eval_step, jax.jit(transform.apply), num_steps, teacher,
-               float32_model if model is not float32_model else None)
+               eval_step, jax.jit(transform.apply), num_steps, float32_model, teacher)
 
 
 def init_transform(transform: Transform, params: Any, key: Any, init_batches: Optional[InitBatches],
@@ -951,7 +949,7 @@ def export_run(run: Run, workdir: str) -> tuple[str, dict]:
 
 def _check_export(run: Run, trained: tuple, loaded_model: Any, loaded: tuple, path: str) -> float:
     inputs = _eval_inputs(run)
-    expected = np.asarray(models.apply_model(run.reference_model, trained[0], inputs, model_state=trained[1]))
+    expected = np.asarray(models.apply_model(run.float32_model, trained[0], inputs, model_state=trained[1]))
     got = np.asarray(models.apply_model(loaded_model, loaded[0], inputs, model_state=loaded[1]))
     diff = float(np.max(np.abs(expected - got)))
     if not diff <= 1e-4 * (1.0 + float(np.max(np.abs(expected)))):

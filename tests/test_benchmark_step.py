@@ -64,7 +64,7 @@ def test_unknown_model_is_an_error():
         benchmark_step.benchmark_config("resnet")
 
 
-def test_bfloat16_row_runs_both_loops_in_bfloat16():
+def test_bfloat16_row_runs_the_driver_and_the_hand_loop():
     config, dataset = benchmark_step.benchmark_config("char_transformer_bf16")
     assert config.precision.compute == "bfloat16"
     config.model.update({"width": 32, "num_layers": 1, "num_heads": 2, "head_dim": 16, "ffn_dim": 64,

@@ -39,8 +39,7 @@ def _bf16_run(**train_settings):
 
 def test_parameters_gradients_and_optimizer_state_stay_float32_under_bfloat16():
     run = _bf16_run()
-    batch = {k: v for k, v in run.dataset.train.items()}
-    batch = {"inputs": batch["inputs"][:32], "targets": batch["targets"][:32]}
+    batch = {"inputs": run.dataset.train["inputs"][:32], "targets": run.dataset.train["targets"][:32]}
     state, metrics = run.train_step(run.state, batch)
     for tree in (state["trainable"], state["opt_state"]):
         dtypes = {str(x.dtype) for x in jax.tree_util.tree_leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)}
