@@ -33,7 +33,7 @@ ROUNDS = 4
 RETRAIN_EPOCHS = 10
 RETRAIN_LR_SCALE = 1.0
 RETRAIN_LR_SCALE_SGD = 0.1
-SELECTION_SIZE = 5000
+SELECTION_SIZE = pruning_common.SELECTION_SIZE
 # Chosen on the selection split (paper/selection/han2015_lenet300_sgd_dense.json: the best of
 # 9 points, one seed; the top four lie within 0.06 points of each other).
 SGD_LEARNING_RATE = 0.03

@@ -7,6 +7,9 @@ SPARSE_EXPORT = ((".*kernel", "sparse"), (".*", "dense"))
 STEPS_PER_EPOCH = 468  # 60,000 / 128
 FINETUNE_EPOCHS = 2  # after pruning a trained model
 LEARNING_RATE = 3e-4  # fine-tuning
+# Training examples held out as the selection split where a config makes a choice (learning rate,
+# L2 weight, fine-tuning recipe): the model chosen on them must not have trained on them.
+SELECTION_SIZE = 5000
 
 
 def prune_stage(sparsity, criterion="magnitude", scope="global", select=".*kernel", **extra) -> dict:

@@ -7,13 +7,20 @@ Every choice a reproduction makes is made on the selection split
 (`dataset.selection_size` held-out training examples, or held-out works for
 text), never on the reported split: each point of the grid (every
 combination of the `--grid` values, applied as `experiments.reproduce`
-overrides) is trained in runs/select/NAME/POINT (resumable), scored by
-`--metric` (selection_accuracy, higher is better; selection_loss or
+overrides) is trained in runs/select/CONFIG/POINT/seed_K (resumable), scored
+by `--metric` (selection_accuracy, higher is better; selection_loss or
 selection_loss_nats, lower is better) averaged over `--seeds`, and the
 table of every point with the chosen one is written to
 paper/selection/NAME.json, from a committed tree like every result under
 paper/ (`experiments.provenance`). The config then states the chosen
 values and names that file.
+
+`--config` may name several configs that share the setting being chosen
+(a fine-tuning recipe used by a quantized model and by its float control,
+say): each point is trained under every one of them and scored by the mean
+over configs and seeds, so the choice cannot favour one of them alone (a
+recipe that barely moves the weights keeps the control but teaches the
+quantized model nothing). NAME is then `--name`.
 """
 from __future__ import annotations
 
@@ -33,7 +40,10 @@ METRICS = {"selection_accuracy": True, "selection_loss": False, "selection_loss_
 
 def define_flags() -> None:
     """Defines this command's flags (here, not at import, so modules can be imported together)."""
-    flags.DEFINE_string("config", None, "Config name under configs/ (NAME or NAME:variant).")
+    flags.DEFINE_list("config", None, "Config name(s) under configs/ (NAME or NAME:variant); several are "
+                      "scored together (their mean).")
+    flags.DEFINE_string("name", "", "The choice's name (paper/selection/NAME.json); required with several "
+                        "configs, the config's NAME_variant by default.")
     flags.DEFINE_multi_string("grid", [], "key=v1,v2,... : a config field and the values to try (repeatable).")
     flags.DEFINE_list("seeds", ["0"], "Seeds each point is trained with; the metric is their mean.")
     flags.DEFINE_enum("metric", "selection_accuracy", sorted(METRICS), "What the choice maximises/minimises.")
@@ -82,45 +92,77 @@ def choose(scored: Sequence[Mapping[str, Any]], higher_is_better: bool) -> int:
     return next(i for i, s in enumerate(scored) if s["mean"] == target)
 
 
-def select(make_config: Callable[[], Any], name: str, grid: Mapping[str, Sequence[Any]], seeds: Sequence[int],
-           metric: str, runs_dir: str, out_path: Optional[str] = None, command: str = "") -> dict:
-    """Trains every grid point with every seed and returns (and writes to `out_path`) the scored grid and choice."""
-    from experiments import reproduce, train
+def select(configs: Mapping[str, Callable[[], Any]], name: str, grid: Mapping[str, Sequence[Any]],
+           seeds: Sequence[int], metric: str, runs_dir: str, out_path: Optional[str] = None,
+           command: str = "") -> dict:
+    """Trains every grid point under every config and seed; returns (and writes to `out_path`) the scored grid.
+
+    `configs` maps each config's folder name to a function making it; a
+    point's score is the mean of `metric` over configs and seeds ("values"
+    holds the per-seed means over configs, "per_config" each config's values).
+    """
+    from experiments import train
 
     if metric not in METRICS:
         raise ValueError(f"--metric {metric!r} is not one of {sorted(METRICS)}")
+    if not configs:
+        raise ValueError("name at least one config to choose for")
     scored = []
     for point in points(grid):
-        values = []
-        for seed in seeds:
-            config = make_config()
-            for key, value in point.items():
-                reproduce.apply_override(config, f"{key}={json.dumps(value)}")
-            config.seed = int(seed)
-            if not config.dataset.get("selection_size", 0) and config.dataset.get("selection_offset", -1) == -1:
-                raise ValueError(f"{name} has no selection split, and choices need one: set "
-                                 f"dataset.selection_size > 0 (or dataset.selection_offset for text)")
-            workdir = os.path.join(runs_dir, name, point_name(point), f"seed_{seed}")
-            print(f"== {name} {point} seed={seed} -> {workdir}")
-            results = train.train_and_evaluate(config, workdir)
-            if results is None:
-                raise RuntimeError(f"{workdir} stopped before the end (train.stop_after); rerun to resume")
-            if metric not in results["metrics"]:
-                raise ValueError(f"{name} reports no {metric}: choices need a selection split "
-                                 f"(dataset.selection_size > 0, or dataset.selection_offset for text)")
-            values.append(float(results["metrics"][metric]))
-        scored.append({"point": point, "seeds": [int(s) for s in seeds], "values": values,
-                       "mean": sum(values) / len(values)})
-        print(f"{point}: {metric} {scored[-1]['mean']:.4f}")
+        per_config: dict[str, list[float]] = {}
+        for folder, make_config in configs.items():
+            per_config[folder] = [_score(make_config, folder, point, int(seed), metric, runs_dir)
+                                  for seed in seeds]
+        values = [sum(v[i] for v in per_config.values()) / len(per_config) for i in range(len(seeds))]
+        entry = {"point": point, "seeds": [int(s) for s in seeds], "values": values,
+                 "mean": sum(values) / len(values)}
+        if len(configs) > 1:
+            entry["per_config"] = per_config
+        scored.append(entry)
+        print(f"{point}: {metric} {entry['mean']:.4f}")
     chosen = choose(scored, METRICS[metric])
     report = {"config": name, "metric": metric, "higher_is_better": METRICS[metric], "grid": dict(grid),
               "points": scored, "chosen": scored[chosen]["point"], "versions": train.versions(),
               "command": command}
+    if len(configs) > 1:
+        report["configs"] = list(configs)
     print(f"chosen: {scored[chosen]['point']} ({metric} {scored[chosen]['mean']:.4f})")
     if out_path:
         train.write_results(out_path, report)
         print(f"-> {out_path}")
     return report
+
+
+def _score(make_config: Callable[[], Any], folder: str, point: Mapping[str, Any], seed: int, metric: str,
+           runs_dir: str) -> float:
+    """`metric` of one config at one grid point and seed, trained in runs_dir/folder/POINT/seed_K (resumable)."""
+    from experiments import reproduce, train
+
+    config = make_config()
+    for key, value in point.items():
+        reproduce.apply_override(config, f"{key}={json.dumps(value)}")
+    config.seed = seed
+    if not config.dataset.get("selection_size", 0) and config.dataset.get("selection_offset", -1) == -1:
+        raise ValueError(f"{folder} has no selection split, and choices need one: set "
+                         f"dataset.selection_size > 0 (or dataset.selection_offset for text)")
+    workdir = os.path.join(runs_dir, folder, point_name(point), f"seed_{seed}")
+    print(f"== {folder} {point} seed={seed} -> {workdir}")
+    results = train.train_and_evaluate(config, workdir)
+    if results is None:
+        raise RuntimeError(f"{workdir} stopped before the end (train.stop_after); rerun to resume")
+    if metric not in results["metrics"]:
+        raise ValueError(f"{folder} reports no {metric}: choices need a selection split "
+                         f"(dataset.selection_size > 0, or dataset.selection_offset for text)")
+    return float(results["metrics"][metric])
+
+
+def choice_name(config_names: Sequence[str], name: str = "") -> str:
+    """NAME of the choice's file: `name`, or the single config's NAME_variant; several configs need a name."""
+    if name:
+        return name
+    if len(config_names) != 1:
+        raise ValueError(f"--config names {len(config_names)} configs: give --name for the choice's file")
+    return config_names[0].replace(":", "_")
 
 
 def main(argv: list[str]) -> None:
@@ -129,10 +171,10 @@ def main(argv: list[str]) -> None:
     from experiments import reproduce
 
     reproduce.check_committed(FLAGS.out)
-    folder = FLAGS.config.replace(":", "_")
-    select(lambda: reproduce.load_config(FLAGS.config), folder, parse_grid(FLAGS.grid),
-           [int(s) for s in FLAGS.seeds], FLAGS.metric, FLAGS.runs, os.path.join(FLAGS.out, f"{folder}.json"),
-           " ".join(["python -m experiments.select"] + sys.argv[1:]))
+    name = choice_name(FLAGS.config, FLAGS.name)
+    configs = {c.replace(":", "_"): (lambda c=c: reproduce.load_config(c)) for c in FLAGS.config}
+    select(configs, name, parse_grid(FLAGS.grid), [int(s) for s in FLAGS.seeds], FLAGS.metric, FLAGS.runs,
+           os.path.join(FLAGS.out, f"{name}.json"), " ".join(["python -m experiments.select"] + sys.argv[1:]))
 
 
 if __name__ == "__main__":

@@ -137,3 +137,25 @@ def test_key_value_settings_map_onto_the_named_variants():
     assert zhu2017_lenet300.get_config("quick,sparsity=75") == zhu2017_lenet300.get_config("gradual_75_quick")
     assert zhu2017_lenet300.get_config("kind=oneshot,sparsity=50") == zhu2017_lenet300.get_config("oneshot_50")
     assert gordon2020_char_transformer.get_config("ft,sparsity=50") == gordon2020_char_transformer.get_config("50_ft")
+
+
+@pytest.mark.parametrize("model", ["lenet300", "lenet5"])
+def test_the_qat_recipe_is_chosen_from_a_baseline_that_never_saw_the_selection_split(model):
+    from experiments import reproduce
+
+    sweep = importlib.import_module(f"configs.ablation_bits_{model}")
+    heldout = sweep.get_config("qat_32_heldout")
+    assert heldout.init_from == sweep.PRETRAINED_HELDOUT
+    assert heldout.dataset.selection_size == importlib.import_module(
+        f"configs.baseline_{model}").get_config("heldout").dataset.selection_size > 0
+    # the held-out baseline is a run reproduce knows how to make
+    producer = reproduce.producer_of(sweep.PRETRAINED_HELDOUT.replace("{seed}", "1"),
+                                     reproduce.experiment_configs())
+    assert (producer.config, producer.seed) == (f"baseline_{model}:heldout", 1)
+    reported = sweep.get_config("qat_3")  # reported runs: the full baseline, the recipe, no split held out
+    assert (reported.init_from, reported.dataset.selection_size) == (sweep.PRETRAINED, 0)
+    recipe = sweep.QAT_RECIPE
+    assert (reported.optimizer.learning_rate, reported.optimizer.schedule) == (recipe["learning_rate"],
+                                                                               recipe["schedule"])
+    assert reported.train.num_steps == recipe["epochs"] * 468
+    assert sweep.get_config("ptq_3").train.num_steps == 0

@@ -19,25 +19,34 @@ def test_grid_points_names_and_the_choice_by_hand():
         select.parse_grid(["optimizer.learning_rate"])
 
 
-def test_select_trains_every_point_on_the_selection_split_and_writes_the_choice(tmp_path):
-    def make():
-        config = tiny_config(num_steps=4)
-        config.dataset.selection_size = 64
+def test_a_config_without_a_selection_split_cannot_choose(tmp_path):
+    with pytest.raises(ValueError, match="has no selection split, and choices need one"):
+        select.select({"tiny": lambda: tiny_config(num_steps=1)}, "tiny", {"optimizer.learning_rate": [1e-3]},
+                      [0], "selection_accuracy", str(tmp_path))
+
+
+def test_select_trains_every_point_under_every_config_on_the_selection_split_and_keeps_the_best_mean(tmp_path):
+    def make(num_steps):
+        def config():
+            c = tiny_config(num_steps=num_steps)
+            c.dataset.selection_size = 64
+            return c
         return config
 
     out = tmp_path / "choice.json"
-    report = select.select(make, "tiny", {"optimizer.learning_rate": [1e-3, 3e-2]}, [0], "selection_loss",
-                           str(tmp_path / "runs"), str(out))
+    report = select.select({"short": make(2), "long": make(6)}, "both", {"optimizer.learning_rate": [1e-3, 3e-2]},
+                           [3], "selection_loss", str(tmp_path / "runs"), str(out))
+    assert report["configs"] == ["short", "long"]
     losses = [p["mean"] for p in report["points"]]
     assert report["chosen"] == report["points"][losses.index(min(losses))]["point"]
     assert json.loads(out.read_text())["chosen"] == report["chosen"]
-    for point in report["points"]:  # each point a real run, on the selection split
-        results = json.loads((tmp_path / "runs" / "tiny" / select.point_name(point["point"]) / "seed_0"
-                              / "results.json").read_text())
-        assert results["metrics"]["selection_loss"] == point["values"][0]
-
-
-def test_a_config_without_a_selection_split_cannot_choose(tmp_path):
-    with pytest.raises(ValueError, match="has no selection split, and choices need one"):
-        select.select(lambda: tiny_config(num_steps=1), "tiny", {"optimizer.learning_rate": [1e-3]}, [0],
-                      "selection_accuracy", str(tmp_path))
+    for point in report["points"]:  # each point a real run per config, on the selection split
+        short, long = (json.loads((tmp_path / "runs" / folder / select.point_name(point["point"]) / "seed_3"
+                                   / "results.json").read_text())["metrics"]["selection_loss"]
+                       for folder in ("short", "long"))
+        assert point["per_config"] == {"short": [short], "long": [long]}
+        assert point["values"] == pytest.approx([(short + long) / 2])
+        assert point["mean"] == pytest.approx((short + long) / 2)
+    assert select.choice_name(["han2015_lenet5:sgd_dense"]) == "han2015_lenet5_sgd_dense"
+    with pytest.raises(ValueError, match="give --name"):
+        select.choice_name(["a:x", "a:y"])
