@@ -198,7 +198,8 @@ def sweep_run(accuracy: float, bits: int, *, kind: str = "ptq", steps: int = 0) 
                bits=8 * bytes_exported / params,
                command="python -m experiments.reproduce --configs=ablation_bits_lenet300:...",
                config={"init_from": "runs/baseline_lenet300/seed_0/export/params.safetensors",
-                       "train": {"num_steps": steps, "batch_size": 128}})
+                       "train": {"num_steps": steps, "batch_size": 128},
+                       "optimizer": {"name": "adam", "learning_rate": 1e-4, "schedule": "cosine"}})
     return data
 
 
@@ -237,7 +238,9 @@ def test_bits_sweep_table_summary_and_figure(tmp_path):
             "needs 3 seeds); PTQ mixed none (1 run); QAT 8 bits (one seed), not separated from "
             "the bound at 4 bits (one seed: needs 3 seeds).") in lenet300
     assert ("Starts from `runs/baseline_lenet300/seed_0/export/params.safetensors`; QAT "
-            "fine-tunes 936 steps of batch 128.") in lenet300
+            "fine-tunes 936 steps of batch 128 with adam at 0.0001, cosine schedule. QAT's float "
+            "control `qat_32` lies -0.50 points from the trained model `ptq_32` (1 and 1 seed): one "
+            "seed of the trained model, no std to judge it by.") in lenet300
     assert "Not run yet: 16 of 26 runs (after `ablation_bits_lenet300_`: `ptq_16`" in lenet300
     assert "Results from `python -m experiments.reproduce --configs=ablation_bits_lenet300:" \
         "...`." in lenet300
@@ -247,6 +250,21 @@ def test_bits_sweep_table_summary_and_figure(tmp_path):
     assert "](figures/quantization_bits_lenet300.png)" in lenet300
     assert not (out / "figures" / "quantization_bits_lenet5.png").exists()
     assert "Not run yet: 26 of 26 runs (after `ablation_bits_lenet5_`" in sweeps
+
+
+@pytest.mark.parametrize("control, verdict", [
+    ((0.8990, 0.8975, 0.8985), "lies +0.03 points from the trained model `ptq_32` (3 and 3 seeds); the "
+                               "trained model's std is 0.10: within one std of the trained model."),
+    ((0.8950, 0.8940, 0.8960), "lies -0.30 points from the trained model `ptq_32` (3 and 3 seeds); the "
+                               "trained model's std is 0.10: more than one std below the trained model."),
+])
+def test_qats_float_control_is_judged_against_the_trained_models_spread(control, verdict):
+    def group(accuracies):
+        return [(f"seed_{i}", {"metrics": {"test_accuracy": a}}) for i, a in enumerate(accuracies)]
+
+    found = {32: {"ptq": group((0.8980, 0.8990, 0.8970)), "qat": group(control)}}
+    assert quantization_bits._control_check(found) == "QAT's float control `qat_32` " + verdict
+    assert quantization_bits._control_check({32: {"ptq": group((0.898,))}}) == ""
 
 
 def lm_run(loss: float, *, bytes_exported: int = 930_728, bits: float = 8.5,
