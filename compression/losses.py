@@ -10,7 +10,7 @@ the model's sown values}, `batch` = {"inputs", "targets"}, and `extras` =
 outputs shaped like `outputs` (when the config names a teacher)}. The
 driver adds the terms up, each times its `weight`, and never branches on
 one: label smoothing, weight decay in the loss and the distillation terms
-are terms. A term module registers its factories with `register_loss`;
+are terms (compression/distillation.py). A term module registers its factories with `register_loss`;
 `build_loss` turns the config's list into the total loss.
 """
 from __future__ import annotations
@@ -27,7 +27,9 @@ from compression.selection import leaves_by_path
 from compression.settings import require_float
 
 LossTerm = Callable[[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any]], Any]
-TERMS = Registry("loss term")
+# Modules whose import registers more terms; loaded on first lookup, like the techniques.
+TERM_MODULES = ("compression.distillation",)
+TERMS = Registry("loss term", TERM_MODULES)
 # Decorator registering a loss-term factory `fn(**settings) -> term` under a name.
 register_loss = TERMS.register
 

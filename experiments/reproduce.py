@@ -84,7 +84,10 @@ def load_config(name: str):
 
 
 def apply_override(config, assignment: str) -> None:
-    """Sets a dotted config field from 'a.b=value', parsing the value as JSON when it parses."""
+    """Sets a dotted config field from 'a.b=value', parsing the value as JSON when it parses.
+
+    A number indexes a list: `loss.1.temperature=4` sets the second loss term's temperature.
+    """
     key, sep, raw = assignment.partition("=")
     if not sep:
         raise ValueError(f"override {assignment!r} is not of the form key=value")
@@ -95,10 +98,19 @@ def apply_override(config, assignment: str) -> None:
     *parents, leaf = key.split(".")
     node = config
     for p in parents:
-        node = node[p]
-    if leaf not in node:
-        raise ValueError(f"override {key!r}: the config has no field {leaf!r}")
-    node[leaf] = value
+        node = node[_slot(node, p, key)]
+    node[_slot(node, leaf, key)] = value
+
+
+def _slot(node, name: str, key: str):
+    """The index or field `name` of `node` (a list or a mapping), or a ValueError naming the override."""
+    if isinstance(node, list):
+        if not name.isdigit() or int(name) >= len(node):
+            raise ValueError(f"override {key!r}: {name!r} is not an index of a list of {len(node)} entries")
+        return int(name)
+    if not hasattr(node, "keys") or name not in node:
+        raise ValueError(f"override {key!r}: the config has no field {name!r}")
+    return name
 
 
 # --------------------------------------------------------------------------

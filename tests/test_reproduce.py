@@ -269,3 +269,15 @@ def test_an_export_path_with_seed_follows_each_runs_seed(tmp_path, monkeypatch):
     # Each seed of the sweep starts from the baseline of its own seed, trained first.
     assert calls == [("runs/base/seed_0", 0, 10), ("runs/sweep/seed_0", 0, 1000),
                      ("runs/base/seed_1", 1, 10), ("runs/sweep/seed_1", 1, 1000)]
+
+
+def test_an_override_sets_a_dotted_field_or_a_list_entrys_field_and_names_a_wrong_key():
+    config = default.get_config()
+    config.loss = [{"term": "cross_entropy"}, {"term": "knowledge_distillation", "temperature": 1.0}]
+    reproduce.apply_override(config, "optimizer.learning_rate=0.01")
+    reproduce.apply_override(config, "loss.1.temperature=4")
+    assert config.optimizer.learning_rate == 0.01 and config.loss[1]["temperature"] == 4
+    for bad, why in (("optimizer.rate=1", "no field 'rate'"), ("loss.2.temperature=4", "not an index of a list of 2"),
+                     ("loss.x.weight=1", "'x' is not an index"), ("nothing.at.all=1", "no field 'nothing'")):
+        with pytest.raises(ValueError, match=why):
+            reproduce.apply_override(config, bad)
