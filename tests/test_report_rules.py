@@ -217,3 +217,35 @@ def test_a_within_claim_on_unseparated_seeds_is_printed_as_not_separated(tmp_pat
     assert row[-1] == "not separated from the 1.0-point bound (drop 0.50 ± 1.29)"
     assert "ours, by mean test accuracy on Fashion-MNIST and ordered only where separated " \
            "(≈: not separated): FP ≈ TWN." in report
+
+
+# --------------------------------------------------------------------------
+# gap_closed: an arm against the point `target` of the way from one arm to another.
+
+
+def test_gap_closed_hand_computed():
+    # student 86, 87, 88 (87 ± 1); teacher 89, 90, 91 (90 ± 1); distilled 88.8, 89, 89.2 (89 ± 0.2).
+    # Closed (89 - 87) / 3 = 2/3; the half-way mark 88.5, margin 0.5;
+    # SE = sqrt(0.04/3 + 0.25/3 + 0.25/3) = 0.4243, twice 0.849 > 0.5: not separated.
+    check = common.gap_closed([88.8, 89.0, 89.2], [86.0, 87.0, 88.0], [89.0, 90.0, 91.0], 0.5)
+    assert check.closed == pytest.approx(2 / 3)
+    assert check.margin == pytest.approx(0.5)
+    assert check.se == pytest.approx(math.sqrt(0.04 / 3 + 0.25 / 3 + 0.25 / 3))
+    assert check.outcome == common.NOT_SEPARATED
+    assert check.text() == ("closes 67 % of the gap (at least 50 %: not separated; 0.50 ± 0.85 points past "
+                            "the 50 % mark)")
+    # Tight seeds separate it: student 86.9-87.1, teacher 89.9-90.1 (std 0.1 each).
+    tight = common.gap_closed([88.8, 89.0, 89.2], [86.9, 87.0, 87.1], [89.9, 90.0, 90.1], 0.5)
+    assert tight.outcome == "holds" and tight.holds
+    short = common.gap_closed([87.4, 87.5, 87.6], [86.9, 87.0, 87.1], [89.9, 90.0, 90.1], 0.5)
+    assert short.outcome == "fails" and short.text().endswith("1.00 ± 0.14 points short of the 50 % mark)")
+
+
+def test_gap_closed_with_one_seed_calls_only_a_point_from_the_mark():
+    assert common.gap_closed([89.0], [87.0], [90.0], 0.5).text() == (
+        "closes 67 % of the gap (at least 50 %: one seed: not separated; needs 3 seeds; 0.50 points past the "
+        "50 % mark)")
+    assert common.gap_closed([89.6], [87.0], [90.0], 0.5).text() == (
+        "closes 87 % of the gap (at least 50 %: holds, one seed; 1.10 points past the 50 % mark)")
+    assert common.gap_closed([89.0], [87.0], [87.0], 0.5) is None  # no gap to close
+    assert common.gap_closed([], [87.0], [90.0], 0.5) is None

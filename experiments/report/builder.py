@@ -54,6 +54,7 @@ FAMILIES: tuple[str, ...] = (
     "quantization_lowbit",
     "quantization_bits",
     "quantization_benchmark",
+    "distillation",
 )
 
 Section = tuple[str, Callable[[ReportInputs], str]]

@@ -706,6 +706,65 @@ def within(values: Iterable[Any], reference: Iterable[Any], bound: float, unit: 
     return BoundCheck(shortfall, bound, unit, c.se, outcome)
 
 
+@dataclasses.dataclass(frozen=True)
+class GapCheck:
+    """Whether an arm closes at least `target` of the gap from a `low` arm to a `high` arm."""
+    closed: float     # (mean - mean_low) / (mean_high - mean_low)
+    target: float
+    margin: float     # mean - (mean_low + target (mean_high - mean_low)), in unit: positive is past the mark
+    unit: str
+    se: float | None  # of the margin; None with one seed in any arm
+    outcome: str      # "holds", "fails" or NOT_SEPARATED
+
+    @property
+    def holds(self) -> bool:
+        return self.outcome == "holds"
+
+    def text(self) -> str:
+        """`closes 78 % of the gap (at least 50 %: holds; 1.20 ± 0.40 points past the 50 % mark)`."""
+        fmt = _unit_format(self.unit)
+        where = "past" if self.margin >= 0 else "short of"
+        mark = f"{fmt.format(abs(self.margin))}" + (f" ± {fmt.format(2.0 * self.se)}" if self.se is not None else "")
+        verdict = self.outcome if self.se is not None or self.outcome != NOT_SEPARATED else (
+            f"one seed: {NOT_SEPARATED}; {NEEDS_SEEDS}")
+        if self.se is None and self.outcome != NOT_SEPARATED:
+            verdict += ", one seed"
+        return (f"closes {100 * self.closed:.0f} % of the gap (at least {100 * self.target:.0f} %: {verdict}; "
+                f"{mark} {self.unit} {where} the {100 * self.target:.0f} % mark)")
+
+
+def gap_closed(values: Iterable[Any], low: Iterable[Any], high: Iterable[Any], target: float,
+               unit: str = "points") -> GapCheck | None:
+    """Does arm `values` close at least `target` of the gap from `low` to `high` (higher is better)?
+
+    The separation rule on the margin m = mean - (mean_low + target · (mean_high - mean_low)):
+    with seeds on every arm, its standard error is sqrt(s²/n + (1-target)² s_low²/n_low +
+    target² s_high²/n_high) and it holds where m > 2 SE, fails where m < -2 SE; with one seed
+    anywhere it is called only a point (0.02 nats) or more from the mark. None when an arm is
+    empty or the gap is zero.
+    """
+    if unit not in UNITS:
+        raise ValueError(f"unit must be one of {UNITS}, not {unit!r}")
+    arms = [_plain_numbers(v) for v in (values, low, high)]
+    if not all(arms):
+        return None
+    stats = [mean_std(a) for a in arms]
+    (mean, _), (mean_low, _), (mean_high, _) = stats
+    gap = mean_high - mean_low
+    if gap == 0:
+        return None
+    margin = mean - (mean_low + target * gap)
+    weights = (1.0, 1.0 - target, target)
+    if any(std is None for _, std in stats):
+        se = None
+        separated = abs(margin) >= ONE_SEED_MARGIN[unit] - CLAIM_EPS
+    else:
+        se = math.sqrt(sum((w * float(std)) ** 2 / len(a) for w, (_, std), a in zip(weights, stats, arms)))
+        separated = abs(margin) > 2.0 * se + CLAIM_EPS
+    outcome = NOT_SEPARATED if not separated else ("holds" if margin > 0 else "fails")
+    return GapCheck((mean - mean_low) / gap, target, margin, unit, se, outcome)
+
+
 NO_DIFFERENCE = "no difference"
 
 
