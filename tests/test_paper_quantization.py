@@ -254,9 +254,11 @@ def test_bits_sweep_table_summary_and_figure(tmp_path):
 
 @pytest.mark.parametrize("control, verdict", [
     ((0.8990, 0.8975, 0.8985), "lies +0.03 points from the trained model `ptq_32` (3 and 3 seeds); the "
-                               "trained model's std is 0.10: within one std of the trained model."),
+                               "trained model's std is 0.10: within one std of the trained model (≈, not separated by "
+                               "the separation rule)."),
     ((0.8950, 0.8940, 0.8960), "lies -0.30 points from the trained model `ptq_32` (3 and 3 seeds); the "
-                               "trained model's std is 0.10: more than one std below the trained model."),
+                               "trained model's std is 0.10: more than one std below the trained model (below it by the "
+                               "separation rule)."),
 ])
 def test_qats_float_control_is_judged_against_the_trained_models_spread(control, verdict):
     def group(accuracies):

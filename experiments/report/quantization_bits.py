@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from configs import quantization_common
 from experiments.report.common import (MISSING, NOT_SEPARATED, UNRECOVERABLE_MARK, Group,
                                        References, ReportInputs, accuracy_line,
-                                       accuracy_percents, column, config_text,
+                                       accuracy_percents, column, compare, config_text,
                                        finish_line_figure, format_stat, loss_change, loss_text,
                                        markdown_table, mean_or_none, mean_std, not_run_yet,
                                        recorded_commands, signed_nats, val_losses, with_mark,
@@ -163,7 +163,10 @@ def _control_check(found: Mapping[int, Mapping[str, Group]]) -> str:
         return text + ": one seed of the trained model, no std to judge it by."
     verdict = ("within one std of the trained model" if abs(gap) <= std + 1e-9
                else "more than one std " + ("below" if gap < 0 else "above") + " the trained model")
-    return text + f"; the trained model's std is {std:.2f}: {verdict}."
+    separation = compare(control, trained)
+    assert separation is not None
+    return (text + f"; the trained model's std is {std:.2f}: {verdict} "
+            f"({separation.brief('above it', 'below it')} by the separation rule).")
 
 
 def _sweep_model(inputs: ReportInputs, groups: Mapping[str, Group], sweep: BitSweep) -> str:
