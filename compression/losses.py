@@ -7,11 +7,18 @@ A term is built from its settings and is a pure function
 of arrays only: `outputs` = {"logits": [B, C] or [B, L, V], "intermediates":
 the model's sown values}, `batch` = {"inputs", "targets"}, and `extras` =
 {"params": the effective params the model saw, "teacher": the teacher's
-outputs shaped like `outputs` (when the config names a teacher)}. The
+outputs shaped like `outputs` (when the config names a teacher),
+"loss_params": the trainable parameters of the terms that own some}. The
 driver adds the terms up, each times its `weight`, and never branches on
 one: label smoothing, weight decay in the loss and the distillation terms
 are terms (compression/distillation.py). A term module registers its factories with `register_loss`;
 `build_loss` turns the config's list into the total loss.
+
+A term that learns parameters of its own (FitNets' regressor from a thin
+student layer to a wide teacher layer, a projection between hidden widths) is
+a `ParamTerm`: the driver creates its parameters once from the shapes of the
+outputs, trains them with the model's optimizer beside the model's trainable,
+and never exports them.
 """
 from __future__ import annotations
 
@@ -39,11 +46,31 @@ def loss_names() -> list[str]:
     return TERMS.names()
 
 
+class ParamTerm(NamedTuple):
+    """A loss term with trainable parameters of its own.
+
+    `init(key, outputs, extras) -> params` reads only the shapes of `outputs`
+    and `extras` (jax.ShapeDtypeStruct leaves will do); `apply(params,
+    outputs, batch, extras) -> scalar` is the term.
+    """
+
+    init: Callable[[Any, Mapping[str, Any], Mapping[str, Any]], Any]
+    apply: Callable[[Any, Mapping[str, Any], Mapping[str, Any], Mapping[str, Any]], Any]
+
+
 class Loss(NamedTuple):
-    """The configured loss: `total(outputs, batch, extras) -> (scalar, {term name: value})`."""
+    """The configured loss.
+
+    `total(outputs, batch, extras) -> (scalar, {term name: value})`;
+    `init(key, outputs, extras) -> {term name: params}` for the terms that own
+    parameters (`ParamTerm`), {} when none does, so a loss without them
+    changes nothing in the driver's state.
+    """
 
     total: Callable[..., tuple[Any, dict]]
     names: tuple[str, ...]
+    init: Callable[[Any, Mapping[str, Any], Mapping[str, Any]], dict] = lambda key, outputs, extras: {}
+    owners: tuple[str, ...] = ()  # the names of the terms with parameters
 
 
 def build_loss(specs: Sequence[Mapping[str, Any]]) -> Loss:
@@ -75,15 +102,27 @@ def build_loss(specs: Sequence[Mapping[str, Any]]) -> Loss:
         raise ValueError(f"config.loss terms {labels} all have weight 0, so the loss would train nothing; "
                          f"give at least one term a weight > 0")
 
+    owners = {label: term for label, term in zip(labels, terms) if isinstance(term, ParamTerm)}
+
+    def value(label, term, outputs, batch, extras):
+        if label in owners:
+            # A term whose parameters came out empty (no widths to bridge) gets {}.
+            return term.apply(extras.get("loss_params", {}).get(label, {}), outputs, batch, extras)
+        return term(outputs, batch, extras)
+
     def total(outputs, batch, extras):
-        values = {label: term(outputs, batch, extras) for label, term in zip(labels, terms)}
+        values = {label: value(label, term, outputs, batch, extras) for label, term in zip(labels, terms)}
         parts = [v if w == 1.0 else w * v for v, w in zip(values.values(), weights)]
         out = parts[0]
         for part in parts[1:]:
             out = out + part
         return out, values
 
-    return Loss(total, tuple(labels))
+    def init(key, outputs, extras):
+        return {label: term.init(jax.random.fold_in(key, i), outputs, extras)
+                for i, (label, term) in enumerate(owners.items())}
+
+    return Loss(total, tuple(labels), init, tuple(owners))
 
 
 def mean_cross_entropy(logits, targets, label_smoothing: float = 0.0):

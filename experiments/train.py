@@ -291,14 +291,16 @@ def make_train_step(model: Any, transform: Transform, optimizer: optax.GradientT
     statistics are those of each micro-batch, updated k times in order.
     """
 
-    def loss_fn(trainable, comp_state, model_state, batch, rng, teacher_variables):
+    def loss_fn(learnable, comp_state, model_state, batch, rng, teacher_variables):
+        # learnable = (the transform's trainable, the loss terms' own parameters).
+        trainable, loss_params = learnable
         params = transform.apply(trainable, comp_state)
         logits, updates = models.apply_model(
             model, params, batch["inputs"], model_state=model_state, train=True, rngs={"dropout": rng},
             mutable=[*model_state, "intermediates"])
         # Loss terms read float32 whatever the compute dtype (the models return float32 logits).
         outputs = {"logits": logits, "intermediates": _as_float32(updates.get("intermediates", {}))}
-        extras = {"params": params}
+        extras = {"params": params, "loss_params": loss_params}
         if teacher is not None:
             t_logits, t_updates = models.apply_model(
                 teacher, teacher_variables["params"], batch["inputs"], model_state=teacher_variables["model_state"],
@@ -313,9 +315,9 @@ def make_train_step(model: Any, transform: Transform, optimizer: optax.GradientT
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
     def accumulated_grads(state, batch, rng, teacher_variables):
+        learnable = (state["trainable"], state.get("loss_params", {}))
         if micro_batches == 1:
-            return grad_fn(state["trainable"], state["comp_state"], state["model_state"], batch, rng,
-                           teacher_variables)
+            return grad_fn(learnable, state["comp_state"], state["model_state"], batch, rng, teacher_variables)
         # [B, ...] -> [k, B/k, ...] with micro-batch j = examples j, j+k, ... (see the docstring).
         micro = jax.tree_util.tree_map(
             lambda x: jnp.moveaxis(x.reshape((x.shape[0] // micro_batches, micro_batches) + x.shape[1:]), 1, 0),
@@ -324,13 +326,13 @@ def make_train_step(model: Any, transform: Transform, optimizer: optax.GradientT
         def one(carry, xs):
             (total, metrics), grads, model_state = carry
             index, micro_batch = xs
-            (t, (m, model_state)), g = grad_fn(state["trainable"], state["comp_state"], model_state,
+            (t, (m, model_state)), g = grad_fn(learnable, state["comp_state"], model_state,
                                                micro_batch, jax.random.fold_in(rng, index), teacher_variables)
             add = lambda a, b: jax.tree_util.tree_map(jnp.add, a, b)
             return ((total + t, add(metrics, m)), add(grads, g), model_state), None
 
         first = jax.tree_util.tree_map(lambda x: x[0], micro)
-        shapes = jax.eval_shape(grad_fn, state["trainable"], state["comp_state"], state["model_state"], first,
+        shapes = jax.eval_shape(grad_fn, learnable, state["comp_state"], state["model_state"], first,
                                 rng, teacher_variables)
         (_, (metric_shapes, _)), grad_shapes = shapes
         zeros = lambda tree: jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), tree)
@@ -342,7 +344,8 @@ def make_train_step(model: Any, transform: Transform, optimizer: optax.GradientT
 
     def train_step(state, batch, teacher_variables=None):
         rng = jax.random.fold_in(state["rng"], state["step"])
-        (total, (metrics, model_state)), grads = accumulated_grads(state, batch, rng, teacher_variables)
+        (total, (metrics, model_state)), (grads, loss_grads) = accumulated_grads(state, batch, rng,
+                                                                                teacher_variables)
         updates, opt_state = optimizer.update(grads, state["opt_state"], state["trainable"])
         trainable = optax.apply_updates(state["trainable"], updates)
         trainable, comp_state = transform.update(trainable, state["comp_state"], grads, state["step"])
@@ -354,6 +357,10 @@ def make_train_step(model: Any, transform: Transform, optimizer: optax.GradientT
             transform_non_params=lambda leaf: leaf)
         new_state = dict(state, step=state["step"] + 1, trainable=trainable, comp_state=comp_state,
                          opt_state=opt_state, model_state=model_state)
+        if "loss_params" in state:  # the loss terms' parameters, by the same optimizer, their own state
+            loss_updates, new_state["loss_opt_state"] = optimizer.update(loss_grads, state["loss_opt_state"],
+                                                                         state["loss_params"])
+            new_state["loss_params"] = optax.apply_updates(state["loss_params"], loss_updates)
         return new_state, {"loss": total, **metrics}
 
     return train_step
@@ -452,6 +459,8 @@ def build_run(config: Any, dataset: Optional[data_lib.Dataset] = None) -> Run:
 
     example = _example_input(config, dataset)
     init_key, transform_key, rng = jax.random.split(jax.random.PRNGKey(int(config.seed)), 3)
+    # Its own stream, so a loss with parameters leaves every other draw as it was.
+    loss_key = jax.random.fold_in(jax.random.PRNGKey(int(config.seed)), 7)
     abstract, abstract_state = jax.eval_shape(lambda k: models.init_variables(float32_model, k, example), init_key)
     shardings = param_shardings(abstract, config.mesh.partition_rules, mesh)
     params, model_state = jax.jit(lambda k: models.init_variables(float32_model, k, example),
@@ -478,6 +487,9 @@ def build_run(config: Any, dataset: Optional[data_lib.Dataset] = None) -> Run:
     check_export(transform, trainable, comp_state, config.model.to_dict())
     state = {"step": jnp.zeros((), jnp.int32), "trainable": trainable, "comp_state": comp_state,
              "opt_state": jax.jit(optimizer.init)(trainable), "rng": rng, "model_state": model_state}
+    loss_params = init_loss_params(loss, model, teacher, params, model_state, example, loss_key)
+    if jax.tree_util.tree_leaves(loss_params):
+        state.update(loss_params=loss_params, loss_opt_state=jax.jit(optimizer.init)(loss_params))
     # Every leaf lives on the mesh (scalars and keys replicated), and the step
     # returns the same shardings it takes, so it compiles once per run.
     replicated = NamedSharding(mesh, PartitionSpec())
@@ -502,6 +514,32 @@ def build_run(config: Any, dataset: Optional[data_lib.Dataset] = None) -> Run:
     eval_step = jax.jit(make_eval_step(model), in_shardings=(None, batch_sharding))
     return Run(config, dataset, model, transform, mesh, batch_sharding, state, train_step,
                eval_step, jax.jit(transform.apply), num_steps, float32_model, teacher)
+
+
+def init_loss_params(loss: losses.Loss, model: Any, teacher: Optional[tuple], params: Any, model_state: dict,
+                     example: np.ndarray, key: Any) -> dict:
+    """The parameters of the loss terms that own some (`losses.ParamTerm`), {} when none does.
+
+    The terms read only the shapes of the student's and the teacher's outputs
+    (logits and sown intermediates), taken by jax.eval_shape on one example.
+    """
+    def forward():
+        logits, updates = models.apply_model(model, params, example, model_state=model_state, train=False,
+                                             mutable=["intermediates"])
+        outputs = {"logits": logits, "intermediates": _as_float32(updates.get("intermediates", {}))}
+        extras = {"params": params}
+        if teacher is not None:
+            t_model, t_variables = teacher
+            t_logits, t_updates = models.apply_model(t_model, t_variables["params"], example,
+                                                     model_state=t_variables["model_state"], train=False,
+                                                     mutable=["intermediates"])
+            extras["teacher"] = {"logits": t_logits, "intermediates": _as_float32(t_updates.get("intermediates", {}))}
+        return outputs, extras
+
+    if not loss.owners:
+        return {}
+    outputs, extras = jax.eval_shape(forward)
+    return loss.init(key, outputs, extras)
 
 
 def init_transform(transform: Transform, params: Any, key: Any, init_batches: Optional[InitBatches],

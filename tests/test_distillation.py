@@ -70,3 +70,86 @@ def test_without_a_teacher_or_with_another_tasks_teacher_the_term_says_what_to_s
         term(student, batch, {})
     with pytest.raises(ValueError, match=r"the student's logits \(1, 3\) and the teacher's \(1, 4\) differ"):
         term(student, batch, {"teacher": {"logits": jnp.zeros((1, 4))}})
+
+
+# --------------------------------------------------------------------------
+# Feature transfer on hand-made sown values.
+
+def _sown(**values):
+    return {"logits": jnp.zeros((2, 3)), "intermediates": {k: (jnp.asarray(v, jnp.float32),) for k, v in values.items()}}
+
+
+def _loss(spec, student, teacher, params=None):
+    loss = losses.build_loss([spec])
+    extras = {"teacher": teacher}
+    if params is None:
+        params = loss.init(jax.random.PRNGKey(0), student, extras)
+    extras["loss_params"] = params
+    return float(loss.total(student, {"targets": jnp.zeros(2, jnp.int32)}, extras)[0]), params
+
+
+def test_hint_is_half_the_squared_distance_summed_over_features_and_averaged_over_examples():
+    student = _sown(hidden_0=[[1.0, 2.0], [0.0, 0.0]])
+    teacher = _sown(hidden_1=[[0.0, 0.0], [3.0, 4.0]])
+    value, params = _loss({"term": "hint", "pairs": [["hidden_0", "hidden_1"]]}, student, teacher)
+    assert params == {"hint": {}}  # equal widths: no regressor
+    assert value == pytest.approx(0.5 * (5.0 + 25.0) / 2)
+
+
+def test_a_width_mismatch_gets_a_learned_regressor_applied_on_the_feature_axis():
+    student = _sown(hidden_0=[[1.0, 2.0], [0.0, 1.0]])
+    teacher = _sown(hidden_0=[[1.0, 0.0, 2.0], [0.0, 0.0, 0.0]])
+    spec = {"term": "hint", "pairs": [["hidden_0", "hidden_0"]]}
+    _, params = _loss(spec, student, teacher)
+    assert jax.tree_util.tree_map(jnp.shape, params) == {"hint": {"0": {"kernel": (2, 3), "bias": (3,)}}}
+    chosen = {"0": {"kernel": jnp.array([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]), "bias": jnp.array([0.0, 0.0, 1.0])}}
+    # r(s) = [[1, 2, 2], [0, 1, 1]]; differences [[0, 2, 0], [0, 1, 1]]: 0.5 * (4 + 2) / 2.
+    assert _loss(spec, student, teacher, {"hint": chosen})[0] == pytest.approx(1.5)
+    hidden = {"term": "hidden_mse", "pairs": [["hidden_0", "hidden_0"]]}
+    assert _loss(hidden, student, teacher, {"hidden_mse": chosen})[0] == pytest.approx(6.0 / 6)  # TinyBERT's mean
+
+
+def test_attention_mse_cosine_and_attention_maps_by_hand():
+    a = [[[[0.5, 0.5], [1.0, 0.0]]]]  # [batch 1, heads 1, query 2, key 2]
+    b = [[[[1.0, 0.0], [1.0, 0.0]]]]
+    spec = {"term": "attention_mse", "pairs": [["block_0/attn/attention", "block_1/attn/attention"]]}
+    student = {"intermediates": {"block_0": {"attn": {"attention": (jnp.asarray(a),)}}}}
+    teacher = {"intermediates": {"block_1": {"attn": {"attention": (jnp.asarray(b),)}}}}
+    assert _loss(spec, student, teacher)[0] == pytest.approx(0.5 / 4)
+    cosine = {"term": "hidden_cosine", "pairs": [["hidden_0", "hidden_0"]]}
+    s, t = _sown(hidden_0=[[1.0, 0.0], [1.0, 1.0]]), _sown(hidden_0=[[0.0, 2.0], [2.0, 2.0]])
+    assert _loss(cosine, s, t)[0] == pytest.approx((1.0 + 0.0) / 2)  # orthogonal, then parallel
+    # Channels 3 and 4 at one pixel, 0 at the other: mean of squares 12.5 and 0, normalised [1, 0].
+    features = jnp.array([[[[3.0, 4.0], [0.0, 0.0]]]])  # [1, 1, 2, 2]
+    np.testing.assert_allclose(distillation.attention_map(features), [[1.0, 0.0]])
+    transfer = {"term": "attention_transfer", "pairs": [["features_0", "features_0"]]}
+    other = jnp.array([[[[0.0, 0.0, 0.0], [0.0, 1.0, 0.0]]]])  # 3 channels: [0, 1]
+    value = _loss(transfer, _sown(features_0=features), _sown(features_0=other))[0]
+    assert value == pytest.approx((1.0 + 1.0) / 2)
+
+
+@pytest.mark.parametrize("spec, student, teacher, why", [
+    ({"term": "hint", "pairs": [["hidden_5", "hidden_0"]]}, {"hidden_0": [[1.0]]}, {"hidden_0": [[1.0]]},
+     "the student sows no 'hidden_5'; it sows: hidden_0"),
+    ({"term": "hint", "pairs": [["hidden_0", "hidden_0"]], "projection": "none"}, {"hidden_0": [[1.0]]},
+     {"hidden_0": [[1.0, 2.0]]}, "has 1 features and teacher 'hidden_0' 2; set projection='auto'"),
+    ({"term": "hidden_mse", "pairs": [["hidden_0", "hidden_0"]]}, {"hidden_0": [[1.0], [2.0]]},
+     {"hidden_0": [[1.0]]}, r"differ in more than their last \(feature\) axis"),
+    ({"term": "hidden_cosine", "pairs": [["hidden_0", "hidden_0"]]}, {"hidden_0": [[1.0]]},
+     {"hidden_0": [[1.0, 2.0]]}, "differ in shape; the cosine compares hidden states of one width"),
+    ({"term": "attention_transfer", "pairs": [["hidden_0", "hidden_0"]]}, {"hidden_0": [[1.0]]},
+     {"hidden_0": [[1.0]]}, r"must be \[batch, height, width, channels\] maps"),
+])
+def test_feature_terms_name_a_missing_or_mismatched_layer(spec, student, teacher, why):
+    with pytest.raises(ValueError, match=why):
+        _loss(spec, _sown(**student), _sown(**teacher))
+
+
+@pytest.mark.parametrize("settings, why", [
+    ({"pairs": "hidden_0"}, "pairs must be a non-empty list of"),
+    ({"pairs": [["hidden_0"]]}, r"entry \['hidden_0'\] is not a \[student layer, teacher layer\] pair"),
+    ({"projection": "conv"}, "projection 'conv' is not one of"),
+])
+def test_a_bad_layer_mapping_or_projection_is_refused_when_built(settings, why):
+    with pytest.raises(ValueError, match=why):
+        losses.build_loss([{"term": "hint", **settings}])

@@ -160,3 +160,27 @@ def test_optax_sees_only_the_trainable_when_a_teacher_is_set(tmp_path):
     opt_leaves = jax.tree_util.tree_leaves(run.state["opt_state"])
     trainable_sizes = sorted(np.size(x) for x in jax.tree_util.tree_leaves(run.state["trainable"]))
     assert sorted(np.size(x) for x in opt_leaves if np.size(x) > 1) == sorted(trainable_sizes * 2)
+
+
+def test_a_loss_term_with_parameters_trains_them_beside_the_model_and_resumes_them(tmp_path):
+    # FitNets' hint from the student's 16-wide hidden layer onto the teacher's 24-wide one: a
+    # learned 16x24 regressor, trained by the model's optimizer, checkpointed, never exported.
+    teacher = _teacher_export(tmp_path)
+
+    def config(**train_settings):
+        c = tiny_config(num_steps=4, checkpoint_every=2, **train_settings)
+        c.teacher.export = teacher
+        c.loss = [{"term": "cross_entropy"}, {"term": "hint", "pairs": [["hidden_0", "hidden_0"]], "weight": 0.1}]
+        return c
+
+    run = train.build_run(config())
+    kernel = run.state["loss_params"]["hint"]["0"]["kernel"]
+    assert kernel.shape == (16, 24)
+    batch = train.data_lib.train_batch(run.dataset, 0, 0, 32)
+    state, metrics = run.train_step(jax.tree_util.tree_map(jnp.copy, run.state), batch)
+    assert not np.allclose(state["loss_params"]["hint"]["0"]["kernel"], kernel)  # it learns
+    assert set(metrics) >= {"loss_cross_entropy", "loss_hint"}
+    whole = train.train_and_evaluate(config(), str(tmp_path / "whole"), progress=False)
+    assert train.train_and_evaluate(config(stop_after=2), str(tmp_path / "cut"), progress=False) is None
+    resumed = train.train_and_evaluate(config(stop_after=2), str(tmp_path / "cut"), progress=False)
+    assert resumed["metrics"] == whole["metrics"]
