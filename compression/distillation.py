@@ -86,6 +86,38 @@ def knowledge_distillation(temperature: float = 1.0, alpha: float = 0.5) -> Loss
 
 
 # --------------------------------------------------------------------------
+# Student initialisation from the teacher.
+
+
+def student_from_teacher(teacher: Mapping[str, Any], student_modules: Any, layers: Any) -> dict:
+    """The student's top-level modules taken from the teacher's, renamed by `layers` (Sanh et al. 2019).
+
+    `layers` is [[student module, teacher module], ...] (DistilBERT's student
+    takes every other layer of its teacher: [["block_0", "block_0"],
+    ["block_1", "block_2"]]); a student module not named keeps its own name
+    (embeddings, the final norm, the head). `student_modules` lists the
+    student's top-level module names. Shapes are checked by the caller.
+    """
+    mapping = {}
+    for pair in layers:
+        if isinstance(pair, str) or not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise ValueError(f"init_layers entry {pair!r} is not a [student module, teacher module] pair")
+        mapping[str(pair[0])] = str(pair[1])
+    unknown = sorted(set(mapping) - set(student_modules))
+    if unknown:
+        raise ValueError(f"init_layers names {unknown}, which the model does not have; its modules: "
+                         f"{', '.join(sorted(student_modules))}")
+    out = {}
+    for name in student_modules:
+        source = mapping.get(name, name)
+        if source not in teacher:
+            raise ValueError(f"init_layers: the model's {name!r} starts from the export's {source!r}, which the "
+                             f"export lacks; it has: {', '.join(sorted(teacher))}")
+        out[name] = teacher[source]
+    return out
+
+
+# --------------------------------------------------------------------------
 # Feature transfer: intermediate values the models sow.
 
 

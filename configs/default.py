@@ -9,6 +9,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.data_dir = ".data"
     # Start from an earlier run's export (DIR/export/params.safetensors) instead of a random init.
     config.init_from = ""
+    # With init_from: which top-level module of the export each module of this model starts
+    # from, [[this model's module, the export's module], ...]; unnamed modules keep their name.
+    # DistilBERT's student: [["block_0", "block_0"], ["block_1", "block_2"]] from a 4-layer teacher.
+    config.init_layers = []
 
     config.dataset = ml_collections.ConfigDict({
         "name": "fashion_mnist", "eval_split": "test",

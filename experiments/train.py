@@ -21,7 +21,7 @@ import math
 import os
 import platform
 import time
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import flax
 import jax
@@ -34,7 +34,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from absl import logging
 from tqdm import tqdm
 
-from compression import accounting, export, intercept, losses, registry, settings
+from compression import accounting, distillation, export, intercept, losses, registry, settings
 from compression.selection import match_rules, path_str
 from compression.transform import InitBatches, Transform, export_model
 from configs import default as default_config
@@ -467,7 +467,8 @@ def build_run(config: Any, dataset: Optional[data_lib.Dataset] = None) -> Run:
                                   out_shardings=(shardings, None))(init_key)
     init_from = provenance.seeded_path(config.get("init_from", ""), config.seed)
     if init_from:
-        params, model_state = load_pretrained(init_from, abstract, shardings, abstract_state)
+        params, model_state = load_pretrained(init_from, abstract, shardings, abstract_state,
+                                              list(config.get("init_layers", [])))
     check_finite({"params": params, **model_state},
                  f"init_from {init_from!r}" if init_from else "the initialized model")
     teacher = load_teacher(config, dataset, mesh, compute)
@@ -650,15 +651,25 @@ def _unalias(tree: Any) -> Any:
     return jax.tree_util.tree_map(own, tree)
 
 
-def load_pretrained(path: str, abstract: Any, shardings: Any, abstract_state: Any = None) -> tuple[Any, dict]:
+def load_pretrained(path: str, abstract: Any, shardings: Any, abstract_state: Any = None,
+                    layers: Sequence[Any] = ()) -> tuple[Any, dict]:
     """(params, model_state) from an earlier run's export (`config.init_from`), checked against the model's shapes.
 
-    Fine-tuning, post-training compression and pruning a trained model start here.
+    Fine-tuning, post-training compression and pruning a trained model start
+    here. `layers` (`config.init_layers`) renames top-level modules, so a
+    shallower model starts from chosen layers of a deeper one (DistilBERT).
     """
     if not os.path.exists(path):
         raise FileNotFoundError(f"init_from {path!r} does not exist: run the config that trains it first "
                                 f"(its export is DIR/export/params.safetensors)")
     _, loaded, model_state = read_export(path)
+    if layers:
+        loaded = distillation.student_from_teacher(loaded, list(abstract), layers)
+        # Other collections (BatchNorm's statistics) follow the modules that have them.
+        model_state = {collection: distillation.student_from_teacher(
+            tree, list(modules), [pair for pair in layers if pair[0] in modules])
+            for collection, tree in model_state.items()
+            for modules in [(abstract_state or {}).get(collection, {})]}
     _check_shapes(f"init_from {path!r}", abstract, loaded)
     if abstract_state:
         _check_shapes(f"init_from {path!r} (its {sorted(abstract_state)})", abstract_state, model_state)

@@ -153,3 +153,28 @@ def test_feature_terms_name_a_missing_or_mismatched_layer(spec, student, teacher
 def test_a_bad_layer_mapping_or_projection_is_refused_when_built(settings, why):
     with pytest.raises(ValueError, match=why):
         losses.build_loss([{"term": "hint", **settings}])
+
+
+def test_a_shallow_student_starts_from_the_mapped_layers_of_a_deep_teacher(tmp_path):
+    # DistilBERT's initialisation: the 784-16-16-10 teacher's Dense_0 and Dense_2 become the
+    # 784-16-10 student's Dense_0 and Dense_1.
+    from experiments import train
+    from tests.helpers import tiny_config
+
+    teacher = tiny_config(num_steps=2)
+    teacher.model.hidden = (16, 16)
+    train.train_and_evaluate(teacher, str(tmp_path / "teacher"), progress=False)
+    _, teacher_params, _ = train.read_export(str(tmp_path / "teacher" / "export" / "params.safetensors"))
+    student = tiny_config(num_steps=1)
+    student.init_from = str(tmp_path / "teacher" / "export" / "params.safetensors")
+    student.init_layers = [["Dense_1", "Dense_2"]]
+    params = train.build_run(student).state["trainable"]["params"]
+    for name, source in (("Dense_0", "Dense_0"), ("Dense_1", "Dense_2")):
+        for leaf in ("kernel", "bias"):
+            np.testing.assert_array_equal(params[name][leaf], teacher_params[source][leaf])
+    for layers, why in (([["Dense_1", "Dense_7"]], "starts from the export's 'Dense_7', which the export lacks"),
+                        ([["Dense_5", "Dense_2"]], r"names \['Dense_5'\], which the model does not have"),
+                        ([["Dense_1", "Dense_1"]], r"Dense_1/kernel: \(16, 10\) vs \(16, 16\)")):
+        student.init_layers = layers
+        with pytest.raises(ValueError, match=why):
+            train.build_run(student)
