@@ -63,6 +63,37 @@ def teacher_outputs(extras: Mapping[str, Any], term: str) -> Mapping[str, Any]:
     return extras["teacher"]
 
 
+def top_k_logits(logits: jnp.ndarray, k: int) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+    """(the k largest logits in float16, their indices, the log-sum-exp of all logits in float32).
+
+    What a precomputed language-model teacher keeps per position: all 256
+    logits of every window would not fit on disk (see `dense_from_top_k`).
+    """
+    values, indices = jax.lax.top_k(logits.astype(jnp.float32), k)
+    lse = jax.nn.logsumexp(logits.astype(jnp.float32), axis=-1)
+    return values.astype(jnp.float16), indices.astype(jnp.int32), lse
+
+
+def dense_from_top_k(values: jnp.ndarray, indices: jnp.ndarray, lse: jnp.ndarray, vocab: int) -> jnp.ndarray:
+    """Logits over `vocab` symbols rebuilt from `top_k_logits`: the top k exact, the rest sharing the remaining mass.
+
+    At T = 1 the rebuilt softmax gives each kept symbol its probability
+    exp(l_i - lse) and spreads the remaining mass 1 - Σ_kept p_i evenly over
+    the vocab - k others (each gets the logit lse + log(rest / (vocab - k))),
+    so the total is exactly 1; at other temperatures the tail is this even
+    spread, softened, which is the approximation top-k storage makes.
+    """
+    values = values.astype(jnp.float32)
+    k = values.shape[-1]
+    if k >= vocab:
+        return jnp.take_along_axis(values, jnp.argsort(indices, axis=-1), axis=-1)
+    kept = jnp.sum(jnp.exp(values - lse[..., None]), axis=-1)
+    rest = jnp.clip(1.0 - kept, 1e-12, 1.0)
+    tail = lse + jnp.log(rest / (vocab - k))
+    dense = jnp.broadcast_to(tail[..., None], values.shape[:-1] + (vocab,))
+    return jnp.put_along_axis(dense, indices, values, axis=-1, inplace=False)
+
+
 @register_loss("knowledge_distillation")
 def knowledge_distillation(temperature: float = 1.0, alpha: float = 0.5) -> LossTerm:
     """(1 - α) · cross-entropy with the labels + α · T^2 · KL(teacher ‖ student) at temperature T.
@@ -139,7 +170,9 @@ def sown(outputs: Mapping[str, Any], name: str, who: str, term: str) -> Any:
     for key in name.split("/"):
         if not isinstance(node, Mapping) or key not in node:
             known = ", ".join(sown_names(outputs.get("intermediates", {}))) or "nothing"
-            raise ValueError(f"loss term {term!r}: the {who} sows no {name!r}; it sows: {known}")
+            why = (" (a precomputed teacher keeps only its logits: use teacher.mode 'in_step' for feature terms)"
+                   if "intermediates" not in outputs else "")
+            raise ValueError(f"loss term {term!r}: the {who} sows no {name!r}; it sows: {known}{why}")
         node = node[key]
     if isinstance(node, Mapping):
         raise ValueError(f"loss term {term!r}: {name!r} names a group of the {who}'s sown values, not one; "

@@ -72,8 +72,12 @@ def get_config() -> ml_collections.ConfigDict:
     # (compression/losses.py: cross_entropy with optional label_smoothing, l2, ...).
     config.loss = [{"term": "cross_entropy"}]
     # A teacher for distillation terms: an earlier run's export (its header names its model);
-    # or that run's directory; it runs in the jitted step in eval mode, without gradients. Empty: no teacher.
-    config.teacher = ml_collections.ConfigDict({"export": ""})
+    # or that run's directory. Empty: no teacher. mode "in_step": it runs in the jitted step in
+    # eval mode, without gradients; "precomputed": its logits over this run's training batches
+    # are computed once into the folder `outputs` (reused by any run with the same transfer set)
+    # and read from there (experiments/teacher_outputs.py); top_k > 0 (language models) keeps the
+    # k largest logits per position in float16.
+    config.teacher = ml_collections.ConfigDict({"export": "", "mode": "in_step", "outputs": "", "top_k": 0})
 
     # Compression: a chain of registered techniques, each a dict
     # {"technique": name, **settings}; chain(a, b) means "a, then b".

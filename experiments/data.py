@@ -601,7 +601,8 @@ def _epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng((seed, epoch)).permutation(n)
 
 
-def _process_slice(global_batch: int, process_index: int, process_count: int) -> slice:
+def process_slice(global_batch: int, process_index: int, process_count: int) -> slice:
+    """This process's rows of a global batch (the processes hold consecutive equal parts)."""
     if global_batch % process_count:
         raise ValueError(f"batch size {global_batch} is not divisible by {process_count} processes")
     local = global_batch // process_count
@@ -624,7 +625,7 @@ def example_indices(seed: int, step: int, batch_size: int, n: int) -> np.ndarray
 def train_batch(dataset: Dataset, seed: int, step: int, batch_size: int, seq_len: int = 0,
                 process_index: int = 0, process_count: int = 1) -> dict[str, np.ndarray]:
     """This process's part of the global training batch of `step`: a pure function of (seed, step)."""
-    part = _process_slice(batch_size, process_index, process_count)
+    part = process_slice(batch_size, process_index, process_count)
     if dataset.kind == "language_model":
         tokens = dataset.train["tokens"]
         if seq_len < 1 or seq_len + 1 > tokens.size:
@@ -657,7 +658,7 @@ def eval_batches(dataset: Dataset, batch_size: int, seq_len: int = 0, max_batche
     if not arrays:
         raise ValueError(f"dataset {dataset.name!r} has no {split} split (set dataset.selection_size, "
                          f"or dataset.selection_offset for Shakespeare)")
-    part = _process_slice(batch_size, process_index, process_count)
+    part = process_slice(batch_size, process_index, process_count)
     if dataset.kind == "language_model":
         tokens = arrays["tokens"]
         count = (tokens.size - 1) // seq_len if seq_len >= 1 else 0

@@ -39,6 +39,7 @@ from compression.selection import match_rules, path_str
 from compression.transform import InitBatches, Transform, export_model
 from configs import default as default_config
 from experiments import data as data_lib
+from experiments import teacher_outputs as teacher_outputs_lib
 from experiments import models, multihost, provenance
 from experiments import workdir as workdir_lib
 from experiments.metrics_log import MetricsLog
@@ -158,6 +159,11 @@ def check_settings(config: Any) -> None:
     if config.get("export", {}).get("int8_eval", False) and jax.process_count() > 1:
         raise ValueError("export.int8_eval evaluates the export file in one process; in a multi-process run "
                          "set it False and evaluate the export afterwards in a single process")
+    mode = config.get("teacher", {}).get("mode", "in_step")
+    if mode not in teacher_outputs_lib.MODES:
+        raise ValueError(f"teacher.mode {mode!r} is not one of {teacher_outputs_lib.MODES}")
+    if mode == "precomputed" and not config.teacher.get("export", ""):
+        raise ValueError("teacher.mode 'precomputed' needs teacher.export: the teacher whose outputs are computed")
     if "momentum" in config.optimizer:
         settings.require_float("optimizer.momentum", config.optimizer.momentum, low=0.0, high=1.0,
                                high_open=True, fix="at 1 or above the updates never decay")
@@ -301,6 +307,9 @@ def make_train_step(model: Any, transform: Transform, optimizer: optax.GradientT
         # Loss terms read float32 whatever the compute dtype (the models return float32 logits).
         outputs = {"logits": logits, "intermediates": _as_float32(updates.get("intermediates", {}))}
         extras = {"params": params, "loss_params": loss_params}
+        precomputed = teacher_outputs_lib.teacher_logits(batch, logits.shape[-1])
+        if precomputed is not None:  # teacher.mode "precomputed": the batch carries its logits
+            extras["teacher"] = jax.lax.stop_gradient({"logits": precomputed.astype(jnp.float32)})
         if teacher is not None:
             t_logits, t_updates = models.apply_model(
                 teacher, teacher_variables["params"], batch["inputs"], model_state=teacher_variables["model_state"],
@@ -412,6 +421,8 @@ class Run:
     # calibration reads and what an export, which loads as float32, is checked against.
     float32_model: Any
     teacher: Any = None  # (teacher model, its variables on the mesh) when config.teacher names one
+    # teacher.mode "precomputed": the teacher's outputs per training step, read from disk.
+    teacher_outputs: Optional[teacher_outputs_lib.TeacherOutputs] = None
 
 
 def _example_input(config: Any, dataset: data_lib.Dataset) -> np.ndarray:
@@ -472,6 +483,9 @@ def build_run(config: Any, dataset: Optional[data_lib.Dataset] = None) -> Run:
     check_finite({"params": params, **model_state},
                  f"init_from {init_from!r}" if init_from else "the initialized model")
     teacher = load_teacher(config, dataset, mesh, compute)
+    outputs = None
+    if teacher is not None and config.teacher.get("mode", "in_step") == "precomputed":
+        outputs = load_teacher_outputs(config, dataset, teacher)
     loss = losses.build_loss(list(config.get("loss", [{"term": "cross_entropy"}])))
 
     # Data-aware techniques (SNIP, calibration) read the first few training batches at init.
@@ -502,7 +516,8 @@ def build_run(config: Any, dataset: Optional[data_lib.Dataset] = None) -> Run:
     state = jax.device_put(_unalias(state), state_shardings)
     # With the batch sharding given here, a single process passes numpy batches
     # straight in and the jitted call places them (cheaper than device_put).
-    teacher_model, teacher_variables = teacher if teacher is not None else (None, None)
+    # A precomputed teacher does not run in the step: the batches carry its outputs.
+    teacher_model, teacher_variables = teacher if teacher is not None and outputs is None else (None, None)
     step = jax.jit(make_train_step(model, transform, optimizer, loss, teacher_model, micro_batches),
                    donate_argnums=0,
                    in_shardings=(state_shardings, batch_sharding, None), out_shardings=(state_shardings, None))
@@ -514,7 +529,24 @@ def build_run(config: Any, dataset: Optional[data_lib.Dataset] = None) -> Run:
     train_step._cache_size = step._cache_size  # the compile count results.json reports
     eval_step = jax.jit(make_eval_step(model), in_shardings=(None, batch_sharding))
     return Run(config, dataset, model, transform, mesh, batch_sharding, state, train_step,
-               eval_step, jax.jit(transform.apply), num_steps, float32_model, teacher)
+               eval_step, jax.jit(transform.apply), num_steps, float32_model, teacher, outputs)
+
+
+def load_teacher_outputs(config: Any, dataset: data_lib.Dataset, teacher: tuple
+                         ) -> teacher_outputs_lib.TeacherOutputs:
+    """The teacher's outputs over this run's training batches (teacher.mode "precomputed"), computed if missing."""
+    folder, top_k = teacher_outputs_lib.check_settings(config, dataset.kind == "language_model")
+    export = provenance.export_file(provenance.seeded_path(config.teacher.export, config.seed))
+    wanted = teacher_outputs_lib.fingerprint(config, dataset, export, top_k)
+    if not os.path.exists(os.path.join(folder, teacher_outputs_lib.META)):
+        t_model, t_variables = teacher
+        print(f"teacher.outputs {folder!r}: computing the teacher's outputs over {config.train.num_steps} "
+              f"training batches")
+        teacher_outputs_lib.precompute(
+            folder, config, dataset, lambda inputs: models.apply_model(
+                t_model, t_variables["params"], inputs, model_state=t_variables["model_state"], train=False),
+            wanted)
+    return teacher_outputs_lib.TeacherOutputs(folder, wanted)
 
 
 def init_loss_params(loss: losses.Loss, model: Any, teacher: Optional[tuple], params: Any, model_state: dict,
@@ -885,6 +917,10 @@ def _train_steps(run: Run, manager: ocp.CheckpointManager, log: Optional[Metrics
     seq_len = int(config.dataset.get("seq_len", 0))
     make_batch = batches or (lambda s: data_lib.train_batch(
         run.dataset, seed, s, batch_size, seq_len, jax.process_index(), jax.process_count()))
+    if run.teacher_outputs is not None:
+        rows = data_lib.process_slice(batch_size, jax.process_index(), jax.process_count())
+        data_batch = make_batch
+        make_batch = lambda s: {**data_batch(s), **run.teacher_outputs.for_step(s, rows)}
 
     pending: list[dict] = []
     last_finite: Optional[dict] = None

@@ -1,5 +1,6 @@
 """Knowledge distillation's loss terms (compression/distillation.py) on hand-computed logits."""
 import math
+import os
 
 import jax
 import jax.numpy as jnp
@@ -155,18 +156,114 @@ def test_a_bad_layer_mapping_or_projection_is_refused_when_built(settings, why):
         losses.build_loss([{"term": "hint", **settings}])
 
 
-def test_a_shallow_student_starts_from_the_mapped_layers_of_a_deep_teacher(tmp_path):
-    # DistilBERT's initialisation: the 784-16-16-10 teacher's Dense_0 and Dense_2 become the
-    # 784-16-10 student's Dense_0 and Dense_1.
-    from experiments import train
+# --------------------------------------------------------------------------
+# A teacher precomputed over the transfer set, against the one in the step.
+
+
+def test_top_k_storage_keeps_the_kept_probabilities_and_spreads_the_rest_evenly():
+    logits = jnp.asarray([[2.0, 1.0, 0.0, -1.0, -3.0]])
+    values, indices, lse = distillation.top_k_logits(logits, 2)
+    assert indices.tolist() == [[0, 1]]
+    probs = jax.nn.softmax(logits)[0]
+    rebuilt = jax.nn.softmax(distillation.dense_from_top_k(values, indices, lse, 5))[0]
+    np.testing.assert_allclose(rebuilt[:2], probs[:2], rtol=2e-3)  # float16 logits
+    np.testing.assert_allclose(rebuilt[2:], np.full(3, float(probs[2:].sum()) / 3), rtol=2e-3)
+    assert float(rebuilt.sum()) == pytest.approx(1.0, abs=1e-6)
+    whole = distillation.dense_from_top_k(*distillation.top_k_logits(logits, 5), 5)
+    np.testing.assert_allclose(whole, logits, atol=2e-3)
+
+
+def _config(language_model=False, **settings):
     from tests.helpers import tiny_config
 
-    teacher = tiny_config(num_steps=2)
-    teacher.model.hidden = (16, 16)
-    train.train_and_evaluate(teacher, str(tmp_path / "teacher"), progress=False)
-    _, teacher_params, _ = train.read_export(str(tmp_path / "teacher" / "export" / "params.safetensors"))
-    student = tiny_config(num_steps=1)
-    student.init_from = str(tmp_path / "teacher" / "export" / "params.safetensors")
+    config = tiny_config(**settings)
+    if language_model:
+        config.dataset = {"name": "synthetic", "kind": "language_model", "input_shape": (), "num_classes": 32,
+                          "train_size": 2048, "eval_size": 256, "seq_len": 8}
+        config.model = {"name": "char_transformer", "num_layers": 1, "width": 16, "num_heads": 2, "head_dim": 8,
+                        "ffn_dim": 32, "max_len": 8}
+    return config
+
+
+@pytest.fixture(scope="module")
+def teachers(tmp_path_factory):
+    """{language_model: a teacher run folder}, each trained 2 steps once for this module."""
+    from experiments import train
+
+    folders = {}
+    for language_model in (False, True):
+        teacher = _config(language_model, num_steps=2)
+        if not language_model:
+            teacher.model.hidden = (24, 24)
+        folders[language_model] = str(tmp_path_factory.mktemp("teacher"))
+        train.train_and_evaluate(teacher, folders[language_model], progress=False)
+    return folders
+
+
+def _teacher_and_student(teachers, language_model=False):
+    from experiments import train
+
+    student = _config(language_model, num_steps=3, batch_size=8)
+    student.teacher.export = teachers[language_model]
+    student.loss = [{"term": "knowledge_distillation", "temperature": 2.0, "alpha": 0.5}]
+    return train, student
+
+
+def test_a_precomputed_teacher_gives_the_in_step_teachers_loss_on_the_same_batch(tmp_path, teachers):
+    train, student = _teacher_and_student(teachers)
+    in_step = train.build_run(student)
+    student.teacher.update(mode="precomputed", outputs=str(tmp_path / "outputs"))
+    precomputed = train.build_run(student)
+    assert precomputed.teacher_outputs is not None
+    assert precomputed.teacher_outputs.arrays["logits"].shape == (3, 8, 10)
+    batch = train.data_lib.train_batch(in_step.dataset, 0, 1, 8)
+    _, expected = in_step.train_step(jax.tree_util.tree_map(jnp.copy, in_step.state), batch)
+    _, got = precomputed.train_step(precomputed.state, {**batch, **precomputed.teacher_outputs.for_step(1)})
+    assert float(got["loss"]) == pytest.approx(float(expected["loss"]), rel=1e-5)
+    # Another transfer set (another seed's batches) is refused, naming what differs.
+    student.seed = 1
+    with pytest.raises(ValueError, match=r"computed for another transfer set or teacher \(seed: 0 there, 1 here;"):
+        train.build_run(student)
+
+
+def test_a_precomputed_language_model_teacher_keeps_its_top_k_logits(tmp_path, teachers):
+    train, student = _teacher_and_student(teachers, language_model=True)
+    student.teacher.update(mode="precomputed", outputs=str(tmp_path / "outputs"))
+    with pytest.raises(ValueError, match="would not fit on disk: set teacher.top_k to a k in"):
+        train.build_run(student)
+    student.teacher.top_k = 4
+    run = train.build_run(student)
+    stored = run.teacher_outputs.for_step(2)
+    assert stored["teacher_top_values"].shape == (8, 8, 4) and stored["teacher_top_values"].dtype == np.float16
+    teacher_model, teacher_variables = run.teacher
+    batch = train.data_lib.train_batch(run.dataset, 0, 2, 8, 8)
+    logits = train.models.apply_model(teacher_model, teacher_variables["params"], batch["inputs"])
+    np.testing.assert_array_equal(stored["teacher_top_indices"], np.asarray(jax.lax.top_k(logits, 4)[1]))
+    run.train_step(run.state, {**batch, **stored})  # the step rebuilds the logits and trains
+
+
+@pytest.mark.parametrize("teacher, why", [
+    ({"mode": "later"}, r"teacher.mode 'later' is not one of \('in_step', 'precomputed'\)"),
+    ({"mode": "precomputed"}, "needs teacher.outputs: the folder"),
+    ({"mode": "precomputed", "outputs": "x", "top_k": 3}, "teacher.top_k applies to language models"),
+])
+def test_bad_teacher_settings_name_the_fix(teachers, teacher, why):
+    train, student = _teacher_and_student(teachers)
+    student.teacher.update(teacher)
+    with pytest.raises(ValueError, match=why):
+        train.build_run(student)
+
+
+def test_a_shallow_student_starts_from_the_mapped_layers_of_a_deep_teacher(teachers):
+    # DistilBERT's initialisation: the 784-24-24-10 teacher's Dense_0 and Dense_2 become the
+    # 784-24-10 student's Dense_0 and Dense_1.
+    from experiments import train
+
+    export = os.path.join(teachers[False], "export", "params.safetensors")
+    _, teacher_params, _ = train.read_export(export)
+    student = _config(num_steps=1)
+    student.model.hidden = (24,)
+    student.init_from = export
     student.init_layers = [["Dense_1", "Dense_2"]]
     params = train.build_run(student).state["trainable"]["params"]
     for name, source in (("Dense_0", "Dense_0"), ("Dense_1", "Dense_2")):
@@ -174,7 +271,7 @@ def test_a_shallow_student_starts_from_the_mapped_layers_of_a_deep_teacher(tmp_p
             np.testing.assert_array_equal(params[name][leaf], teacher_params[source][leaf])
     for layers, why in (([["Dense_1", "Dense_7"]], "starts from the export's 'Dense_7', which the export lacks"),
                         ([["Dense_5", "Dense_2"]], r"names \['Dense_5'\], which the model does not have"),
-                        ([["Dense_1", "Dense_1"]], r"Dense_1/kernel: \(16, 10\) vs \(16, 16\)")):
+                        ([["Dense_1", "Dense_1"]], r"Dense_1/kernel: \(24, 10\) vs \(24, 24\)")):
         student.init_layers = layers
         with pytest.raises(ValueError, match=why):
             train.build_run(student)
