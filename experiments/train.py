@@ -527,6 +527,8 @@ def build_run(config: Any, dataset: Optional[data_lib.Dataset] = None) -> Run:
         return step(state, batch, teacher_variables)
 
     train_step._cache_size = step._cache_size  # the compile count results.json reports
+    # The step's compiled program for a state and batch (cost analysis: what it computes).
+    train_step.lower = lambda state, batch: step.lower(state, batch, teacher_variables)
     eval_step = jax.jit(make_eval_step(model), in_shardings=(None, batch_sharding))
     return Run(config, dataset, model, transform, mesh, batch_sharding, state, train_step,
                eval_step, jax.jit(transform.apply), num_steps, float32_model, teacher, outputs)

@@ -275,3 +275,23 @@ def test_a_shallow_student_starts_from_the_mapped_layers_of_a_deep_teacher(teach
         student.init_layers = layers
         with pytest.raises(ValueError, match=why):
             train.build_run(student)
+
+
+def test_the_teacher_costs_one_forward_pass_in_the_compiled_step_not_a_backward_one(teachers):
+    # Its params are an argument of the step, not in the trainable; were gradients taken through
+    # it, the step would grow by about three forward passes.
+    from experiments import train
+
+    def flops(computation):
+        cost = computation.compile().cost_analysis()
+        return (cost[0] if isinstance(cost, list) else cost)["flops"]
+
+    plain = train.build_run(_config(num_steps=1))
+    _, student = _teacher_and_student(teachers)
+    distilled = train.build_run(student)
+    batch = train.data_lib.train_batch(plain.dataset, 0, 0, 32)
+    teacher_model, teacher_variables = distilled.teacher
+    forward = flops(jax.jit(lambda p, x: train.models.apply_model(teacher_model, p, x)).lower(
+        teacher_variables["params"], batch["inputs"]))
+    extra = flops(distilled.train_step.lower(distilled.state, batch)) - flops(plain.train_step.lower(plain.state, batch))
+    assert 0.95 < extra / forward < 1.2
