@@ -47,6 +47,7 @@ paper: setup
 benchmark: setup
 	$(PY) -m experiments.benchmark_step
 	$(PY) -m experiments.benchmark_quantization
+	$(PY) -m experiments.benchmark_distillation
 
 clean:
 	rm -rf $(VENV) $(DATA) runs

@@ -164,15 +164,17 @@ def calibrate_ms_per_step(loop: Callable[[int], float], seconds: float = 0.25, m
 
 def benchmark_variants(configs: dict[str, ml_collections.ConfigDict], dataset: data_lib.Dataset, *,
                        name: str = "", repeats: int = 3, steps: int = 0, seconds_per_run: float = 4.0,
-                       progress: bool = True, min_steps: int = MIN_TIMED_STEPS) -> dict[str, Any]:
-    """Times the driver on each config (same data, same steps, interleaved); ms/step, medians, ratios to 'float'.
+                       progress: bool = True, min_steps: int = MIN_TIMED_STEPS,
+                       reference: str = "float") -> dict[str, Any]:
+    """Times the driver on each config (same data, same steps, interleaved); ms/step, medians, ratios to `reference`.
 
     With `steps` = 0 the timed steps are sized from `seconds_per_run`, but never fewer than
-    `min_steps`; a positive `steps` is taken as given.
+    `min_steps`; a positive `steps` is taken as given. (The ratios keep the key
+    `ratio_to_float` whatever the reference run is called; `reference` names it.)
     """
-    if "float" not in configs:
-        raise ValueError(f"the configs need a 'float' run to compare against (got {sorted(configs)})")
-    first = configs["float"]
+    if reference not in configs:
+        raise ValueError(f"the configs need a {reference!r} run to compare against (got {sorted(configs)})")
+    first = configs[reference]
     for key in ("batch_size", "log_every", "checkpoint_every"):
         if len({int(c.train[key]) for c in configs.values()}) != 1:
             raise ValueError(f"the runs differ in train.{key}; a side-by-side timing needs them equal")
@@ -182,7 +184,7 @@ def benchmark_variants(configs: dict[str, ml_collections.ConfigDict], dataset: d
         loop(2)  # compiles each driver's step (and warms orbax, tqdm, the log)
     log_every = int(first.train.log_every)
     checkpoint_every = int(first.train.checkpoint_every)
-    float_ms = calibrate_ms_per_step(loops["float"]) if steps <= 0 else float("nan")
+    float_ms = calibrate_ms_per_step(loops[reference]) if steps <= 0 else float("nan")
     if steps <= 0:
         steps = max(min_steps, math.ceil(1000 * seconds_per_run / float_ms))
     base, steps = benchmark_step.timed_steps(float_ms, seconds_per_run, log_every, steps)
@@ -190,7 +192,7 @@ def benchmark_variants(configs: dict[str, ml_collections.ConfigDict], dataset: d
     load_before = _load_average()
     per_step = benchmark_step.interleaved_ms_per_step(loops, base, steps, repeats)
     medians = {which: float(np.median(ms)) for which, ms in per_step.items()}
-    ratios = {which: medians[which] / medians["float"] for which in configs if which != "float"}
+    ratios = {which: medians[which] / medians[reference] for which in configs if which != reference}
     return {
         "model": name or first.model.name, "dataset": first.dataset.name,
         "batch_size": int(first.train.batch_size), "device": jax.devices()[0].device_kind,
@@ -201,8 +203,9 @@ def benchmark_variants(configs: dict[str, ml_collections.ConfigDict], dataset: d
         "stages": {which: [dict(s) for s in c.compression.stages] for which, c in configs.items()},
         "init_batches": {which: int(c.compression.init_batches) for which, c in configs.items()},
         "ms_per_step": per_step, "ms_median": medians, "ratio_to_float": ratios,
-        "ratio_to_float_per_repeat": {which: [v / f for v, f in zip(per_step[which], per_step["float"])]
+        "ratio_to_float_per_repeat": {which: [v / f for v, f in zip(per_step[which], per_step[reference])]
                                       for which in ratios},
+        "reference": reference,
         "compiles": {which: int(loop.train_step._cache_size()) for which, loop in loops.items()},
         "load_average": {"before": load_before, "after": _load_average()},
     }

@@ -295,3 +295,31 @@ def test_the_teacher_costs_one_forward_pass_in_the_compiled_step_not_a_backward_
         teacher_variables["params"], batch["inputs"]))
     extra = flops(distilled.train_step.lower(distilled.state, batch)) - flops(plain.train_step.lower(plain.state, batch))
     assert 0.95 < extra / forward < 1.2
+
+
+def test_the_distillation_benchmark_times_one_student_three_ways():
+    from experiments import benchmark_distillation
+
+    student, teacher = benchmark_distillation._student_and_teacher("tinybert")
+    assert (student.model.num_layers, student.model.width, teacher.model.num_layers) == (2, 96, 4)
+    runs = benchmark_distillation.variant_configs(student, "teacher_dir", "outputs_dir", timed_steps=40)
+    assert (runs["plain"].teacher.export, runs["plain"].loss) == ("", [{"term": "cross_entropy"}])
+    assert runs["in_step"].teacher.to_dict() == {"export": "teacher_dir", "mode": "in_step", "outputs": "",
+                                                 "top_k": 0}
+    assert runs["precomputed"].teacher.to_dict() == {"export": "teacher_dir", "mode": "precomputed",
+                                                     "outputs": "outputs_dir", "top_k": 16}
+    assert runs["in_step"].loss == runs["precomputed"].loss and runs["in_step"].loss[0]["term"] == \
+        "knowledge_distillation"
+    # The precomputed outputs cover the longest timed loop (base log_every + 40 steps).
+    assert all(r.train.num_steps >= 40 + r.train.log_every for r in runs.values())
+
+
+def test_recovery_twins_differ_only_by_the_dense_teacher():
+    from configs import distillation_recovery
+
+    for kind in distillation_recovery.KINDS:
+        alone, taught = distillation_recovery.get_config(kind), distillation_recovery.get_config(f"{kind}_kd")
+        assert alone.compression.stages and alone.compression.stages == taught.compression.stages
+        assert taught.teacher.export == alone.init_from == taught.init_from and not alone.teacher.export
+        assert taught.train.num_steps == alone.train.num_steps
+        assert taught.loss[0]["term"] == "knowledge_distillation" and alone.loss == [{"term": "cross_entropy"}]

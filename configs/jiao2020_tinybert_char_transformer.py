@@ -1,0 +1,42 @@
+"""Jiao et al. 2020, "TinyBERT": a 2-layer, 96-wide student of the 4-layer, 128-wide Shakespeare Transformer.
+
+Paper (GLUE): TinyBERT-4 (4 layers, 312 wide, 14.5 M parameters) keeps 96.8 % of
+BERT-base's score by distilling the embeddings, every mapped layer's hidden
+states and attention maps, and the predictions. Ours: the character model,
+validation loss in nats per character, every row trained for
+distillation_common.STUDENT_STEPS steps from scratch with the same recipe.
+
+Variants (append `_quick` for a CPU check: 400 steps from the teacher's quick run):
+- `alone`: the student on the labels only;
+- `logits`: the student on the teacher's soft targets (`knowledge_distillation`
+  at TEMPERATURE, weight ALPHA on the soft targets);
+- `tinybert`: the soft targets plus TinyBERT's layer losses: `hidden_mse` on
+  the embeddings and on student layer m against teacher layer 2m + 1
+  (LAYER_MAP; the uniform mapping of the paper), through learned 96 -> 128
+  projections, and `attention_mse` on the same layers' attention
+  probabilities (4 heads each). The paper trains the layer losses first and
+  the predictions after; here all terms train together, one stage.
+"""
+from configs import common, distillation_common
+
+KINDS = ("tinybert", "alone", "logits")
+STUDENT_LAYERS, STUDENT_WIDTH, STUDENT_HEAD_DIM = 2, 96, 24
+# student layer -> teacher layer
+LAYER_MAP = ((0, 1), (1, 3))
+TEMPERATURE = 2.0
+ALPHA = 0.5
+
+
+def get_config(arg: str = "tinybert"):
+    arg = common.parse_arg(arg, __file__, kind=("tinybert", KINDS), quick=False)
+    config = distillation_common.transformer_student(arg.quick, STUDENT_LAYERS, STUDENT_WIDTH, STUDENT_HEAD_DIM,
+                                                     teacher=arg.kind != "alone")
+    if arg.kind == "alone":
+        return config
+    loss = [distillation_common.soft_targets(TEMPERATURE, ALPHA)]
+    if arg.kind == "tinybert":
+        hidden = [["embedding", "embedding"]] + [[f"hidden_{s}", f"hidden_{t}"] for s, t in LAYER_MAP]
+        attention = [[f"block_{s}/attn/attention", f"block_{t}/attn/attention"] for s, t in LAYER_MAP]
+        loss += [{"term": "hidden_mse", "pairs": hidden}, {"term": "attention_mse", "pairs": attention}]
+    config.loss = loss
+    return config
