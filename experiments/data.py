@@ -434,10 +434,10 @@ TFDS_EXAMPLES = ("mnist", "cifar10", "cifar100", "kmnist")
 
 # The dataset block's keys, by the loader that reads them ("tfds": fashion_mnist and other TFDS images).
 DATASET_KEYS = {
-    "tfds": ("name", "eval_split", "selection_size", "selection_seed", "augment"),
+    "tfds": ("name", "eval_split", "selection_size", "selection_seed", "augment", "drop_classes"),
     "shakespeare": ("name", "seq_len", "val_every", "val_offset", "selection_offset", "augment"),
     "synthetic": ("name", "input_shape", "num_classes", "kind", "train_size", "eval_size", "seq_len",
-                  "selection_size", "selection_seed", "augment"),
+                  "selection_size", "selection_seed", "augment", "drop_classes"),
 }
 # A key the named dataset does not read is accepted at its neutral value (configs/default.py's), so a
 # block can change `name` and keep the defaults; any other value would be ignored silently, so is refused.
@@ -558,10 +558,36 @@ def load_dataset(config: Any, data_dir: str) -> Dataset:
                                    selection_offset=offset)
         check_seq_len(dataset, seq_len)
         return dataset
+    drop = config.get("drop_classes", ())
     if source == "synthetic":
-        return _load_synthetic_block(config, size, seed, augment)
+        return drop_training_classes(_load_synthetic_block(config, size, seed, augment), drop)
     parse_augment(augment)  # unknown keys and bad values fail before TensorFlow reads anything
-    return load_tfds_images(name, data_dir, config.get("eval_split", "test"), size, seed, augment)
+    return drop_training_classes(load_tfds_images(name, data_dir, config.get("eval_split", "test"), size, seed,
+                                                  augment), drop)
+
+
+def drop_training_classes(dataset: Dataset, classes: Any) -> Dataset:
+    """`dataset` with every training example of `classes` removed (`dataset.drop_classes`).
+
+    Hinton et al. 2015's omitted-class experiment: a student distilled on a
+    transfer set without one class. The selection and reported splits keep
+    every class, so what the student learned of the missing class is measured.
+    """
+    if classes is None or (isinstance(classes, (list, tuple)) and not classes):
+        return dataset
+    if isinstance(classes, (str, bytes)) or not isinstance(classes, (list, tuple)) or not all(
+            isinstance(c, (int, np.integer)) and not isinstance(c, bool) and 0 <= c < dataset.num_classes
+            for c in classes):
+        raise ValueError(f"dataset.drop_classes must be a list of class ids in [0, {dataset.num_classes}) "
+                         f"(got {classes!r})")
+    if dataset.kind != "classification":
+        raise ValueError("dataset.drop_classes removes classes of a classification dataset, not of a token stream")
+    keep = ~np.isin(dataset.train["targets"], np.asarray(classes))
+    if not keep.any():
+        raise ValueError(f"dataset.drop_classes {list(classes)} removes every training example")
+    train = {k: v[keep] for k, v in dataset.train.items()}
+    info = {**dataset.info, "dropped_classes": sorted(int(c) for c in classes), "train_size": int(keep.sum())}
+    return dataclasses.replace(dataset, train=train, info=info)
 
 
 def _load_synthetic_block(config: Any, size: Any, seed: int, augment: Any) -> Dataset:

@@ -323,3 +323,32 @@ def test_recovery_twins_differ_only_by_the_dense_teacher():
         assert taught.teacher.export == alone.init_from == taught.init_from and not alone.teacher.export
         assert taught.train.num_steps == alone.train.num_steps
         assert taught.loss[0]["term"] == "knowledge_distillation" and alone.loss == [{"term": "cross_entropy"}]
+
+
+def test_the_omitted_class_analysis_by_hand():
+    from experiments import omitted_class
+
+    logits = np.array([[2.0, 0.0, 1.0], [0.0, 1.0, 0.5], [1.0, 0.0, 0.9]])
+    targets = np.array([0, 2, 2])
+    # No offset: predictions 0, 1, 0: two errors, both on class 2. +0.6 on class 2: 0, 2, 2.
+    assert omitted_class.errors(logits, targets, 2, 0.0) == (2, 2)
+    assert omitted_class.errors(logits, targets, 2, 0.6) == (0, 0)
+    assert omitted_class.errors(logits, targets, 2, 5.0) == (1, 0)  # now the class-0 example is lost
+    assert omitted_class.choose_offset(logits, targets, 2, [0.0, 0.6, 1.0, 5.0]) == 0.6
+
+
+def test_a_student_never_sees_a_dropped_class_and_the_analysis_reports_it(tmp_path):
+    from experiments import omitted_class, train
+
+    config = _config(num_steps=2)
+    config.dataset.update(selection_size=64, drop_classes=[3])
+    run = train.build_run(config)
+    assert 3 not in run.dataset.train["targets"] and 3 in run.dataset.eval["targets"]
+    train.train_and_evaluate(config, str(tmp_path / "run"), progress=False)
+    results = omitted_class.analyse(str(tmp_path / "run"), config, [0.0, 1.0, 2.0])
+    metrics = results["metrics"]
+    assert metrics["bias_offset"] in (0.0, 1.0, 2.0) and metrics["test_examples"] == len(run.dataset.eval["targets"])
+    assert metrics["test_errors_on_class_before"] <= metrics["test_examples_of_class"]
+    with pytest.raises(ValueError, match=r"drop_classes must be a list of class ids in \[0, 10\)"):
+        config.dataset.drop_classes = [12]
+        train.build_run(config)
