@@ -352,3 +352,31 @@ def test_a_student_never_sees_a_dropped_class_and_the_analysis_reports_it(tmp_pa
     with pytest.raises(ValueError, match=r"drop_classes must be a list of class ids in \[0, 10\)"):
         config.dataset.drop_classes = [12]
         train.build_run(config)
+
+
+def test_fitnets_first_stage_trains_only_the_layers_below_the_guided_one(tmp_path):
+    # configs/romero2015_fitnets_cnn.py's `hints` stage at toy size: the student's features_0
+    # regressed onto the teacher's; the second stage and the dense head get no gradient.
+    from configs import romero2015_fitnets_cnn
+    from experiments import train
+
+    teacher = _config(num_steps=1)
+    teacher.model = {"name": "vgg", "stages": ((6,), (8,)), "dense": (8,)}
+    train.train_and_evaluate(teacher, str(tmp_path / "teacher"), progress=False)
+    hints = romero2015_fitnets_cnn.get_config("hints_quick")
+    hints.dataset, hints.mesh = teacher.dataset, teacher.mesh
+    hints.model = {"name": "vgg", "stages": ((4, 4), (4,)), "dense": (8,)}
+    hints.teacher.export = str(tmp_path / "teacher")
+    hints.train.update(num_steps=3, batch_size=32)
+    run = train.build_run(hints)
+    before = jax.tree_util.tree_map(np.asarray, run.state["trainable"]["params"])
+    state = run.state
+    for step in range(3):
+        state, _ = run.train_step(state, train.data_lib.train_batch(run.dataset, 0, step, 32))
+    after = state["trainable"]["params"]
+    assert run.state is not state and jax.tree_util.tree_map(jnp.shape, state["loss_params"]["hint"]) == \
+        {"0": {"kernel": (4, 6), "bias": (6,)}}
+    for name in ("Conv_0", "Conv_1"):  # the first stage, below the guided layer: trained
+        assert not np.allclose(after[name]["kernel"], before[name]["kernel"])
+    for name in ("Conv_2", "Dense_0", "Dense_1"):  # above it: untouched
+        np.testing.assert_array_equal(after[name]["kernel"], before[name]["kernel"])
