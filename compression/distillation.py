@@ -309,7 +309,7 @@ def attention_mse(pairs: Any = (("block_0/attn/attention", "block_0/attn/attenti
 
 @register_loss("hidden_cosine")
 def hidden_cosine(pairs: Any = (("hidden_0", "hidden_0"),)) -> LossTerm:
-    """DistilBERT's cosine embedding loss (Sanh et al. 2019): Σ over pairs of mean(1 - cos(s, t)) on the feature axis."""
+    """DistilBERT's cosine embedding loss (Sanh et al. 2019): Σ over pairs of mean(1 - cos(s, t)) over features."""
     pairs = layer_pairs(pairs, "hidden_cosine")
 
     def term(outputs, batch, extras):

@@ -1,4 +1,4 @@
-"""The distillation benchmark: a student's step time with no teacher, the teacher in the step, and its precomputed outputs.
+"""The distillation benchmark: a student's step time with no teacher, the teacher in the step, or its outputs read.
 
     python -m experiments.benchmark_distillation [--models=hinton_mlp] [--models=tinybert] [--repeats=5] [--out=FILE]
 

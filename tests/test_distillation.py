@@ -77,7 +77,8 @@ def test_without_a_teacher_or_with_another_tasks_teacher_the_term_says_what_to_s
 # Feature transfer on hand-made sown values.
 
 def _sown(**values):
-    return {"logits": jnp.zeros((2, 3)), "intermediates": {k: (jnp.asarray(v, jnp.float32),) for k, v in values.items()}}
+    sown = {k: (jnp.asarray(v, jnp.float32),) for k, v in values.items()}
+    return {"logits": jnp.zeros((2, 3)), "intermediates": sown}
 
 
 def _loss(spec, student, teacher, params=None):
@@ -293,7 +294,8 @@ def test_the_teacher_costs_one_forward_pass_in_the_compiled_step_not_a_backward_
     teacher_model, teacher_variables = distilled.teacher
     forward = flops(jax.jit(lambda p, x: train.models.apply_model(teacher_model, p, x)).lower(
         teacher_variables["params"], batch["inputs"]))
-    extra = flops(distilled.train_step.lower(distilled.state, batch)) - flops(plain.train_step.lower(plain.state, batch))
+    extra = (flops(distilled.train_step.lower(distilled.state, batch))
+             - flops(plain.train_step.lower(plain.state, batch)))
     assert 0.95 < extra / forward < 1.2
 
 

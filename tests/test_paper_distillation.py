@@ -53,4 +53,63 @@ def test_missing_rows_are_named_and_no_gap_is_claimed(tmp_path):
     assert "Not run yet: `hinton2015_mlp_teacher`, `hinton2015_mlp_distilled`" in text
     empty = tmp_path / "empty"
     write(empty, "baseline_lenet300", make_result(0.89))
-    assert section(build(empty, tmp_path / "paper2")).strip() == "No distillation results (`hinton2015_mlp_*`) yet."
+    assert section(build(empty, tmp_path / "paper2")).strip() == (
+        "No distillation results (`hinton2015_mlp_*`, `jiao2020_tinybert_char_transformer_*`, "
+        "`sanh2019_distilbert_char_transformer_*`, `romero2015_fitnets_cnn_*`, `distillation_recovery_*`) yet.")
+
+
+def subsection(text: str, title: str) -> str:
+    return text.split(f"### {title}", 1)[1].split("\n\n### ", 1)[0]
+
+
+def lm_run(loss: float, layers: int, width: int, params: int, steps: int = 4000) -> dict:
+    data = make_result(metrics={"val_loss_nats": loss, "unigram_entropy_nats": 3.33}, model="char_transformer",
+                       params=params)
+    data["config"]["model"].update(num_layers=layers, width=width)
+    data["config"]["train"] = {"num_steps": steps}
+    data["command"] = "python -m experiments.reproduce --configs=x"
+    return data
+
+
+def test_omitted_class_transformer_fitnets_and_recovery_parts(tmp_path):
+    results = tmp_path / "results"
+    bias = make_result(0.85)
+    bias["metrics"].update(omitted_class=3, bias_offset=2.5, test_errors_before=1800, test_errors_on_class_before=700,
+                           test_errors=1500, test_errors_on_class=120, test_examples_of_class=1000)
+    write(results, "hinton2015_mlp_omit3_bias", bias)
+    write(results, "baseline_char_transformer", lm_run(1.477, 4, 128, 830_000))
+    for seed, (a, b) in enumerate(((1.60, 1.58), (1.61, 1.57), (1.62, 1.59))):
+        write(results, f"jiao2020_tinybert_char_transformer_alone/seed_{seed}", lm_run(a, 2, 96, 250_000))
+        write(results, f"jiao2020_tinybert_char_transformer_logits/seed_{seed}", lm_run(b, 2, 96, 250_000))
+    for kind, acc in (("teacher", 0.92), ("student", 0.90), ("fitnet", 0.915)):
+        write(results, f"romero2015_fitnets_cnn_{kind}", make_result(acc, model="vgg"))
+    for seed in range(3):
+        write(results, f"baseline_lenet300/seed_{seed}", make_result(0.898 + 0.001 * seed))
+        write(results, f"distillation_recovery_pruned90_lenet300/seed_{seed}", make_result(0.880 + 0.001 * seed))
+        write(results, f"distillation_recovery_pruned90_lenet300_kd/seed_{seed}", make_result(0.895 + 0.001 * seed))
+    text = section(build(results, tmp_path / "paper"))
+
+    omitted = subsection(text, "Hinton et al. 2015: a class the student never saw")
+    assert cells(table_row(omitted, "distilled, class 3 left out of the transfer set"))[1:] == [
+        "1800", "700 of 1000", "206 (133 on the 3s)"]
+    assert cells(table_row(omitted, "the same, class 3's bias raised by 2.5 (chosen on the selection split)"))[1:3] \
+        == ["1500", "120 of 1000"]
+
+    lm = subsection(text, "Transformer students")
+    assert cells(table_row(lm, "soft targets"))[1:] == ["`jiao2020_tinybert_char_transformer_logits` (3 seeds)",
+                                                        "2 x 96", "250,000", "1.580 ± 0.010"]
+    # 1.580 vs 1.610, std 0.01 each: 0.03 apart, 2 SE = 0.016: separated.
+    assert "Every student row trains 4000 steps. Best first" in lm
+    assert ": soft targets > student alone (labels)." in lm
+    assert "Not run yet: `jiao2020_tinybert_char_transformer_tinybert`, " in lm
+
+    fitnets = subsection(text, "FitNets")
+    # One seed each, 0.5 points apart: not called (a point is needed with one seed).
+    assert "ours: the FitNet is ≈ (one seed: not separated; needs 3 seeds) the teacher (-0.50 points)" in fitnets
+
+    recovery = subsection(text, "Distillation as recovery")
+    # Dense 89.9, alone 88.1, with the teacher 89.6: closes 83 % of the gap, 0.60 past half-way.
+    row = cells(table_row(recovery, "LeNet-300-100, 90 % pruned"))
+    assert row[1:4] == ["89.90 ± 0.10", "88.10 ± 0.10", "89.60 ± 0.10"]
+    assert row[4].startswith("closes 83 % of the gap (at least 50 %: holds; 0.60 ± 0.")
+    assert cells(table_row(recovery, "LeNet-5, ternary"))[4] == "—"

@@ -12,13 +12,18 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from experiments.report.common import (MISSING, Group, References, ReportInputs, accuracy_percents,
-                                       column, format_published, format_stat, gap_closed, markdown_table,
-                                       not_run_yet, recorded_commands)
+                                       column, compare, format_published, format_stat, gap_closed, get_path,
+                                       loss_text, markdown_table, not_run_yet, ordering, recorded_commands,
+                                       val_losses)
 
 SECTION = "Distillation"
 RESULTS_NAME = "distillation"
 HINTON = "hinton2015_mlp"
-PREFIXES = (f"{HINTON}_",)
+TINYBERT = "jiao2020_tinybert_char_transformer"
+DISTILBERT = "sanh2019_distilbert_char_transformer"
+FITNETS = "romero2015_fitnets_cnn"
+RECOVERY = "distillation_recovery"
+PREFIXES = (f"{HINTON}_", f"{TINYBERT}_", f"{DISTILBERT}_", f"{FITNETS}_", f"{RECOVERY}_")
 INTRO = (
     "Distillation changes the loss, not the model: the teacher runs inside the student's "
     "jitted training step without gradients (`config.teacher.export`), and a loss term "
@@ -93,6 +98,155 @@ def _hinton_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Refere
     return "\n\n".join(parts)
 
 
+def _omitted_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: References) -> str:
+    """The omitted-class rows: errors before and after the class's bias is raised (experiments.omitted_class)."""
+    members = groups.get(f"{HINTON}_omit3_bias", [])
+    published = [inputs.published_by_id(i) for i in ("hinton2015_omit3_errors", "hinton2015_omit3_errors_on_3s",
+                                                      "hinton2015_omit3_bias_errors",
+                                                      "hinton2015_omit3_bias_errors_on_3s")]
+    cite = refs.cite(published[0])
+    if not members:
+        return (f"Not run yet: `{HINTON}_omit3_bias`; run `python -m experiments.reproduce "
+                f"--configs={HINTON}:omit3 --seeds=0,1,2`, then `python -m experiments.omitted_class "
+                f"--config={HINTON}:omit3 --seeds=0,1,2`.")
+    cls = format_stat(column(members, "metrics.omitted_class"), "{:.0f}", collapse_equal=True)
+    of_class = format_stat(column(members, "metrics.test_examples_of_class"), "{:.0f}", collapse_equal=True)
+    offset = format_stat(column(members, "metrics.bias_offset"), "{:.1f}", collapse_equal=True)
+    rows = [[f"distilled, class {cls} left out of the transfer set",
+             format_stat(column(members, "metrics.test_errors_before"), "{:.0f}"),
+             format_stat(column(members, "metrics.test_errors_on_class_before"), "{:.0f}") + f" of {of_class}",
+             f"{published[0]['value']:g} ({published[1]['value']:g} on the 3s)"],
+            [f"the same, class {cls}'s bias raised by {offset} (chosen on the selection split)",
+             format_stat(column(members, "metrics.test_errors"), "{:.0f}"),
+             format_stat(column(members, "metrics.test_errors_on_class"), "{:.0f}") + f" of {of_class}",
+             f"{published[2]['value']:g} ({published[3]['value']:g} on the 3s; bias +3.5)"]]
+    headers = ["model", "test errors", f"errors on class {cls}", f"{cite}, MNIST, without the 3s"]
+    notes = [f"{len(members)} seed{'s' if len(members) > 1 else ''}; the student saw no training example of "
+             f"class {cls}, only the teacher's soft targets for the other classes' images.",
+             recorded_commands([members])]
+    return "\n\n".join([markdown_table(headers, rows), " ".join(n for n in notes if n)])
+
+
+# (variant, row label) of the Transformer students; the teacher is baseline_char_transformer.
+TRANSFORMER_ROWS: tuple[tuple[str, str, str], ...] = (
+    (TINYBERT, "alone", "student alone (labels)"),
+    (TINYBERT, "logits", "soft targets"),
+    (TINYBERT, "tinybert", "TinyBERT: soft targets + embeddings, hidden states, attention"),
+    (DISTILBERT, "distilbert", "DistilBERT: every other teacher layer, soft targets + labels + cosine"),
+)
+TRANSFORMER_TEACHER = "baseline_char_transformer"
+
+
+def _model_text(members: Group) -> str:
+    layers = column(members, "config.model.num_layers")
+    width = column(members, "config.model.width")
+    return f"{layers[0]} x {width[0]}" if layers and width and layers[0] is not None else MISSING
+
+
+def _negated(values: list) -> list:
+    return [-v for v in values]
+
+
+def _transformer_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: References) -> str:
+    found = {(config, kind): groups.get(f"{config}_{kind}", []) for config, kind, _ in TRANSFORMER_ROWS}
+    not_run = [f"`{config}_{kind}`" for (config, kind), m in found.items() if not m]
+    if len(not_run) == len(found):
+        return (f"Not run yet: {', '.join(not_run)}; each runs with `python -m experiments.reproduce "
+                f"--configs=CONFIG:VARIANT`.")
+    teacher = groups.get(TRANSFORMER_TEACHER, [])
+    rows = [["teacher", f"`{TRANSFORMER_TEACHER}`" if teacher else MISSING, _model_text(teacher),
+             format_stat(column(teacher, "compression.params_total"), "{:,.0f}", collapse_equal=True),
+             loss_text(teacher)]]
+    for config, kind, label in TRANSFORMER_ROWS:
+        members = found[(config, kind)]
+        rows.append([label, f"`{config}_{kind}` ({len(members)} seed{'s' if len(members) != 1 else ''})"
+                     if members else MISSING, _model_text(members),
+                     format_stat(column(members, "compression.params_total"), "{:,.0f}", collapse_equal=True),
+                     loss_text(members)])
+    headers = ["row", "run", "layers x width", "parameters", "val loss (nats/char)"]
+    arms = [(label, _negated(val_losses(found[(config, kind)]))) for config, kind, label in TRANSFORMER_ROWS]
+    steps = {str(v) for members in found.values() for v in column(members, "config.train.num_steps")}
+    entries = [inputs.published_by_id(i) for i in ("jiao2020_tinybert4_retained", "sanh2019_distilbert_retained")]
+    notes = [f"Every student row trains {', '.join(sorted(steps))} steps. Best first (lower loss; neighbours "
+             f"the seeds do not separate by 0.02 nats or twice their standard error are joined by ≈): "
+             f"{ordering(arms, unit='nats')}.",
+             f"Published: {refs.cite(entries[0])}: TinyBERT-4 keeps {format_published(entries[0])} on GLUE; "
+             f"{refs.cite(entries[1])}: DistilBERT keeps {format_published(entries[1])}.",
+             f"Not run yet: {', '.join(not_run)}." if not_run else "",
+             recorded_commands([teacher, *found.values()])]
+    return "\n\n".join([markdown_table(headers, rows), " ".join(n for n in notes if n)])
+
+
+FITNETS_ROWS: tuple[tuple[str, str], ...] = (
+    ("teacher", "teacher: VGG, 2 stages of 2 convolutions (32, 64 channels)"),
+    ("student", "student alone: 2 stages of 3 convolutions (8, 16 channels)"),
+    ("kd", "student, soft targets"),
+    ("fitnet", "FitNet: hints, then soft targets"),
+    ("at", "student, attention transfer"),
+)
+
+
+def _fitnets_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: References) -> str:
+    found = {kind: groups.get(f"{FITNETS}_{kind}", []) for kind, _ in FITNETS_ROWS}
+    not_run = not_run_yet(FITNETS, [k for k, _ in FITNETS_ROWS + (("hints", ""),)], groups)
+    if not any(found.values()):
+        return not_run
+    rows = [[label, f"`{FITNETS}_{kind}` ({len(found[kind])} seed{'s' if len(found[kind]) != 1 else ''})"
+             if found[kind] else MISSING,
+             format_stat(column(found[kind], "compression.params_total"), "{:,.0f}", collapse_equal=True),
+             format_stat(accuracy_percents(found[kind]))] for kind, label in FITNETS_ROWS]
+    headers = ["row", "run", "parameters", "test accuracy (%)"]
+    teacher, fitnet = (inputs.published_by_id(i) for i in ("romero2015_cifar10_teacher_accuracy",
+                                                           "romero2015_cifar10_fitnet_accuracy"))
+    claim = compare(accuracy_percents(found["fitnet"]), accuracy_percents(found["teacher"]))
+    verdict = (f"ours: the FitNet is {claim.verdict('above', 'below')} the teacher "
+               f"({claim.difference:+.2f} points)" if claim else "ours: not both rows have run")
+    arms = [(label.split(":")[0], accuracy_percents(found[kind])) for kind, label in FITNETS_ROWS[1:]]
+    notes = [f"{refs.cite(fitnet)} on CIFAR-10: the FitNet {format_published(fitnet)} against its teacher's "
+             f"{format_published(teacher)}, with about a quarter of the parameters; {verdict}.",
+             f"The students, best first: {ordering(arms)}.", not_run, recorded_commands(found.values())]
+    return "\n\n".join([markdown_table(headers, rows), " ".join(n for n in notes if n)])
+
+
+# (variant, label, dense reference group, higher is better)
+RECOVERY_ROWS: tuple[tuple[str, str, str, bool], ...] = (
+    ("pruned90_lenet300", "LeNet-300-100, 90 % pruned", "baseline_lenet300", True),
+    ("ternary_lenet5", "LeNet-5, ternary", "baseline_lenet5", True),
+    ("w4a4_transformer", "Transformer, 4-bit weights and activations", "baseline_char_transformer", False),
+)
+
+
+def _quality(members: Group, higher_is_better: bool) -> list:
+    return accuracy_percents(members) if higher_is_better else _negated(val_losses(members))
+
+
+def _recovery_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: References) -> str:
+    del refs
+    variants = [v for kind, *_ in RECOVERY_ROWS for v in (kind, f"{kind}_kd")]
+    not_run = not_run_yet(RECOVERY, variants, groups)
+    if not any(groups.get(f"{RECOVERY}_{v}") for v in variants):
+        return not_run
+    rows = []
+    for kind, label, dense_group, higher in RECOVERY_ROWS:
+        alone, taught = groups.get(f"{RECOVERY}_{kind}", []), groups.get(f"{RECOVERY}_{kind}_kd", [])
+        dense = groups.get(dense_group, [])
+        show = (lambda m: format_stat(accuracy_percents(m))) if higher else loss_text
+        check = gap_closed(_quality(taught, higher), _quality(alone, higher), _quality(dense, higher), 0.5,
+                           "points" if higher else "nats")
+        rows.append([label, show(dense), show(alone), show(taught), check.text() if check else MISSING])
+    headers = ["compressed model", "dense (the teacher)", "fine-tuned alone", "fine-tuned with the teacher",
+               "the teacher's recovery of the gap to dense"]
+    notes = ["Accuracy in % for the LeNets, validation loss in nats per character for the Transformer; "
+             "both fine-tunes of a model train the same steps from the same compressed start, and the "
+             "recovery is judged against half the gap by the separation rule.",
+             not_run, recorded_commands([groups.get(f"{RECOVERY}_{v}", []) for v in variants])]
+    return "\n\n".join([markdown_table(headers, rows), " ".join(n for n in notes if n)])
+
+
 PARTS: tuple[tuple[str, Any], ...] = (
     ("Hinton et al. 2015: soft targets from a large teacher", _hinton_part),
+    ("Hinton et al. 2015: a class the student never saw", _omitted_part),
+    ("Transformer students: soft targets, TinyBERT and DistilBERT", _transformer_part),
+    ("FitNets: hints for a thin, deep student", _fitnets_part),
+    ("Distillation as recovery after compression", _recovery_part),
 )
