@@ -100,6 +100,8 @@ def select(configs: Mapping[str, Callable[[], Any]], name: str, grid: Mapping[st
     `configs` maps each config's folder name to a function making it; a
     point's score is the mean of `metric` over configs and seeds ("values"
     holds the per-seed means over configs, "per_config" each config's values).
+    Each point also keeps its runs' reported-split metrics ("reported": per
+    config, per seed), for a figure of the sweep; the choice never reads them.
     """
     from experiments import train
 
@@ -110,12 +112,14 @@ def select(configs: Mapping[str, Callable[[], Any]], name: str, grid: Mapping[st
     scored = []
     for point in points(grid):
         per_config: dict[str, list[float]] = {}
+        reported: dict[str, list[dict]] = {}
         for folder, make_config in configs.items():
-            per_config[folder] = [_score(make_config, folder, point, int(seed), metric, runs_dir)
-                                  for seed in seeds]
+            runs = [_run(make_config, folder, point, int(seed), metric, runs_dir) for seed in seeds]
+            per_config[folder] = [float(m[metric]) for m in runs]
+            reported[folder] = [{k: v for k, v in m.items() if not k.startswith("selection")} for m in runs]
         values = [sum(v[i] for v in per_config.values()) / len(per_config) for i in range(len(seeds))]
         entry = {"point": point, "seeds": [int(s) for s in seeds], "values": values,
-                 "mean": sum(values) / len(values)}
+                 "mean": sum(values) / len(values), "reported": reported}
         if len(configs) > 1:
             entry["per_config"] = per_config
         scored.append(entry)
@@ -133,9 +137,9 @@ def select(configs: Mapping[str, Callable[[], Any]], name: str, grid: Mapping[st
     return report
 
 
-def _score(make_config: Callable[[], Any], folder: str, point: Mapping[str, Any], seed: int, metric: str,
-           runs_dir: str) -> float:
-    """`metric` of one config at one grid point and seed, trained in runs_dir/folder/POINT/seed_K (resumable)."""
+def _run(make_config: Callable[[], Any], folder: str, point: Mapping[str, Any], seed: int, metric: str,
+         runs_dir: str) -> dict[str, Any]:
+    """The metrics of one config at one grid point and seed, trained in runs_dir/folder/POINT/seed_K (resumable)."""
     from experiments import reproduce, train
 
     config = make_config()
@@ -153,7 +157,7 @@ def _score(make_config: Callable[[], Any], folder: str, point: Mapping[str, Any]
     if metric not in results["metrics"]:
         raise ValueError(f"{folder} reports no {metric}: choices need a selection split "
                          f"(dataset.selection_size > 0, or dataset.selection_offset for text)")
-    return float(results["metrics"][metric])
+    return dict(results["metrics"])
 
 
 def choice_name(config_names: Sequence[str], name: str = "") -> str:

@@ -1,6 +1,8 @@
 """The report's Distillation section (experiments/report/distillation.py) from hand-made results."""
 from __future__ import annotations
 
+import json
+
 from experiments.report import builder
 from tests.test_build_paper import build, cells, make_result, table_row, write
 
@@ -113,3 +115,19 @@ def test_omitted_class_transformer_fitnets_and_recovery_parts(tmp_path):
     assert row[1:4] == ["89.90 ± 0.10", "88.10 ± 0.10", "89.60 ± 0.10"]
     assert row[4].startswith("closes 83 % of the gap (at least 50 %: holds; 0.60 ± 0.")
     assert cells(table_row(recovery, "LeNet-5, ternary"))[4] == "—"
+
+
+def test_the_temperature_sweep_becomes_a_figure_and_names_the_choice(tmp_path):
+    results = tmp_path / "paper" / "results"
+    write(results, "hinton2015_mlp_student", hinton_run(0.87, 1_276_810))
+    points = [{"point": {"loss.0.temperature": t, "loss.0.alpha": a}, "seeds": [0], "values": [v], "mean": v,
+               "reported": {"hinton2015_mlp_distilled": [{"test_accuracy": v - 0.003, "test_loss": 0.3}]}}
+              for t, a, v in ((1, 0.5, 0.880), (20, 0.5, 0.890), (1, 0.9, 0.885), (20, 0.9, 0.893))]
+    selection = tmp_path / "paper" / "selection" / "hinton2015_mlp_distilled.json"
+    selection.parent.mkdir(parents=True)
+    selection.write_text(json.dumps({"points": points, "chosen": points[3]["point"], "command": "python -m x"}))
+    text = section(build(results, tmp_path / "paper"))
+    assert ("T and α were chosen on the selection split over 4 points (1 seed each; "
+            "`paper/selection/hinton2015_mlp_distilled.json`, `python -m x`): T = 20, α = 0.9.") in text
+    png = tmp_path / "paper" / "figures" / "distillation_hinton_temperature.png"
+    assert png.read_bytes().startswith(b"\x89PNG")

@@ -45,6 +45,7 @@ def test_select_trains_every_point_under_every_config_on_the_selection_split_and
                                    / "results.json").read_text())["metrics"]["selection_loss"]
                        for folder in ("short", "long"))
         assert point["per_config"] == {"short": [short], "long": [long]}
+        assert set(point["reported"]["short"][0]) == {"test_accuracy", "test_loss"}  # never the selection split
         assert point["values"] == pytest.approx([(short + long) / 2])
         assert point["mean"] == pytest.approx((short + long) / 2)
     assert select.choice_name(["han2015_lenet5:sgd_dense"]) == "han2015_lenet5_sgd_dense"

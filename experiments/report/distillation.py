@@ -9,12 +9,15 @@ common.gap_closed (the separation rule of DESIGN.md).
 
 from __future__ import annotations
 
+import json
 from typing import Any, Mapping
+
+from matplotlib.figure import Figure
 
 from experiments.report.common import (MISSING, Group, References, ReportInputs, accuracy_percents,
                                        column, compare, format_published, format_stat, gap_closed, get_path,
-                                       loss_text, markdown_table, not_run_yet, ordering, recorded_commands,
-                                       val_losses)
+                                       finish_line_figure, loss_text, markdown_table, not_run_yet, ordering,
+                                       recorded_commands, val_losses)
 
 SECTION = "Distillation"
 RESULTS_NAME = "distillation"
@@ -61,6 +64,49 @@ def _loss_settings(members: Group) -> str:
     return ", ".join(f"{k} = {'/'.join(f'{v:g}' for v in sorted(vs))}" for k, vs in settings.items() if vs)
 
 
+HINTON_SELECTION = "hinton2015_mlp_distilled.json"  # paper/selection/, by experiments.select
+HINTON_SWEEP_FIGURE = "distillation_hinton_temperature.png"
+
+
+def _sweep_figure(inputs: ReportInputs) -> str:
+    """The T and alpha sweep of experiments.select (paper/selection/HINTON_SELECTION): a figure and the choice.
+
+    Selection accuracy (what chose) and test accuracy (what is reported) against
+    T, one line per alpha; '' when the sweep has not run.
+    """
+    if inputs.results_dir is None:
+        return ""
+    path = inputs.results_dir.parent / "selection" / HINTON_SELECTION
+    if not path.exists():
+        return (f"The temperature and α sweep (`python -m experiments.select --config={HINTON}:distilled "
+                f"--grid=loss.0.temperature=1,2,4,8,20 --grid=loss.0.alpha=0.5,0.9`) has not run yet.")
+    sweep = json.loads(path.read_text(encoding="utf-8"))
+    lines: dict[float, list[tuple[float, float, float | None]]] = {}
+    for point in sweep["points"]:
+        reported = [r.get("test_accuracy") for runs in point.get("reported", {}).values() for r in runs]
+        test = 100 * sum(reported) / len(reported) if reported and None not in reported else None
+        lines.setdefault(point["point"]["loss.0.alpha"], []).append(
+            (point["point"]["loss.0.temperature"], 100 * point["mean"], test))
+    fig = Figure(figsize=(6.0, 3.8))
+    ax = fig.add_subplot()
+    for alpha, points in sorted(lines.items()):
+        points.sort()
+        line, = ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=f"α = {alpha:g}, selection")
+        if all(p[2] is not None for p in points):
+            ax.plot([p[0] for p in points], [p[2] for p in points], marker="s", linestyle="--", color=line.get_color(),
+                    label=f"α = {alpha:g}, test")
+    ax.set_xscale("log")
+    finish_line_figure(fig, ax, "temperature T", "accuracy (%)",
+                       "Distilled 800-800 student: temperature and α (Fashion-MNIST)",
+                       inputs.figures_dir / HINTON_SWEEP_FIGURE)
+    chosen = sweep["chosen"]
+    seeds = sorted({s for p in sweep["points"] for s in p["seeds"]})
+    return (f"T and α were chosen on the selection split over {len(sweep['points'])} points "
+            f"({len(seeds)} seed{'s' if len(seeds) > 1 else ''} each; `paper/selection/{HINTON_SELECTION}`, "
+            f"`{sweep.get('command', '')}`): T = {chosen['loss.0.temperature']:g}, α = {chosen['loss.0.alpha']:g}."
+            f"\n\n![The distilled student against T and α]({inputs.figure_link(HINTON_SWEEP_FIGURE)})")
+
+
 def _runs(members: Group) -> str:
     return f"{len(members)} seed" + ("" if len(members) == 1 else "s")
 
@@ -95,7 +141,8 @@ def _hinton_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Refere
                                                        ": not all three rows have run."))
     notes += [n for n in (not_run, recorded_commands(found.values())) if n]
     parts.append(" ".join(notes))
-    return "\n\n".join(parts)
+    sweep = _sweep_figure(inputs)
+    return "\n\n".join(parts + ([sweep] if sweep else []))
 
 
 def _omitted_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: References) -> str:
