@@ -236,6 +236,23 @@ def _projected(params, i: int, student):
     return student if p is None else student @ p["kernel"] + p["bias"]
 
 
+def _projected_distance(term: str, pairs: Any, projection: str, distance) -> ParamTerm:
+    """Σ over `pairs` of distance(r(s) - t), r a learned linear map on the feature axis where the widths differ."""
+    pairs = layer_pairs(pairs, term)
+    projection = _check_projection(projection, term)
+
+    def init(key, outputs, extras):
+        return _projection_params(key, pairs, outputs, extras, projection, term)
+
+    def apply(params, outputs, batch, extras):
+        total = 0.0
+        for i, (student, teacher) in enumerate(_paired_values(outputs, extras, pairs, term)):
+            total = total + distance(_projected(params, i, student) - teacher)
+        return total
+
+    return ParamTerm(init, apply)
+
+
 @register_loss("hint")
 def hint(pairs: Any = (("hidden_0", "hidden_0"),), projection: str = "auto") -> ParamTerm:
     """FitNets' hint loss (Romero et al. 2015, eq. 3): Σ over pairs of ½ · mean over examples of ‖r(s) - t‖².
@@ -244,20 +261,9 @@ def hint(pairs: Any = (("hidden_0", "hidden_0"),), projection: str = "auto") -> 
     [B, H, W, C] maps) where the widths differ or `projection="linear"`; the
     sum runs over every other axis, as the paper's squared norm does.
     """
-    pairs = layer_pairs(pairs, "hint")
-    projection = _check_projection(projection, "hint")
-
-    def init(key, outputs, extras):
-        return _projection_params(key, pairs, outputs, extras, projection, "hint")
-
-    def apply(params, outputs, batch, extras):
-        total = 0.0
-        for i, (student, teacher) in enumerate(_paired_values(outputs, extras, pairs, "hint")):
-            diff = _projected(params, i, student) - teacher
-            total = total + 0.5 * jnp.mean(jnp.sum(jnp.square(diff).reshape(diff.shape[0], -1), axis=-1))
-        return total
-
-    return ParamTerm(init, apply)
+    return _projected_distance(
+        "hint", pairs, projection,
+        lambda diff: 0.5 * jnp.mean(jnp.sum(jnp.square(diff).reshape(diff.shape[0], -1), axis=-1)))
 
 
 @register_loss("hidden_mse")
@@ -266,19 +272,7 @@ def hidden_mse(pairs: Any = (("hidden_0", "hidden_0"),), projection: str = "auto
 
     W is a learned linear map where the widths differ (or `projection="linear"`).
     """
-    pairs = layer_pairs(pairs, "hidden_mse")
-    projection = _check_projection(projection, "hidden_mse")
-
-    def init(key, outputs, extras):
-        return _projection_params(key, pairs, outputs, extras, projection, "hidden_mse")
-
-    def apply(params, outputs, batch, extras):
-        total = 0.0
-        for i, (student, teacher) in enumerate(_paired_values(outputs, extras, pairs, "hidden_mse")):
-            total = total + jnp.mean(jnp.square(_projected(params, i, student) - teacher))
-        return total
-
-    return ParamTerm(init, apply)
+    return _projected_distance("hidden_mse", pairs, projection, lambda diff: jnp.mean(jnp.square(diff)))
 
 
 def _same_shapes(values, pairs, term: str, what: str):

@@ -293,10 +293,14 @@ def main(argv: list[str]) -> None:
               f"{r['checkpoints_timed']} cadence checkpoints; compiles driver {r['driver_compiles']}, "
               f"hand {r['hand_compiles']}")
     if FLAGS.out:
-        with open(FLAGS.out, "w") as f:
-            json.dump({"jax": jax.__version__, "device": jax.devices()[0].device_kind, "results": rows}, f,
-                      indent=2)
-        print(f"wrote {FLAGS.out}")
+        write_rows(FLAGS.out, rows)
+
+
+def write_rows(path: str, rows: list[dict[str, Any]]) -> None:
+    """A benchmark's rows as JSON at `path`, with the jax version and the device they were measured on."""
+    with open(path, "w") as f:
+        json.dump({"jax": jax.__version__, "device": jax.devices()[0].device_kind, "results": rows}, f, indent=2)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

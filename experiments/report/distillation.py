@@ -15,7 +15,7 @@ from typing import Any, Mapping
 from matplotlib.figure import Figure
 
 from experiments.report.common import (MISSING, Group, References, ReportInputs, accuracy_percents,
-                                       column, compare, format_published, format_stat, gap_closed, get_path,
+                                       column, compare, format_published, format_stat, gap_closed,
                                        finish_line_figure, loss_text, markdown_table, not_run_yet, ordering,
                                        recorded_commands, val_losses)
 
