@@ -131,3 +131,21 @@ def test_the_temperature_sweep_becomes_a_figure_and_names_the_choice(tmp_path):
             "`paper/selection/hinton2015_mlp_distilled.json`, `python -m x`): T = 20, α = 0.9.") in text
     png = tmp_path / "paper" / "figures" / "distillation_hinton_temperature.png"
     assert png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_teacher_cost_table_reads_the_benchmark_json(tmp_path):
+    results = tmp_path / "results"
+    write(results, "hinton2015_mlp_student", hinton_run(0.87, 1_276_810))
+    row = {"model": "hinton_mlp", "batch_size": 128, "steps": 400,
+           "ms_median": {"plain": 10.0, "in_step": 18.0, "precomputed": 10.3},
+           "ms_per_step": {"plain": [9.9, 10.0, 10.2], "in_step": [17.5, 18.0, 18.4],
+                           "precomputed": [10.1, 10.3, 10.4]},
+           "ratio_to_float": {"in_step": 1.8, "precomputed": 1.03},
+           "ratio_to_float_per_repeat": {"in_step": [1.77, 1.8, 1.8], "precomputed": [1.02, 1.03, 1.02]}}
+    benchmark = results / "benchmark_distillation" / "benchmark.json"
+    benchmark.parent.mkdir(parents=True)
+    benchmark.write_text(json.dumps({"jax": "0.10", "device": "cpu", "results": [row]}))
+    text = subsection(section(build(results, tmp_path / "paper")), "The teacher's cost")
+    assert cells(table_row(text, "hinton_mlp"))[1:] == [
+        "128", "400", "10.00", "18.00", "10.30", "1.80× (1.77–1.80; slower)",
+        "1.03× (1.02–1.03; no difference)", "yes"]

@@ -14,10 +14,10 @@ from typing import Any, Mapping
 
 from matplotlib.figure import Figure
 
-from experiments.report.common import (MISSING, Group, References, ReportInputs, accuracy_percents,
-                                       column, compare, format_published, format_stat, gap_closed,
-                                       finish_line_figure, loss_text, markdown_table, not_run_yet, ordering,
-                                       recorded_commands, val_losses)
+from experiments.report.common import (MISSING, Group, References, ReportInputs, ResultsError,
+                                       accuracy_percents, column, compare, compare_repeats, format_published, format_stat, gap_closed,
+                                       finish_line_figure, get_path, is_number, loss_text, markdown_table,
+                                       not_run_yet, ordering, read_json, recorded_commands, val_losses)
 
 SECTION = "Distillation"
 RESULTS_NAME = "distillation"
@@ -290,10 +290,56 @@ def _recovery_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Refe
     return "\n\n".join([markdown_table(headers, rows), " ".join(n for n in notes if n)])
 
 
+BENCHMARK = "benchmark_distillation/benchmark.json"  # under the results folder
+BENCHMARK_VARIANTS = ("in_step", "precomputed")
+BENCHMARK_AIM = 1.10  # experiments/benchmark_distillation.py's TARGET_RATIO, for precomputed/plain
+
+
+def _ratio_cell(row: Mapping[str, Any], variant: str) -> str:
+    """`1.02× (1.00–1.03; no difference)`: the ratio of medians to plain, its per-repetition range and
+    common.compare_repeats' verdict against plain."""
+    ratio = get_path(row, f"ratio_to_float.{variant}")
+    if not is_number(ratio):
+        return MISSING
+    spread = [x for x in get_path(row, f"ratio_to_float_per_repeat.{variant}") or [] if is_number(x)]
+    c = compare_repeats(get_path(row, f"ms_per_step.{variant}") or [], get_path(row, "ms_per_step.plain") or [])
+    verdict = "not judged: one repetition" if c is None else c.verdict("slower", "faster")
+    return f"{ratio:.2f}× ({f'{min(spread):.2f}–{max(spread):.2f}; ' if len(spread) > 1 else ''}{verdict})"
+
+
+def _benchmark_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: References) -> str:
+    del groups, refs
+    path = None if inputs.results_dir is None else inputs.results_dir / BENCHMARK
+    command = f"python -m experiments.benchmark_distillation --out={BENCHMARK}"
+    if path is None or not path.is_file():
+        return f"Not run yet: `{command}` (paths under the results folder)."
+    data = read_json(path)
+    rows = data.get("results") if isinstance(data, dict) else None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise ResultsError(f"{path}: expected an object with a 'results' list of objects "
+                           "(experiments/benchmark_distillation.py --out)")
+    table = [[str(r.get("model", MISSING)), str(r.get("batch_size", MISSING)), str(r.get("steps", MISSING)),
+              *(f"{v:.2f}" if is_number(v := get_path(r, f"ms_median.{k}")) else MISSING
+                for k in ("plain", *BENCHMARK_VARIANTS)),
+              *(_ratio_cell(r, k) for k in BENCHMARK_VARIANTS),
+              ("yes" if get_path(r, "ratio_to_float.precomputed") <= BENCHMARK_AIM else "no")
+              if is_number(get_path(r, "ratio_to_float.precomputed")) else MISSING] for r in rows]
+    headers = ["student", "batch", "timed steps", "no teacher ms/step", "teacher in step ms/step",
+               "precomputed ms/step", "in step / none", "precomputed / none",
+               f"precomputed within {BENCHMARK_AIM:.2f}×"]
+    return "\n\n".join([
+        "The student's driver step with no teacher, with the teacher's forward pass in the step, and with "
+        "the teacher's outputs read from disk, timed side by side in one run (repetitions interleaved; "
+        "a ratio counts as slower or faster only where the repetitions' ranges do not overlap); "
+        f"device {data.get('device', MISSING)}, jax {data.get('jax', MISSING)}.",
+        markdown_table(headers, table), f"Measured by `{command}`."])
+
+
 PARTS: tuple[tuple[str, Any], ...] = (
     ("Hinton et al. 2015: soft targets from a large teacher", _hinton_part),
     ("Hinton et al. 2015: a class the student never saw", _omitted_part),
     ("Transformer students: soft targets, TinyBERT and DistilBERT", _transformer_part),
     ("FitNets: hints for a thin, deep student", _fitnets_part),
     ("Distillation as recovery after compression", _recovery_part),
+    ("The teacher's cost in the training step", _benchmark_part),
 )
