@@ -15,9 +15,10 @@ from typing import Any, Mapping
 from matplotlib.figure import Figure
 
 from experiments.report.common import (MISSING, Group, References, ReportInputs, ResultsError,
-                                       accuracy_percents, column, compare, compare_repeats, format_published, format_stat, gap_closed,
-                                       finish_line_figure, get_path, is_number, loss_text, markdown_table,
-                                       not_run_yet, ordering, read_json, recorded_commands, val_losses)
+                                       accuracy_percents, column, compare, compare_repeats, finish_line_figure,
+                                       format_published, format_stat, gap_closed, get_path, is_number, loss_text,
+                                       markdown_table, not_run_yet, ordering, read_json, recorded_commands,
+                                       val_losses)
 
 SECTION = "Distillation"
 RESULTS_NAME = "distillation"
