@@ -311,11 +311,7 @@ def make_train_step(model: Any, transform: Transform, optimizer: optax.GradientT
         if precomputed is not None:  # teacher.mode "precomputed": the batch carries its logits
             extras["teacher"] = jax.lax.stop_gradient({"logits": precomputed.astype(jnp.float32)})
         if teacher is not None:
-            t_logits, t_updates = models.apply_model(
-                teacher, teacher_variables["params"], batch["inputs"], model_state=teacher_variables["model_state"],
-                train=False, mutable=["intermediates"])
-            extras["teacher"] = jax.lax.stop_gradient(
-                {"logits": t_logits, "intermediates": _as_float32(t_updates.get("intermediates", {}))})
+            extras["teacher"] = jax.lax.stop_gradient(teacher_forward(teacher, teacher_variables, batch["inputs"]))
         total, terms = loss.total(outputs, batch, extras)
         accuracy = jnp.mean((jnp.argmax(logits, -1) == batch["targets"]).astype(jnp.float32))
         metrics = {"accuracy": accuracy, **({f"loss_{k}": v for k, v in terms.items()} if len(terms) > 1 else {})}
@@ -373,6 +369,13 @@ def make_train_step(model: Any, transform: Transform, optimizer: optax.GradientT
         return new_state, {"loss": total, **metrics}
 
     return train_step
+
+
+def teacher_forward(teacher: Any, variables: dict, inputs: Any) -> dict:
+    """The teacher's outputs as the loss terms read them: {"logits", "intermediates" (float32)}, in eval mode."""
+    logits, updates = models.apply_model(teacher, variables["params"], inputs, model_state=variables["model_state"],
+                                         train=False, mutable=["intermediates"])
+    return {"logits": logits, "intermediates": _as_float32(updates.get("intermediates", {}))}
 
 
 def _as_float32(tree: Any) -> Any:
@@ -564,11 +567,7 @@ def init_loss_params(loss: losses.Loss, model: Any, teacher: Optional[tuple], pa
         outputs = {"logits": logits, "intermediates": _as_float32(updates.get("intermediates", {}))}
         extras = {"params": params}
         if teacher is not None:
-            t_model, t_variables = teacher
-            t_logits, t_updates = models.apply_model(t_model, t_variables["params"], example,
-                                                     model_state=t_variables["model_state"], train=False,
-                                                     mutable=["intermediates"])
-            extras["teacher"] = {"logits": t_logits, "intermediates": _as_float32(t_updates.get("intermediates", {}))}
+            extras["teacher"] = teacher_forward(*teacher, example)
         return outputs, extras
 
     if not loss.owners:
