@@ -41,7 +41,7 @@ INTRO = (
 TEST_IMAGES = 10_000
 # (variant, row label, published MNIST errors)
 HINTON_ROWS: tuple[tuple[str, str, str], ...] = (
-    ("teacher", "teacher: 1200-1200, dropout, inputs jittered ±2 px", "hinton2015_mnist_teacher_errors"),
+    ("teacher", "teacher: 1200-1200", "hinton2015_mnist_teacher_errors"),
     ("student", "student alone: 800-800, labels only", "hinton2015_mnist_student_errors"),
     ("distilled", "student distilled from the teacher", "hinton2015_mnist_distilled_t20_errors"),
 )
@@ -108,6 +108,15 @@ def _sweep_figure(inputs: ReportInputs) -> str:
             f"\n\n![The distilled student against T and α]({inputs.figure_link(HINTON_SWEEP_FIGURE)})")
 
 
+def _regularisation(members: Group) -> str:
+    """`dropout 0.2, jitter 0 px`: the teacher's regularisation as its runs' configs record it."""
+    dropout = {v for v in column(members, "config.model.dropout_rate") if v is not None}
+    shift = {v for v in column(members, "config.dataset.augment.shift") if v is not None}
+    parts = ([f"dropout {'/'.join(f'{v:g}' for v in sorted(dropout))}"] if dropout else []) + (
+        [f"jitter {'/'.join(f'{v:g}' for v in sorted(shift))} px"] if shift else [])
+    return ", ".join(parts)
+
+
 def _runs(members: Group) -> str:
     return f"{len(members)} seed" + ("" if len(members) == 1 else "s")
 
@@ -123,7 +132,8 @@ def _hinton_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Refere
         members = found[kind]
         entry = inputs.published_by_id(published_id)
         cited = cited or refs.cite(entry)
-        settings = _loss_settings(members) if kind == "distilled" else ""
+        settings = _loss_settings(members) if kind == "distilled" else _regularisation(members) if kind == "teacher" \
+            else ""
         rows.append([label + (f" ({settings})" if settings else ""),
                      f"`{HINTON}_{kind}` ({_runs(members)})" if members else MISSING,
                      format_stat(column(members, "compression.params_total"), "{:,.0f}", collapse_equal=True),
