@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import jax
 import ml_collections
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
 OFFSETS = tuple(x / 2 for x in range(0, 17))  # 0, 0.5, ..., 8
@@ -105,6 +105,9 @@ def analyse(run_dir: str, config: Any, offsets: Sequence[float]) -> dict[str, An
 def main(argv: list[str]) -> None:
     del argv
     from experiments import reproduce, train
+
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # TFDS logs every read at INFO
 
     reproduce.check_committed(FLAGS.results)
     folder = FLAGS.config.replace(":", "_")
