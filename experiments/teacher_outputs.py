@@ -106,7 +106,6 @@ class TeacherOutputs:
                              f"there) or delete this one")
         names = ("top_values", "top_indices", "lse") if wanted["top_k"] else ("logits",)
         self.arrays = {name: np.load(os.path.join(folder, f"{name}.npy"), mmap_mode="r") for name in names}
-        self.top_k = int(wanted["top_k"])
 
     def for_step(self, step: int, rows: slice = slice(None)) -> dict[str, np.ndarray]:
         """The batch entries of training step `step` (this process's `rows`): `teacher_logits`, or the top-k three."""

@@ -794,6 +794,20 @@ def compare_repeats(a_values: Iterable[Any], b_values: Iterable[Any]) -> RepeatC
     return RepeatComparison((min(a), max(a)), (min(b), max(b)), sign)
 
 
+def ratio_cell(row: Mapping[str, Any], variant: str, reference: str) -> str:
+    """`1.03× (1.00–1.04; slower)`: a benchmark row's ratio of medians `variant` / `reference`
+    (`ratio_to_float`, whatever the reference is called), its range over the repetitions and
+    compare_repeats' verdict on the two runs' ms/step; MISSING without a ratio."""
+    ratio = get_path(row, f"ratio_to_float.{variant}")
+    if not is_number(ratio):
+        return MISSING
+    per_repeat = [x for x in get_path(row, f"ratio_to_float_per_repeat.{variant}") or [] if is_number(x)]
+    spread = f"{min(per_repeat):.2f}–{max(per_repeat):.2f}; " if len(per_repeat) > 1 else ""
+    c = compare_repeats(get_path(row, f"ms_per_step.{variant}") or [], get_path(row, f"ms_per_step.{reference}") or [])
+    verdict = "not judged: one repetition" if c is None else c.verdict("slower", "faster")
+    return f"{ratio:.2f}× ({spread}{verdict})"
+
+
 # --------------------------------------------------------------------------
 # What every part sees.
 

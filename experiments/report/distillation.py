@@ -15,9 +15,9 @@ from typing import Any, Mapping
 from matplotlib.figure import Figure
 
 from experiments.report.common import (MISSING, Group, References, ReportInputs, ResultsError,
-                                       accuracy_percents, column, compare, compare_repeats, finish_line_figure,
-                                       format_published, format_stat, gap_closed, get_path, is_number, loss_text,
-                                       markdown_table, not_run_yet, ordering, read_json, recorded_commands,
+                                       accuracy_percents, column, compare, finish_line_figure, format_published,
+                                       format_stat, gap_closed, get_path, is_number, loss_text, markdown_table,
+                                       not_run_yet, ordering, ratio_cell, read_json, recorded_commands,
                                        val_losses)
 
 SECTION = "Distillation"
@@ -306,18 +306,6 @@ BENCHMARK_VARIANTS = ("in_step", "precomputed")
 BENCHMARK_AIM = 1.10  # experiments/benchmark_distillation.py's TARGET_RATIO, for precomputed/plain
 
 
-def _ratio_cell(row: Mapping[str, Any], variant: str) -> str:
-    """`1.02× (1.00–1.03; no difference)`: the ratio of medians to plain, its per-repetition range and
-    common.compare_repeats' verdict against plain."""
-    ratio = get_path(row, f"ratio_to_float.{variant}")
-    if not is_number(ratio):
-        return MISSING
-    spread = [x for x in get_path(row, f"ratio_to_float_per_repeat.{variant}") or [] if is_number(x)]
-    c = compare_repeats(get_path(row, f"ms_per_step.{variant}") or [], get_path(row, "ms_per_step.plain") or [])
-    verdict = "not judged: one repetition" if c is None else c.verdict("slower", "faster")
-    return f"{ratio:.2f}× ({f'{min(spread):.2f}–{max(spread):.2f}; ' if len(spread) > 1 else ''}{verdict})"
-
-
 def _benchmark_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: References) -> str:
     del groups, refs
     path = None if inputs.results_dir is None else inputs.results_dir / BENCHMARK
@@ -332,7 +320,7 @@ def _benchmark_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Ref
     table = [[str(r.get("model", MISSING)), str(r.get("batch_size", MISSING)), str(r.get("steps", MISSING)),
               *(f"{v:.2f}" if is_number(v := get_path(r, f"ms_median.{k}")) else MISSING
                 for k in ("plain", *BENCHMARK_VARIANTS)),
-              *(_ratio_cell(r, k) for k in BENCHMARK_VARIANTS),
+              *(ratio_cell(r, k, "plain") for k in BENCHMARK_VARIANTS),
               ("yes" if get_path(r, "ratio_to_float.precomputed") <= BENCHMARK_AIM else "no")
               if is_number(get_path(r, "ratio_to_float.precomputed")) else MISSING] for r in rows]
     headers = ["student", "batch", "timed steps", "no teacher ms/step", "teacher in step ms/step",

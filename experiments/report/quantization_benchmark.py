@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from experiments.report.common import (MISSING, Group, References, ReportInputs, ResultsError,
-                                       compare_repeats, get_path, is_number, markdown_table,
-                                       read_json)
+                                       get_path, is_number, markdown_table, ratio_cell, read_json)
 
 SECTION = "Quantization"
 
@@ -61,26 +60,11 @@ def _load_text(row: Mapping[str, Any]) -> str:
     return MISSING
 
 
-def _ratio_cell(row: Mapping[str, Any], variant: str) -> str:
-    """`1.03× (1.00–1.04; slower)`: the ratio of medians, its range over the repetitions and
-    the verdict of common.compare_repeats on the two variants' ms/step."""
-    ratio = get_path(row, f"ratio_to_float.{variant}")
-    if not is_number(ratio):
-        return MISSING
-    per_repeat = [x for x in get_path(row, f"ratio_to_float_per_repeat.{variant}") or []
-                  if is_number(x)]
-    spread = f"{min(per_repeat):.2f}–{max(per_repeat):.2f}; " if len(per_repeat) > 1 else ""
-    c = compare_repeats(get_path(row, f"ms_per_step.{variant}") or [],
-                        get_path(row, "ms_per_step.float") or [])
-    verdict = "not judged: one repetition" if c is None else c.verdict("slower", "faster")
-    return f"{ratio:.2f}× ({spread}{verdict})"
-
-
 def _step_time_table(rows: Sequence[Mapping[str, Any]]) -> str:
     table = [[str(r.get("model", MISSING)), str(r.get("dataset", MISSING)),
               _number(r.get("batch_size"), "{:,.0f}"), _number(r.get("steps"), "{:,.0f}"),
               *(_number(get_path(r, f"ms_median.{v}"), "{:.3f}") for v in BENCHMARK_VARIANTS),
-              *(_ratio_cell(r, v) for v in BENCHMARK_VARIANTS[1:]),
+              *(ratio_cell(r, v, "float") for v in BENCHMARK_VARIANTS[1:]),
               str(r.get("device", MISSING)), _load_text(r)] for r in rows]
     headers = ["model", "data", "batch", "timed steps",
                *(f"{v} ms/step" for v in BENCHMARK_VARIANTS),

@@ -17,7 +17,7 @@ from typing import Mapping
 from matplotlib.figure import Figure
 
 from configs import quantization_common
-from experiments.report.common import (MISSING, NOT_SEPARATED, UNRECOVERABLE_MARK, Group,
+from experiments.report.common import (CLAIM_EPS, MISSING, NOT_SEPARATED, UNRECOVERABLE_MARK, Group,
                                        References, ReportInputs, accuracy_line,
                                        accuracy_percents, column, compare, config_text,
                                        finish_line_figure, format_stat, loss_change, loss_text,
@@ -161,7 +161,7 @@ def _control_check(found: Mapping[int, Mapping[str, Group]]) -> str:
             f"({len(control)} and {len(trained)} seed{'s' if len(trained) > 1 else ''})")
     if std is None:
         return text + ": one seed of the trained model, no std to judge it by."
-    verdict = ("within one std of the trained model" if abs(gap) <= std + 1e-9
+    verdict = ("within one std of the trained model" if abs(gap) <= std + CLAIM_EPS
                else "more than one std " + ("below" if gap < 0 else "above") + " the trained model")
     separation = compare(control, trained)
     assert separation is not None
