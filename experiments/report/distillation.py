@@ -9,7 +9,6 @@ common.gap_closed (the separation rule of DESIGN.md).
 
 from __future__ import annotations
 
-import json
 from typing import Any, Mapping
 
 from matplotlib.figure import Figure
@@ -81,7 +80,7 @@ def _sweep_figure(inputs: ReportInputs) -> str:
     if not path.exists():
         return (f"The temperature and α sweep (`python -m experiments.select --config={HINTON}:distilled "
                 f"--grid=loss.0.temperature=1,2,4,8,20 --grid=loss.0.alpha=0.5,0.9`) has not run yet.")
-    sweep = json.loads(path.read_text(encoding="utf-8"))
+    sweep = read_json(path)
     lines: dict[float, list[tuple[float, float, float | None]]] = {}
     for point in sweep["points"]:
         reported = [r.get("test_accuracy") for runs in point.get("reported", {}).values() for r in runs]
@@ -117,8 +116,13 @@ def _regularisation(members: Group) -> str:
     return ", ".join(parts)
 
 
-def _runs(members: Group) -> str:
+def _seeds(members: Group) -> str:
     return f"{len(members)} seed" + ("" if len(members) == 1 else "s")
+
+
+def _run_cell(group: str, members: Group) -> str:
+    """`` `group` (3 seeds) ``, or MISSING when the group has no run."""
+    return f"`{group}` ({_seeds(members)})" if members else MISSING
 
 
 def _hinton_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: References) -> str:
@@ -135,7 +139,7 @@ def _hinton_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Refere
         settings = _loss_settings(members) if kind == "distilled" else _regularisation(members) if kind == "teacher" \
             else ""
         rows.append([label + (f" ({settings})" if settings else ""),
-                     f"`{HINTON}_{kind}` ({_runs(members)})" if members else MISSING,
+                     _run_cell(f"{HINTON}_{kind}", members),
                      format_stat(column(members, "compression.params_total"), "{:,.0f}", collapse_equal=True),
                      format_stat(_errors(members), "{:.0f}"), format_stat(accuracy_percents(members)),
                      format_published(entry)])
@@ -179,7 +183,7 @@ def _omitted_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Refer
              format_stat(column(members, "metrics.test_errors_on_class"), "{:.0f}") + f" of {of_class}",
              f"{published[2]['value']:g} ({published[3]['value']:g} on the 3s; bias +3.5)"]]
     headers = ["model", "test errors", f"errors on class {cls}", f"{cite}, MNIST, without the 3s"]
-    notes = [f"{len(members)} seed{'s' if len(members) > 1 else ''}; the student saw no training example of "
+    notes = [f"{_seeds(members)}; the student saw no training example of "
              f"class {cls}, only the teacher's soft targets for the other classes' images.",
              recorded_commands([members])]
     return "\n\n".join([markdown_table(headers, rows), " ".join(n for n in notes if n)])
@@ -217,8 +221,7 @@ def _transformer_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: R
              loss_text(teacher)]]
     for config, kind, label in TRANSFORMER_ROWS:
         members = found[(config, kind)]
-        rows.append([label, f"`{config}_{kind}` ({len(members)} seed{'s' if len(members) != 1 else ''})"
-                     if members else MISSING, _model_text(members),
+        rows.append([label, _run_cell(f"{config}_{kind}", members), _model_text(members),
                      format_stat(column(members, "compression.params_total"), "{:,.0f}", collapse_equal=True),
                      loss_text(members)])
     headers = ["row", "run", "layers x width", "parameters", "val loss (nats/char)"]
@@ -249,8 +252,7 @@ def _fitnets_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Refer
     not_run = not_run_yet(FITNETS, [k for k, _ in FITNETS_ROWS + (("hints", ""),)], groups)
     if not any(found.values()):
         return not_run
-    rows = [[label, f"`{FITNETS}_{kind}` ({len(found[kind])} seed{'s' if len(found[kind]) != 1 else ''})"
-             if found[kind] else MISSING,
+    rows = [[label, _run_cell(f"{FITNETS}_{kind}", found[kind]),
              format_stat(column(found[kind], "compression.params_total"), "{:,.0f}", collapse_equal=True),
              format_stat(accuracy_percents(found[kind]))] for kind, label in FITNETS_ROWS]
     headers = ["row", "run", "parameters", "test accuracy (%)"]
