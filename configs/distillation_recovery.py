@@ -20,16 +20,14 @@ Variants KIND[_kd][_quick] (`:quick` alone is `pruned90_lenet300_quick`):
 hinton2015_mlp's TEMPERATURE and ALPHA, the Transformer at
 jiao2020_tinybert_char_transformer's) with the dense model as teacher.
 """
-from configs import (ablation_bits_char_transformer, baseline_lenet300, baseline_lenet5, common,
-                     distillation_common, hinton2015_mlp, jiao2020_tinybert_char_transformer, li2016_twn_lenet5,
-                     pruning_common)
+from configs import (ablation_bits_char_transformer, ablation_bits_lenet5, ablation_bits_lenet300, baseline_lenet5,
+                     baseline_lenet300, common, distillation_common, hinton2015_mlp,
+                     jiao2020_tinybert_char_transformer, li2016_twn_lenet5, pruning_common)
 
 KINDS = ("pruned90_lenet300", "ternary_lenet5", "w4a4_transformer")
 SPARSITY = 0.9
-DENSE = {
-    "pruned90_lenet300": "runs/baseline_lenet300/seed_{seed}/export/params.safetensors",
-    "ternary_lenet5": "runs/baseline_lenet5/seed_{seed}/export/params.safetensors",
-}
+# Each seed starts from (and is taught by) the dense baseline of the same seed, as the bit sweeps start.
+DENSE = {"pruned90_lenet300": ablation_bits_lenet300.PRETRAINED, "ternary_lenet5": ablation_bits_lenet5.PRETRAINED}
 
 
 def _compressed(kind: str, quick: bool):

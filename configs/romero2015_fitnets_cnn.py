@@ -25,7 +25,7 @@ Variants (append `_quick` for a CPU check, 10x fewer steps; `:quick` alone is `f
   paper's), from scratch.
 Every variant holds out the selection split (pruning_common.SELECTION_SIZE).
 """
-from configs import common, default, hinton2015_mlp, pruning_common
+from configs import common, default, distillation_common, hinton2015_mlp, pruning_common
 
 KINDS = ("fitnet", "teacher", "student", "kd", "hints", "at")
 TEACHER_MODEL = {"name": "vgg", "stages": ((32, 32), (64, 64)), "dense": (256,)}
@@ -55,7 +55,7 @@ def get_config(arg: str = "fitnet"):
     if arg.kind in ("teacher", "student"):
         return config
     config.teacher.export = _run("teacher", arg.quick)
-    soft = {"term": "knowledge_distillation", "temperature": TEMPERATURE, "alpha": ALPHA}
+    soft = distillation_common.soft_targets(TEMPERATURE, ALPHA)
     if arg.kind == "hints":
         config.loss = [{"term": "hint", "pairs": [list(p) for p in HINT_PAIRS]}]
     elif arg.kind == "at":

@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 from absl import app, flags, logging
 
-from configs import hinton2015_mlp, jiao2020_tinybert_char_transformer
+from configs import baseline_char_transformer, hinton2015_mlp, jiao2020_tinybert_char_transformer
 from experiments import benchmark_quantization, benchmark_step, train
 from experiments import data as data_lib
 
@@ -61,7 +61,7 @@ def _student_and_teacher(model_name: str) -> tuple[Any, Any]:
                    "eval_size": 512}
     elif model_name == "tinybert":
         student = jiao2020_tinybert_char_transformer.get_config("logits")
-        teacher = jiao2020_tinybert_char_transformer.distillation_common.baseline_char_transformer.get_config()
+        teacher = baseline_char_transformer.get_config()
         dataset = {"name": "synthetic", "kind": "language_model", "input_shape": (), "num_classes": 256,
                    "seq_len": int(student.dataset.seq_len), "train_size": 1 << 16, "eval_size": 4096}
     else:
