@@ -13,7 +13,9 @@ integers, values + indices, factors) with `register_codec`, and an export
 names a codec per parameter path. `dense` (the array as it is) is built in.
 A transform's `export` may also hand a parameter over already encoded, as a
 `Coded` leaf (quantization knows its codes and scales; the float values alone
-do not): it names its own codec and settings.
+do not): it names its own codec and settings. A parameter that is another
+parameter (cross-layer sharing) is handed over as an `Alias` of that one's
+path: the file records the alias by name and stores the array once.
 """
 from __future__ import annotations
 
@@ -59,6 +61,22 @@ class Coded:
         return f"Coded({self.codec}, shape={np.shape(self.values)})"
 
 
+class Alias:
+    """A parameter that is another parameter (cross-layer sharing): written once, at `source`.
+
+    A pytree leaf. The export records the path under the codec name
+    "alias" with no tensors; `load_params` gives it the source's array.
+    """
+
+    __slots__ = ("source",)
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def __repr__(self) -> str:
+        return f"Alias({self.source})"
+
+
 def leaf_shape(leaf: Any) -> tuple[int, ...]:
     """The shape of a parameter leaf: an array's, or a `Coded` leaf's values'."""
     return tuple(np.shape(leaf.values if isinstance(leaf, Coded) else leaf))
@@ -89,8 +107,10 @@ def take(leaf: Any, index: Any, axis: int) -> Any:
 
 
 def plain_values(tree: Any) -> Any:
-    """The tree with every `Coded` leaf replaced by its float values."""
-    return jax.tree_util.tree_map(lambda leaf: leaf.values if isinstance(leaf, Coded) else leaf, tree)
+    """The tree with every `Coded` leaf replaced by its float values, and every `Alias` dropped (stored once)."""
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return nest_paths({path_str(kp): leaf.values if isinstance(leaf, Coded) else leaf
+                       for kp, leaf in flat if not isinstance(leaf, Alias)})
 
 
 def register_codec(name: str, codec: Codec) -> None:
@@ -141,8 +161,18 @@ def export_params(path: str, params: Any, codecs: Optional[Mapping[str, tuple[st
         raise ValueError(f"export codecs name parameters that do not exist: {unknown}")
     tensors: dict[str, np.ndarray] = {}
     formats: dict[str, Any] = {}
+    sources = {path_str(kp): leaf for kp, leaf in flat}
     for kp, leaf in flat:
         name = path_str(kp)
+        if isinstance(leaf, Alias):
+            source = sources.get(leaf.source)
+            if source is None or isinstance(source, Alias) or codecs.get(name, ("dense",))[0] != "dense":
+                raise ValueError(f"export of {name}: an alias of {leaf.source!r}, which must be a stored parameter "
+                                 f"(and an alias takes no codec of its own)")
+            formats[name] = {"codec": "alias", "source": leaf.source, "shape": list(leaf_shape(source)),
+                             "dtype": str(np.asarray(source.values if isinstance(source, Coded) else source).dtype),
+                             "parts": []}
+            continue
         codec_name, settings = codecs.get(name, ("dense", {}))
         if isinstance(leaf, Coded):
             if codec_name not in ("dense", leaf.codec):
@@ -188,7 +218,14 @@ def load_params(path: str) -> dict[str, Any]:
     tensors = load_file(path)
     flat = {}
     for name, record in header["params"].items():
+        if record["codec"] == "alias":
+            continue
         parts = {part: tensors[_tensor_name(name, part)] for part in record["parts"]}
         array = _codec(record["codec"]).decode(parts, record)
         flat[name] = np.asarray(array).reshape(record["shape"])
+    for name, record in header["params"].items():
+        if record["codec"] == "alias":
+            if record["source"] not in flat:
+                raise ValueError(f"{path}: {name} is an alias of {record['source']!r}, which the file does not hold")
+            flat[name] = flat[record["source"]]
     return nest_paths(flat)

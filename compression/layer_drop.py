@@ -24,20 +24,20 @@ DROP_POLICIES = ("top", "bottom")
 DEFAULT_ZERO = ("attn/out/.*", "ffn_out/.*")
 
 
-def check_layers(layers: Any) -> list[str]:
-    """`layers` as a list of distinct, non-nested parameter path prefixes, or a ValueError naming the entry."""
+def check_layers(layers: Any, setting: str = "layer_drop.layers") -> list[str]:
+    """`layers` as a list of distinct, non-nested parameter path prefixes, or a ValueError naming `setting`."""
     if isinstance(layers, (str, bytes)) or not isinstance(layers, Sequence) or not layers:
-        raise ValueError(f"layer_drop.layers must be a non-empty list of path prefixes, got {layers!r}")
+        raise ValueError(f"{setting} must be a non-empty list of path prefixes, got {layers!r}")
     layers = list(layers)
     for p in layers:
         if not isinstance(p, str) or not p or p.endswith("/"):
-            raise ValueError(f"layer_drop.layers entry {p!r} must be a non-empty path prefix such as 'block_0'")
+            raise ValueError(f"{setting} entry {p!r} must be a non-empty path prefix such as 'block_0'")
     if len(set(layers)) != len(layers):
-        raise ValueError(f"layer_drop.layers {layers} name a layer twice")
+        raise ValueError(f"{setting} {layers} name a layer twice")
     for a in layers:
         for b in layers:
             if a != b and b.startswith(a + "/"):
-                raise ValueError(f"layer_drop.layers {a!r} contains {b!r}; layers must not nest")
+                raise ValueError(f"{setting} {a!r} contains {b!r}; layers must not nest")
     return layers
 
 
@@ -133,6 +133,16 @@ def layer_drop(layers: Sequence[str], drop: Any, *, zero: Sequence[str] = DEFAUL
             if not any(compiled[i].fullmatch(q) for q in paths):
                 raise ValueError(f"layer_drop: layer {layers[i]!r} has no parameter matching zero {patterns}; "
                                  f"zeroing nothing would not drop it")
+            for z in patterns:
+                here = lambda prefix: any(re.fullmatch(re.escape(prefix) + "/(?:" + z + ")", q) for q in paths)
+                other = next((prefix for prefix in layers if prefix != layers[i] and here(prefix)), None)
+                if other is not None and not here(layers[i]):
+                    raise ValueError(
+                        f"layer_drop: layer {layers[i]!r} has no parameter matching zero {z!r}, which layer "
+                        f"{other!r} has, so zeroing the rest would not make it an identity; a stage after "
+                        f"layer_drop in the chain (cross-layer sharing, factorization) may have restructured it: "
+                        f"put layer_drop after that stage (if the layer really lacks it, e.g. every head pruned, "
+                        f"list only the patterns it has in layer_drop.zero)")
         kept = jnp.asarray([i not in dropped for i in range(len(layers))], bool)
         state = {"kept": kept}
         return {PARAMS: zeroed(params, state)}, state
@@ -161,6 +171,6 @@ def layer_drop(layers: Sequence[str], drop: Any, *, zero: Sequence[str] = DEFAUL
         from compression.structured_export import drop_layers_config, drop_layers_params
 
         gone = [i for i, k in enumerate(np.asarray(state["kept"])) if not k]
-        return drop_layers_params(params, layers, gone), drop_layers_config(model_config, gone)
+        return drop_layers_params(params, layers, gone), drop_layers_config(model_config, gone, layers=layers)
 
     return Transform(init, apply, update, project, export=export, name="layer_drop")

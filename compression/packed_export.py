@@ -27,7 +27,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from compression import sparse_export
+from compression import huffman, sparse_export
 from compression.export import Codec, register_codec
 
 
@@ -65,11 +65,15 @@ def _decode_values(codes: np.ndarray, record: Mapping[str, Any], tensors: Mappin
 
 def encode_packed(values: np.ndarray, *, codes: np.ndarray, bits: int, scale: Optional[np.ndarray] = None,
                   zero_point: Optional[np.ndarray] = None, qmin: float = 0.0,
-                  codebook: Optional[np.ndarray] = None, index: str = "auto") -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+                  codebook: Optional[np.ndarray] = None, index: str = "auto",
+                  huffman: bool = False) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Packed codes plus scale/zero point (affine) or codebook; checks they decode to `values` exactly.
 
     index: 'dense' packs every code; 'bitmap' / 'gaps8' / 'gaps16' pack only
     the nonzero values' codes plus their positions; 'auto' takes the smallest.
+    huffman: the codes and the relative indices (gaps) are Huffman-coded
+    instead of stored at their fixed width (Deep Compression's last stage;
+    `compression.huffman`), each with its table of used symbols and code lengths.
     """
     values = np.asarray(values)
     codes = np.asarray(codes)
@@ -92,29 +96,74 @@ def encode_packed(values: np.ndarray, *, codes: np.ndarray, bits: int, scale: Op
         decoded = decode_packed(tensors, {**record, "shape": list(values.shape), "dtype": "float32"})
         return tensors, record, decoded
 
-    tensors, record, decoded = finish({"codes": pack_bits(codes, bits)}, {})
+    exact = lambda option: np.array_equal(option[2], values.astype(np.float32))
+    size = lambda option: sum(p.nbytes for p in option[0].values())
+    layout = finish({"codes": pack_bits(codes, bits)}, {})
     if index != "dense" and np.any(values == 0):
-        parts, sparse_record = sparse_export.encode_sparse(values, "auto" if index == "auto" else index, bits)
-        del parts["values"]
-        positions = sparse_export.stored_positions(parts, sparse_record, values.size)
-        sparse_parts = {"codes": pack_bits(codes.reshape(-1)[positions], bits), **parts}
-        # The sparse layout when asked, when smaller, or when the codes cannot say zero (a binary
-        # codebook [-a, a] after pruning): the positions then carry the zeros.
-        dense_exact = np.array_equal(decoded, values.astype(np.float32))
-        if index != "auto" or not dense_exact or \
-                sum(p.nbytes for p in sparse_parts.values()) < tensors["codes"].nbytes:
-            tensors, record, decoded = finish(sparse_parts, sparse_record)
-    if not np.array_equal(decoded, values.astype(np.float32)):
+        sparse = []
+        for fmt in (sparse_export.INDEX_FORMATS if index == "auto" else (index,)):
+            parts, sparse_record = sparse_export.encode_sparse(values, fmt, bits)
+            del parts["values"]
+            positions = sparse_export.stored_positions(parts, sparse_record, values.size)
+            sparse.append(finish({"codes": pack_bits(codes.reshape(-1)[positions], bits), **parts}, sparse_record))
+        # The sparse layout when asked; otherwise the smallest layout that decodes exactly. The
+        # codes may not say zero (a binary codebook [-a, a], or clustered weights, after pruning):
+        # the positions then carry the zeros, and a relative index's filler entries, which must
+        # decode to zero, rule its layout out.
+        if index != "auto":
+            layout = sparse[0]
+        else:
+            layout = min([o for o in [layout] + sparse if exact(o)] or [layout], key=size)
+    tensors, record, decoded = layout
+    if not exact(layout):
         worst = float(np.max(np.abs(decoded - values)))
         raise ValueError(f"packed codes do not decode to the quantized values (max difference {worst}); "
                          f"the quantizer and the codec disagree")
+    if huffman:
+        tensors, record = _huffman_encode(tensors, record, values.size)
     return tensors, record
+
+
+HUFFMAN_PARTS = ("codes", "gaps")
+
+
+def _stored_count(tensors: Mapping[str, np.ndarray], record: Mapping[str, Any], count: int) -> int:
+    # How many codes the layout stores: every entry, or the sparse layout's stored positions.
+    return count if "index" not in record else len(sparse_export.stored_positions(tensors, record, count))
+
+
+def _huffman_encode(tensors: dict, record: dict, count: int) -> tuple[dict, dict]:
+    symbols = {"codes": unpack_bits(tensors["codes"], int(record["bits"]), _stored_count(tensors, record, count))}
+    if "gaps" in tensors:
+        symbols["gaps"] = tensors["gaps"]
+    out, record = dict(tensors), {**record, "huffman": {}}
+    for part, values in symbols.items():
+        stream, used, lengths = huffman.encode(values)
+        out[part] = stream
+        out[part + "_symbols"] = used.astype(np.uint32 if part == "codes" else values.dtype)
+        out[part + "_lengths"] = lengths
+        record["huffman"][part] = {"count": int(np.size(values)), "dtype": str(np.asarray(values).dtype)}
+    return out, record
+
+
+def _huffman_decode(tensors: Mapping[str, np.ndarray], record: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    # The fixed-width parts back from their Huffman streams (gaps first: the codes' count needs them).
+    out = {k: v for k, v in tensors.items() if not k.endswith(("_symbols", "_lengths"))}
+    for part in ("gaps", "codes"):
+        if part in record["huffman"]:
+            info = record["huffman"][part]
+            values = huffman.decode(tensors[part], tensors[part + "_symbols"], tensors[part + "_lengths"],
+                                    int(info["count"])).astype(info["dtype"])
+            out[part] = pack_bits(values, int(record["bits"])) if part == "codes" else values
+    return out
 
 
 def decode_packed(tensors: Mapping[str, np.ndarray], record: Mapping[str, Any]) -> np.ndarray:
     """The float values back from packed codes."""
     shape = tuple(record["shape"])
     count = int(np.prod(shape, dtype=np.int64))
+    if record.get("huffman"):
+        tensors = _huffman_decode(tensors, record)
     if "index" not in record:
         codes = unpack_bits(tensors["codes"], int(record["bits"]), count)
         return _decode_values(codes, record, tensors, shape).astype(record["dtype"])

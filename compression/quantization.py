@@ -45,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from compression import mixed_precision, quantization_schemes, quantizers as qz
+from compression.export import Coded
 from compression.quantization_schemes import Scheme
 from compression.registry import register
 from compression.selection import Selector, leaves_by_path, map_at_paths, match_rules, nest_paths, selected_paths
@@ -179,9 +180,13 @@ def quantize(select: Selector = ".*kernel", scheme: Union[str, Scheme] = "unifor
         return trainable, jax.tree_util.tree_map(lambda new, old: jnp.where(due, new, old), fresh, state)
 
     def encode(params, state):
-        return map_at_paths(lambda p, w: scheme.encode(np.asarray(w, np.float32),
-                                                       jax.tree_util.tree_map(np.asarray, state[p])),
-                            params, state, what="quantize")
+        def encode_leaf(p, w):
+            if isinstance(w, Coded):
+                raise ValueError(f"{p} is already encoded by an earlier stage ({w.codec}), whose codes quantize "
+                                 f"cannot re-encode; put the quantize stage before it, or select other parameters")
+            return scheme.encode(np.asarray(w, np.float32), jax.tree_util.tree_map(np.asarray, state[p]))
+
+        return map_at_paths(encode_leaf, params, state, what="quantize")
 
     return Transform(init, apply, update, project, encode=encode, name="quantize")
 

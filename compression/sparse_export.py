@@ -20,6 +20,8 @@ import numpy as np
 
 from compression.export import Codec, register_codec
 
+INDEX_FORMATS = ("bitmap", "gaps8", "gaps16")
+
 
 def _gap_encoding(flat: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
     """Values and gaps with zero fillers wherever a gap exceeds 2**bits - 1."""

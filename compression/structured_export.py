@@ -101,6 +101,21 @@ def shrink_config(model_config: Mapping[str, Any], groups: Sequence[Mapping[str,
     return config
 
 
+def _kept_layer_names(layers: Sequence[str], dropped: Any) -> dict[str, str]:
+    # {old prefix: new prefix} of the kept layers: the j-th kept one moves to layers[j].
+    drop = set(dropped_indices(len(layers), dropped))
+    kept = [i for i in range(len(layers)) if i not in drop]
+    return {layers[i]: layers[j] for j, i in enumerate(kept)}
+
+
+def _renamed_path(path: str, layers: Sequence[str], rename: Mapping[str, str]) -> Any:
+    # `path` under its layer's new prefix; None when its layer is dropped; unchanged outside the layers.
+    owner = next((pre for pre in layers if path.startswith(pre + "/")), None)
+    if owner is None:
+        return path
+    return rename[owner] + path[len(owner):] if owner in rename else None
+
+
 def drop_layers_params(params: Any, layers: Sequence[str], dropped: Any) -> dict:
     """The params without the dropped layers, the rest renumbered consecutively.
 
@@ -110,34 +125,42 @@ def drop_layers_params(params: Any, layers: Sequence[str], dropped: Any) -> dict
     block_0, block_1). Returns a nested dict of numpy arrays.
     """
     layers = check_layers(layers)
-    drop = set(dropped_indices(len(layers), dropped))
-    kept = [i for i in range(len(layers)) if i not in drop]
-    rename = {layers[i]: layers[j] for j, i in enumerate(kept)}
+    rename = _kept_layer_names(layers, dropped)
     flat = leaves_by_path(params)
     for prefix in layers:
         if not any(p.startswith(prefix + "/") for p in flat):
             raise ValueError(f"drop_layers_params: no parameter under layer prefix {prefix!r}")
     out: dict[str, Any] = {}
     for path, leaf in flat.items():
-        owner = next((pre for pre in layers if path.startswith(pre + "/")), None)
-        leaf = leaf if isinstance(leaf, Coded) else np.asarray(leaf)
-        if owner is None:
-            out[path] = leaf
-        elif owner in rename:
-            out[rename[owner] + path[len(owner):]] = leaf
+        new_path = _renamed_path(path, layers, rename)
+        if new_path is not None:
+            out[new_path] = leaf if isinstance(leaf, Coded) else np.asarray(leaf)
     return nest_paths(out)
 
 
 def drop_layers_config(model_config: Mapping[str, Any], dropped: Any,
                        list_fields: Sequence[str] = ("num_heads", "ffn_dim"),
-                       count_field: str = "num_layers") -> dict:
+                       count_field: str = "num_layers", layers: Sequence[str] = (),
+                       path_fields: Sequence[str] = ("low_rank",)) -> dict:
     """A copy of `model_config` for the model without the dropped layers.
 
     `count_field` (the layer count) drops by len(dropped); each of
     `list_fields` that is a per-layer list loses the dropped entries (an int
-    field, the same for every layer, stays; an absent one is skipped).
+    field, the same for every layer, stays; an absent one is skipped). Each of
+    `path_fields` that is a mapping keyed by module path (a low-rank export's
+    {path: rank}) loses the dropped layers' entries and renames the kept ones
+    as `drop_layers_params` renames their parameters, given the `layers`.
     """
     config = dict(model_config)
+    for field in path_fields:
+        value = config.get(field)
+        if value:
+            if not layers:
+                raise ValueError(f"drop_layers_config: model.{field} is keyed by module path; pass the layers' "
+                                 f"path prefixes to rename it")
+            rename = _kept_layer_names(check_layers(layers), dropped)
+            renamed = {_renamed_path(p, layers, rename): v for p, v in dict(value).items()}
+            config[field] = dict(sorted((p, v) for p, v in renamed.items() if p is not None))
     if count_field not in config:
         raise ValueError(f"drop_layers_config: model config has no {count_field!r} field")
     n = config[count_field]

@@ -13,7 +13,10 @@ every other is reported as a speedup against it.
 
 What is timed: one jitted forward pass (`model.apply`, eval mode) on the
 CPU backend (`--backend`), params and a batch of random uint8 28x28x1
-images (the same for every model) already on the device, each call waited
+images (the same for every model; for language models, `char_transformer`,
+random token windows of the model's max_len over the vocabulary its
+embedding holds, and then every run must be such a model) already on the
+device, each call waited
 for with `block_until_ready`: the latency of one call, dispatch included,
 not a pipelined throughput. Compilation is excluded by a warm-up call; the
 number of calls in one repetition is calibrated per model and batch size to
@@ -93,17 +96,24 @@ def load_run(run_dir: str, num_classes: int = 10) -> dict[str, Any]:
     model_config = header["metadata"].get("model")
     if not model_config:
         raise ValueError(f"{path} records no model config in its metadata; it cannot be rebuilt")
-    if model_config.get("name") == "char_transformer":
-        raise ValueError(f"{path} is a language model; this benchmark times the image models only")
-    model = models.build_model(ml_collections.ConfigDict(model_config), num_classes)
     params = export.load_params(path)
+    if model_config.get("name") == "char_transformer":
+        # A language model's classes are its vocabulary, which its token embedding holds.
+        num_classes = int(np.shape(params["embed"]["embedding"])[0])
+        example_input = {"kind": "tokens", "shape": (int(model_config["max_len"]),), "dtype": "int32",
+                         "high": num_classes}
+        output_shape = (int(model_config["max_len"]), num_classes)
+    else:
+        example_input = {"kind": "images", "shape": IMAGE_SHAPE, "dtype": "uint8", "high": 256}
+        output_shape = (num_classes,)
+    model = models.build_model(ml_collections.ConfigDict(model_config), num_classes)
     accuracy = None
     results_path = os.path.join(run_dir, "results.json")
     if os.path.exists(results_path):
         with open(results_path) as f:
             accuracy = json.load(f).get("metrics", {}).get("test_accuracy")
     matrices = accounting.weight_matrices(params)
-    example = np.zeros((1,) + IMAGE_SHAPE, np.uint8)
+    example = np.zeros((1,) + tuple(example_input["shape"]), example_input["dtype"])
     return {
         "run": run_name(run_dir), "dir": run_dir, "model": model_config, "module": model, "params": params,
         "params_total": accounting.params_total(params), "params_nonzero": accounting.params_nonzero(params),
@@ -111,7 +121,7 @@ def load_run(run_dir: str, num_classes: int = 10) -> dict[str, Any]:
         "bytes_exported": os.path.getsize(path),
         "codecs": sorted({record["codec"] for record in header["params"].values()}),
         "flops_per_example": accounting.count_flops(lambda p, x: model.apply({"params": p}, x), params, example),
-        "test_accuracy": accuracy,
+        "test_accuracy": accuracy, "input": example_input, "output_shape": output_shape,
     }
 
 
@@ -147,9 +157,15 @@ def benchmark(run_dirs: Sequence[str], batch_sizes: Sequence[int] = (1, 128), re
         raise ValueError(f"repeats must be >= 1 (got {repeats})")
     device = jax.devices(backend)[0]
     rng = np.random.default_rng(seed)
-    inputs = {b: jax.device_put(rng.integers(0, 256, size=(b,) + IMAGE_SHAPE, dtype=np.uint8), device)
-              for b in batch_sizes}
     runs = [load_run(d, num_classes) for d in run_dirs]
+    spec = runs[0]["input"]
+    for r in runs[1:]:
+        if r["input"] != spec:
+            raise ValueError(f"{r['run']} reads {r['input']}, the reference {runs[0]['run']} reads {spec}: "
+                             f"time models of one input kind side by side")
+    inputs = {b: jax.device_put(rng.integers(0, spec["high"], size=(b,) + tuple(spec["shape"]),
+                                             dtype=spec["dtype"]), device)
+              for b in batch_sizes}
     for r in runs:
         r["fn"] = _forward(r["module"])
         r["device_params"] = jax.device_put(r["params"], device)
@@ -158,7 +174,7 @@ def benchmark(run_dirs: Sequence[str], batch_sizes: Sequence[int] = (1, 128), re
     for i, r in enumerate(runs):
         for b in batch_sizes:
             out = r["fn"](r["device_params"], inputs[b])  # compiles
-            if out.shape != (b, num_classes) or not bool(np.all(np.isfinite(np.asarray(out)))):
+            if out.shape != (b,) + tuple(r["output_shape"]) or not bool(np.all(np.isfinite(np.asarray(out)))):
                 raise ValueError(f"{r['run']}: forward pass gave shape {out.shape} or non-finite logits")
             probe = float(np.median(_time_calls(r["fn"], r["device_params"], inputs[b], min_calls)))
             calls[i, b] = int(min(max_calls, max(min_calls, math.ceil(seconds_per_repeat / max(probe, 1e-7)))))
@@ -190,7 +206,8 @@ def benchmark(run_dirs: Sequence[str], batch_sizes: Sequence[int] = (1, 128), re
         "seconds_per_repeat": seconds_per_repeat, "backend": backend, "device": device.device_kind,
         "platform": platform.platform(), "processor": platform.processor(), "cpu_count": os.cpu_count(),
         "load_average_before": list(load_before), "load_average_after": list(load_after),
-        "jax": jax.__version__, "input": f"random uint8 {IMAGE_SHAPE}, seed {seed}", "rows": rows,
+        "jax": jax.__version__, "rows": rows,
+        "input": f"random {spec['dtype']} {spec['kind']} {tuple(spec['shape'])} below {spec['high']}, seed {seed}",
     }
 
 

@@ -48,6 +48,74 @@ def _logits(x: jnp.ndarray) -> jnp.ndarray:
     return x.astype(jnp.float32)
 
 
+class LowRankDense(nn.Module):
+    """A dense layer stored as two factors: y = (x . u) . v + b, with u (*in, rank) and v (rank, *features).
+
+    What a low-rank export (`compression.low_rank`: truncated SVD, DRONE)
+    runs in place of a kernel W = u . v: two thin products, (d_in + d_out) * r
+    multiply-adds per row instead of d_in * d_out. `axis` are the trailing
+    input axes it contracts (a DenseGeneral's, e.g. (-2, -1) for attention's
+    output projection), `features` the output shape.
+    """
+
+    features: Any
+    rank: int
+    axis: Any = -1
+    use_bias: bool = True
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        features = (self.features,) if isinstance(self.features, int) else tuple(self.features)
+        axes = (self.axis,) if isinstance(self.axis, int) else tuple(self.axis)
+        n_in = len(axes)
+        if sorted(a % x.ndim for a in axes) != list(range(x.ndim - n_in, x.ndim)):
+            raise ValueError(f"LowRankDense contracts trailing axes only, got axis {self.axis} for input "
+                             f"of rank {x.ndim}")
+        in_shape = x.shape[x.ndim - n_in:]
+        u = self.param("u", nn.initializers.lecun_normal(), in_shape + (self.rank,))
+        v = self.param("v", nn.initializers.lecun_normal(), (self.rank,) + features)
+        x = x.astype(self.dtype).reshape(x.shape[:x.ndim - n_in] + (-1,))
+        y = x @ u.reshape((-1, self.rank)).astype(self.dtype)
+        y = (y @ v.reshape((self.rank, -1)).astype(self.dtype)).reshape(y.shape[:-1] + features)
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros, features).astype(self.dtype)
+        return y
+
+
+def _ranks(low_rank: Any) -> dict[str, int]:
+    # A model's `low_rank` field ({module path: rank}, or its pairs: build_model passes a
+    # hashable tuple) as a dict.
+    return dict(low_rank or ())
+
+
+def _check_low_rank(low_rank: Any, paths: Sequence[str], model: str) -> None:
+    unknown = sorted(set(_ranks(low_rank)) - set(paths))
+    if unknown:
+        raise ValueError(f"model.low_rank names {unknown}, which are not dense layers of this {model} "
+                         f"(its dense layers: {sorted(paths)})")
+    for path, rank in _ranks(low_rank).items():
+        if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 1:
+            raise ValueError(f"model.low_rank[{path!r}] = {rank!r} must be a positive integer rank")
+
+
+def _sub_ranks(low_rank: Any, prefix: str) -> tuple:
+    # The entries under `prefix/`, relative to it, for a submodule.
+    return tuple(sorted((p[len(prefix) + 1:], r) for p, r in _ranks(low_rank).items()
+                        if p.startswith(prefix + "/")))
+
+
+def _dense(features: Any, name: str, dtype: Any, low_rank: Any, *, axis: Any = -1,
+           use_bias: bool = True) -> nn.Module:
+    """The dense layer `name`: nn.Dense (or DenseGeneral), or a LowRankDense where `low_rank` gives it a rank."""
+    rank = _ranks(low_rank).get(name)
+    if rank is not None:
+        return LowRankDense(features, int(rank), axis, use_bias, dtype, name=name)
+    if axis == -1 and isinstance(features, int):
+        return nn.Dense(features, use_bias=use_bias, name=name, dtype=dtype)
+    return nn.DenseGeneral(features, axis=axis, use_bias=use_bias, name=name, dtype=dtype)
+
+
 class MLP(nn.Module):
     """A ReLU multilayer perceptron on flattened inputs.
 
@@ -64,14 +132,17 @@ class MLP(nn.Module):
     # weights), with running statistics in the `batch_stats` collection.
     normalization: str = "none"
     dtype: Any = jnp.float32  # the compute dtype (the precision policy); parameters stay float32
+    # {layer name: rank}: those Dense layers run as LowRankDense factors (a low-rank export).
+    low_rank: Any = None
 
     @nn.compact
     def __call__(self, inputs: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
         if self.normalization not in NORMALIZATIONS:
             raise ValueError(f"MLP normalization {self.normalization!r} is not one of {NORMALIZATIONS}")
+        _check_low_rank(self.low_rank, [f"Dense_{i}" for i in range(len(self.hidden) + 1)], "MLP")
         x = _as_float_images(inputs, self.dtype).reshape((inputs.shape[0], -1))
         for i, width in enumerate(self.hidden):
-            x = nn.Dense(width, dtype=self.dtype)(x)
+            x = _dense(width, f"Dense_{i}", self.dtype, self.low_rank)(x)
             if self.normalization == "layer":
                 x = nn.LayerNorm(dtype=self.dtype)(x)
             elif self.normalization == "batch":
@@ -79,7 +150,7 @@ class MLP(nn.Module):
             x = nn.relu(x)
             self.sow("intermediates", f"hidden_{i}", x)
             x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        return _logits(nn.Dense(self.num_classes, dtype=self.dtype)(x))
+        return _logits(_dense(self.num_classes, f"Dense_{len(self.hidden)}", self.dtype, self.low_rank)(x))
 
 
 class LeNet5(nn.Module):
@@ -98,9 +169,11 @@ class LeNet5(nn.Module):
     # BatchNorm after each convolution (running statistics in `batch_stats`); off in the Caffe form.
     batch_norm: bool = False
     dtype: Any = jnp.float32  # the compute dtype (the precision policy); parameters stay float32
+    low_rank: Any = None  # {"Dense_0" or "Dense_1": rank}: factored dense layers (a low-rank export)
 
     @nn.compact
     def __call__(self, inputs: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
+        _check_low_rank(self.low_rank, ["Dense_0", "Dense_1"], "LeNet5")
         x = _as_float_images(inputs, self.dtype)
         for i, features in enumerate(self.conv_features):
             x = nn.Conv(features, (5, 5), padding="VALID", dtype=self.dtype)(x)
@@ -109,10 +182,10 @@ class LeNet5(nn.Module):
             x = nn.max_pool(x, (2, 2), strides=(2, 2))
             self.sow("intermediates", f"features_{i}", x)
         x = x.reshape((x.shape[0], -1))
-        x = nn.relu(nn.Dense(self.dense_features, dtype=self.dtype)(x))
+        x = nn.relu(_dense(self.dense_features, "Dense_0", self.dtype, self.low_rank)(x))
         self.sow("intermediates", "hidden", x)
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        return _logits(nn.Dense(self.num_classes, dtype=self.dtype)(x))
+        return _logits(_dense(self.num_classes, "Dense_1", self.dtype, self.low_rank)(x))
 
 
 class VGG(nn.Module):
@@ -160,13 +233,14 @@ class CausalSelfAttention(nn.Module):
     head_dim: int
     dropout_rate: float = 0.0
     dtype: Any = jnp.float32
+    low_rank: Any = None  # {"query" | "key" | "value" | "out": rank}: factored projections
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
         width = x.shape[-1]
         if self.num_heads == 0:  # every head pruned: the block's attention contributes nothing
             return jnp.zeros_like(x)
-        proj = lambda name: nn.DenseGeneral((self.num_heads, self.head_dim), name=name, dtype=self.dtype)(x)
+        proj = lambda name: _dense((self.num_heads, self.head_dim), name, self.dtype, self.low_rank)(x)
         q, k, v = proj("query"), proj("key"), proj("value")
         length = x.shape[-2]
         causal = jnp.tril(jnp.ones((length, length), dtype=bool))
@@ -178,7 +252,7 @@ class CausalSelfAttention(nn.Module):
         self.sow("intermediates", "attention", probs)  # [batch, heads, query, key], for attention transfer
         weights = nn.Dropout(self.dropout_rate, deterministic=not train)(probs)
         heads = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
-        return nn.DenseGeneral(width, axis=(-2, -1), name="out", dtype=self.dtype)(heads)
+        return _dense(width, "out", self.dtype, self.low_rank, axis=(-2, -1))(heads)
 
 
 class DecoderBlock(nn.Module):
@@ -189,18 +263,20 @@ class DecoderBlock(nn.Module):
     ffn_dim: int
     dropout_rate: float = 0.0
     dtype: Any = jnp.float32
+    low_rank: Any = None  # {"attn/query", ..., "ffn_in", "ffn_out": rank}: factored layers
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         # `train` is positional so that nn.remat can hold it static (CharTransformer.remat).
         drop = nn.Dropout(self.dropout_rate, deterministic=not train)
-        h = CausalSelfAttention(self.num_heads, self.head_dim, self.dropout_rate, self.dtype, name="attn")(
+        h = CausalSelfAttention(self.num_heads, self.head_dim, self.dropout_rate, self.dtype,
+                                _sub_ranks(self.low_rank, "attn"), name="attn")(
             nn.LayerNorm(name="ln_attn", dtype=self.dtype)(x), train=train)
         x = x + drop(h)
         h = nn.LayerNorm(name="ln_ffn", dtype=self.dtype)(x)
         if self.ffn_dim > 0:
-            h = nn.Dense(self.ffn_dim, name="ffn_in", dtype=self.dtype)(h)
-            h = nn.Dense(x.shape[-1], name="ffn_out", dtype=self.dtype)(nn.gelu(h))
+            h = _dense(self.ffn_dim, "ffn_in", self.dtype, self.low_rank)(h)
+            h = _dense(x.shape[-1], "ffn_out", self.dtype, self.low_rank)(nn.gelu(h))
             x = x + drop(h)
         return x
 
@@ -229,6 +305,9 @@ class CharTransformer(nn.Module):
     tie_embeddings: bool = False
     remat: bool = False
     dtype: Any = jnp.float32  # the compute dtype (the precision policy); parameters stay float32
+    # {module path: rank} ("block_0/attn/query", "block_1/ffn_out", "head", ...): those dense
+    # layers run as LowRankDense factors (a low-rank export).
+    low_rank: Any = None
 
     def _check_layers(self) -> None:
         if len(self.num_heads) != len(self.ffn_dims):
@@ -238,6 +317,10 @@ class CharTransformer(nn.Module):
     @nn.compact
     def __call__(self, tokens: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
         self._check_layers()
+        dense_paths = ["head", "embed_proj"] + [
+            f"block_{i}/{name}" for i in range(len(self.num_heads))
+            for name in ("attn/query", "attn/key", "attn/value", "attn/out", "ffn_in", "ffn_out")]
+        _check_low_rank(self.low_rank, dense_paths, "CharTransformer")
         if tokens.shape[-1] > self.max_len:
             raise ValueError(f"sequence length {tokens.shape[-1]} exceeds max_len {self.max_len}")
         embed_dim = self.embed_dim or self.width
@@ -247,19 +330,20 @@ class CharTransformer(nn.Module):
         embed = nn.Embed(self.vocab_size, embed_dim, name="embed", dtype=self.dtype)
         x = embed(tokens)
         if embed_dim != self.width:
-            x = nn.Dense(self.width, use_bias=False, name="embed_proj", dtype=self.dtype)(x)
+            x = _dense(self.width, "embed_proj", self.dtype, self.low_rank, use_bias=False)(x)
         positions = self.param("pos_embed", nn.initializers.normal(0.02), (self.max_len, self.width))
         x = x + positions[: tokens.shape[-1]].astype(self.dtype)
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
         self.sow("intermediates", "embedding", x)
         block = nn.remat(DecoderBlock, static_argnums=(2,)) if self.remat else DecoderBlock
         for i, (heads, ffn) in enumerate(zip(self.num_heads, self.ffn_dims)):
-            x = block(heads, self.head_dim, ffn, self.dropout_rate, self.dtype, name=f"block_{i}")(x, train)
+            x = block(heads, self.head_dim, ffn, self.dropout_rate, self.dtype,
+                      _sub_ranks(self.low_rank, f"block_{i}"), name=f"block_{i}")(x, train)
             self.sow("intermediates", f"hidden_{i}", x)
         x = nn.LayerNorm(name="ln_final", dtype=self.dtype)(x)
         if self.tie_embeddings:
             return _logits(embed.attend(x))
-        return _logits(nn.Dense(self.vocab_size, name="head", dtype=self.dtype)(x))
+        return _logits(_dense(self.vocab_size, "head", self.dtype, self.low_rank)(x))
 
 
 def _per_layer(value: Any, num_layers: int, name: str) -> tuple[int, ...]:
@@ -301,7 +385,9 @@ def build_model(model_config: Any, num_classes: int, compute: str = "float32") -
     if compute_dtype(compute) != jnp.float32:  # a model registered without a dtype field still runs float32
         settings["dtype"] = compute_dtype(compute)
     for key, value in list(settings.items()):
-        if isinstance(value, list):
+        if hasattr(value, "items"):  # a mapping (low_rank's {path: rank}) as hashable sorted pairs
+            settings[key] = tuple(sorted((str(k), v) for k, v in value.items()))
+        elif isinstance(value, list):
             settings[key] = tuple(tuple(v) if isinstance(v, list) else v for v in value)
     try:
         return MODELS[name](num_classes, **settings)
@@ -333,8 +419,19 @@ def init_variables(model: nn.Module, key: Any, example: Any) -> tuple[Any, dict]
     return variables["params"], {k: v for k, v in variables.items() if k in STATE_COLLECTIONS}
 
 
+def _features_last(module: nn.Module, x: Any) -> Any:
+    # A module that contracts several trailing axes (attention's output projection, axis
+    # (-2, -1)) sees them as one feature axis, so its input's rows match its kernel as a
+    # (d_in, d_out) matrix: X^T X is (heads * head_dim) square, not head_dim square.
+    axis = getattr(module, "axis", -1)
+    if isinstance(axis, (tuple, list)) and len(axis) > 1 and hasattr(x, "shape"):
+        return x.reshape(x.shape[:x.ndim - len(axis)] + (-1,))
+    return x
+
+
 def _apply_with_hooks(model, params, args, kwargs, observe=None, replace=None, model_state=None):
-    # `observe(module path, input)` sees each module's input after its hooks ran;
+    # `observe(module path, input)` sees each module's input after its hooks ran, with the
+    # axes a DenseGeneral contracts flattened into one (`_features_last`);
     # `replace(module, input)` may return a module call's output in place of running it (None: run it).
     model_params, hooks = intercept.split_params(params)
     variables = {"params": model_params, **(model_state or {})}
@@ -348,7 +445,7 @@ def _apply_with_hooks(model, params, args, kwargs, observe=None, replace=None, m
             if site is not None:
                 call_args = (intercept.run_hooks(site, call_args[0]),) + tuple(call_args[1:])
             if observe is not None:
-                observe(path, call_args[0])
+                observe(path, _features_last(context.module, call_args[0]))
             if replace is not None:
                 out = replace(context.module, call_args[0])
                 if out is not None:

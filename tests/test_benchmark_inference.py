@@ -62,6 +62,30 @@ def test_benchmark_times_every_export_beside_the_reference(tiny_runs):
     json.dumps(result)  # what --out writes
 
 
+def test_language_models_are_timed_on_token_windows_and_a_factored_export_costs_fewer_flops(tmp_path, tiny_runs):
+    model = {"name": "char_transformer", "max_len": 8, "width": 16, "num_layers": 1, "num_heads": [2],
+             "ffn_dim": [32], "head_dim": 8}
+    dirs = []
+    for name, stages in (("dense", []), ("factored", [{"technique": "low_rank", "select": ".*ffn_(in|out)/kernel",
+                                                      "rank": 2}])):
+        config = tiny_config(num_steps=1, batch_size=8, eval_batch_size=8, checkpoint_every=100)
+        config.dataset = {"name": "synthetic", "kind": "language_model", "input_shape": (), "num_classes": 32,
+                          "train_size": 256, "eval_size": 64, "seq_len": 8}
+        config.model = model
+        config.compression.stages = stages
+        train.export_run(train.build_run(config), str(tmp_path / name))  # untrained: only the shapes matter
+        dirs.append(str(tmp_path / name))
+    result = benchmark_inference.benchmark(dirs, batch_sizes=(2,), repeats=1, seconds_per_repeat=0.001)
+    dense, factored = result["rows"]
+    assert factored["model"]["low_rank"] == {"block_0/ffn_in": 2, "block_0/ffn_out": 2}
+    # Two 16 x 32 matrices become (16 + 32) * 2 each: 1,024 weights less 192, per position.
+    assert dense["params_total"] - factored["params_total"] == 2 * (16 * 32 - 48 * 2)
+    assert factored["flops_per_example"] < dense["flops_per_example"]
+    assert result["input"].startswith("random int32 tokens (8,) below 32")
+    with pytest.raises(ValueError, match="time models of one input kind side by side"):
+        benchmark_inference.benchmark([dirs[0], tiny_runs[0]], repeats=1, seconds_per_repeat=0.001)
+
+
 def test_benchmark_rejects_a_directory_without_an_export(tmp_path):
     with pytest.raises(FileNotFoundError, match="export"):
         benchmark_inference.benchmark([str(tmp_path)], repeats=1)
