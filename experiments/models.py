@@ -220,6 +220,64 @@ class VGG(nn.Module):
         return _logits(nn.Dense(self.num_classes, dtype=self.dtype)(x))
 
 
+BLOCK_KINDS = ("full", "separable", "factored")
+
+
+class MobileNetCNN(nn.Module):
+    """A CNN whose parameters are mostly in its convolutions, in full or depthwise-separable blocks.
+
+    MobileNet's comparison (Howard et al. 2017, Table 4) at Fashion-MNIST
+    scale: block i is a 3x3 convolution to features[i] channels with stride
+    strides[i], then BatchNorm and ReLU; global average pooling and one small
+    Dense classifier ("head") follow. `blocks` (one kind for blocks 1 on, or
+    a list with one per block; block 0 stays full, as in MobileNet) makes
+    block i
+    - "full": conv_i 3x3 -> BN (bn_i) -> ReLU;
+    - "separable": MobileNet's depthwise 3x3 conv_i_dw -> BN (bn_i_dw) -> ReLU
+      -> pointwise 1x1 conv_i_pw -> BN (bn_i) -> ReLU, trained as such;
+    - "factored": a trained full conv split into a depthwise-pointwise pair
+      with nothing between them (conv_i_dw, conv_i_pw; compression/separable.py),
+      -> BN (bn_i) -> ReLU: the pair computes what the full conv would with
+      the kernel dw (x) pw.
+    """
+
+    features: Sequence[int] = (16, 32, 64, 64, 128)
+    strides: Sequence[int] = (1, 2, 1, 2, 1)
+    blocks: Any = "full"
+    num_classes: int = 10
+    dtype: Any = jnp.float32  # the compute dtype (the precision policy); parameters stay float32
+
+    def block_kinds(self) -> tuple[str, ...]:
+        """The kind of every block (block 0 always "full")."""
+        n = len(self.features)
+        kinds = (("full",) + (self.blocks,) * (n - 1)) if isinstance(self.blocks, str) else tuple(self.blocks)
+        if len(self.strides) != n or len(kinds) != n:
+            raise ValueError(f"model.features {list(self.features)}, strides {list(self.strides)} and blocks "
+                             f"{list(kinds)} must have one entry per block")
+        unknown = [k for k in kinds if k not in BLOCK_KINDS]
+        if unknown or kinds[0] != "full":
+            raise ValueError(f"model.blocks {list(kinds)}: each one of {list(BLOCK_KINDS)}, block 0 'full'")
+        return kinds
+
+    @nn.compact
+    def __call__(self, inputs: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
+        x = _as_float_images(inputs, self.dtype)
+        norm = lambda name: nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype, name=name)
+        for i, (kind, features, stride) in enumerate(zip(self.block_kinds(), self.features, self.strides)):
+            if kind == "full":
+                x = nn.Conv(features, (3, 3), (stride, stride), padding="SAME", dtype=self.dtype, name=f"conv_{i}")(x)
+            else:
+                x = nn.Conv(x.shape[-1], (3, 3), (stride, stride), padding="SAME", feature_group_count=x.shape[-1],
+                            use_bias=False, dtype=self.dtype, name=f"conv_{i}_dw")(x)
+                if kind == "separable":
+                    x = nn.relu(norm(f"bn_{i}_dw")(x))
+                x = nn.Conv(features, (1, 1), dtype=self.dtype, name=f"conv_{i}_pw")(x)
+            x = nn.relu(norm(f"bn_{i}")(x))
+            self.sow("intermediates", f"features_{i}", x)
+        x = jnp.mean(x, axis=(1, 2))
+        return _logits(nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x))
+
+
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention whose head count is a field of its own.
 
@@ -365,6 +423,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "mlp": lambda num_classes, **kw: MLP(num_classes=num_classes, **kw),
     "lenet5": lambda num_classes, **kw: LeNet5(num_classes=num_classes, **kw),
     "vgg": lambda num_classes, **kw: VGG(num_classes=num_classes, **kw),
+    "mobilenet_cnn": lambda num_classes, **kw: MobileNetCNN(num_classes=num_classes, **kw),
     "char_transformer": _char_transformer,
 }
 
