@@ -44,7 +44,7 @@ from compression.export import Coded
 from compression.pruning_masks import HEAD_PROJECTION_KERNEL
 from compression.registry import register
 from compression.selection import leaves_by_path, nest_paths, selected_paths
-from compression.transform import PARAMS, Transform, require_batches
+from compression.transform import PARAMS, Transform, join_factors, no_update, require_batches
 
 METHODS = ("svd", "drone")
 RANK_SETTINGS = ("rank", "ratio", "energy", "budget")
@@ -250,14 +250,7 @@ def low_rank(select: Any = ".*kernel", *, method: str = "svd", rank: Any = None,
         return {PARAMS: nest_paths(flat)}, state
 
     def apply(trainable, state):
-        flat = dict(leaves_by_path(trainable[PARAMS]))
-        for p in state:
-            flat[p] = jnp.tensordot(flat.pop(p + "/u"), flat.pop(p + "/v"), axes=1)
-        return nest_paths(flat)
-
-    def update(trainable, state, grads, step):
-        del grads, step
-        return trainable, state
+        return join_factors(trainable[PARAMS], state, ("u", "v"), lambda u, v: jnp.tensordot(u, v, axes=1))
 
     def export(params, state, model_config):
         flat = dict(leaves_by_path(params))
@@ -280,4 +273,4 @@ def low_rank(select: Any = ".*kernel", *, method: str = "svd", rank: Any = None,
         config["low_rank"] = dict(sorted(factored.items()))
         return nest_paths(flat), config
 
-    return Transform(init, apply, update, export=export, name="low_rank")
+    return Transform(init, apply, no_update, export=export, name="low_rank")

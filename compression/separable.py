@@ -31,7 +31,7 @@ import numpy as np
 from compression.export import Coded
 from compression.registry import register
 from compression.selection import leaves_by_path, nest_paths, selected_paths
-from compression.transform import PARAMS, Transform
+from compression.transform import PARAMS, Transform, join_factors, no_update
 
 BLOCK_INDEX = re.compile(r"(?:.*/)?[^/]*?_(\d+)$")
 
@@ -92,14 +92,7 @@ def separable(select: Any = r"conv_\d+/kernel", *, config_field: str = "blocks")
         return {PARAMS: nest_paths(flat)}, state
 
     def apply(trainable, state):
-        flat = dict(leaves_by_path(trainable[PARAMS]))
-        for p in state:
-            flat[p] = join(flat.pop(p + "/depthwise"), flat.pop(p + "/pointwise"))
-        return nest_paths(flat)
-
-    def update(trainable, state, grads, step):
-        del grads, step
-        return trainable, state
+        return join_factors(trainable[PARAMS], state, ("depthwise", "pointwise"), join)
 
     def export(params, state, model_config):
         flat = dict(leaves_by_path(params))
@@ -128,4 +121,4 @@ def separable(select: Any = r"conv_\d+/kernel", *, config_field: str = "blocks")
         config[config_field] = kinds
         return nest_paths(flat), config
 
-    return Transform(init, apply, update, export=export, name="separable")
+    return Transform(init, apply, no_update, export=export, name="separable")

@@ -30,7 +30,7 @@ from compression.export import Alias, Coded, leaf_shape
 from compression.layer_drop import check_layers
 from compression.registry import register
 from compression.selection import leaves_by_path, nest_paths
-from compression.transform import PARAMS, Transform
+from compression.transform import PARAMS, Transform, no_update
 
 
 def shared_paths(params: Any, layers: Sequence[str], select: str) -> dict[str, list[str]]:
@@ -102,10 +102,6 @@ def share(layers: Sequence[str], select: str = ".*") -> Transform:
                 flat[m] = flat[source]
         return nest_paths(flat)
 
-    def update(trainable, state, grads, step):
-        del grads, step
-        return trainable, state
-
     def export(params, state, model_config):
         flat = dict(leaves_by_path(params))
         apart = []
@@ -124,4 +120,4 @@ def share(layers: Sequence[str], select: str = ".*") -> Transform:
                             "one shared array", len(apart), ", ".join(apart[:4]), ", ..." if len(apart) > 4 else "")
         return nest_paths(flat), model_config
 
-    return Transform(init, apply, update, export=export, name="share")
+    return Transform(init, apply, no_update, export=export, name="share")

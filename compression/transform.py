@@ -47,6 +47,8 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import jax
 
+from compression.selection import leaves_by_path, nest_paths
+
 PyTree = Any
 PARAMS = "params"
 
@@ -98,6 +100,24 @@ def require_batches(batches: Optional[InitBatches], who: str, hint: str = "") ->
         raise ValueError(f"{who} needs at least one batch at init: set config.compression.init_batches > 0"
                          + hint)
     return batches
+
+
+def no_update(trainable: PyTree, state: PyTree, grads: PyTree, step: Any) -> tuple[PyTree, PyTree]:
+    """An `update` with nothing to do after a step: the optimizer alone trains what the technique stores."""
+    del grads, step
+    return trainable, state
+
+
+def join_factors(params: PyTree, paths: Any, names: Sequence[str], join: Callable[..., Any]) -> dict:
+    """`params` with the subtree {name: factor} stored at each path replaced by join(*factors in `names` order).
+
+    The `apply` of a structural technique that stores a leaf W as factors
+    (low rank's {u, v}, a separable split's {depthwise, pointwise}).
+    """
+    flat = dict(leaves_by_path(params))
+    for p in paths:
+        flat[p] = join(*(flat.pop(f"{p}/{name}") for name in names))
+    return nest_paths(flat)
 
 
 def no_projection(trainable: PyTree, state: PyTree) -> PyTree:

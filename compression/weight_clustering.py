@@ -31,7 +31,7 @@ import numpy as np
 from compression.export import Coded
 from compression.registry import register
 from compression.selection import leaves_by_path, nest_paths, selected_paths
-from compression.transform import PARAMS, Transform
+from compression.transform import PARAMS, Transform, no_update
 
 CENTROIDS = "centroids"
 MAX_BITS = 8
@@ -113,10 +113,6 @@ def cluster(select: Any = ".*kernel", *, bits: Any = 4, iterations: int = 30, ke
             flat[p] = jnp.where(a >= 0, trainable[CENTROIDS][p][jnp.maximum(a, 0)], 0.0)
         return nest_paths(flat)
 
-    def update(trainable, state, grads, step):
-        del grads, step
-        return trainable, state
-
     def encode(params, state):
         flat = dict(leaves_by_path(params))
         for p, st in state.items():
@@ -127,7 +123,7 @@ def cluster(select: Any = ".*kernel", *, bits: Any = 4, iterations: int = 30, ke
                                           "codebook": centroids, "huffman": huffman})
         return nest_paths(flat)
 
-    return Transform(init, apply, update, encode=encode, name="cluster")
+    return Transform(init, apply, no_update, encode=encode, name="cluster")
 
 
 def _codebook(w: np.ndarray, assignments: np.ndarray, k: int) -> np.ndarray:

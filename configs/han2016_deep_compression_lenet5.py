@@ -1,0 +1,25 @@
+"""Han, Mao, Dally 2016, "Deep Compression" on LeNet-5: prune, k-means weight sharing, Huffman coding.
+
+Paper (MNIST): 1,720 KB -> 44 KB (39x) at 0.74 % error; pruning and
+quantization alone 33x; 8-bit conv and 5-bit FC weights. Ours (Fashion-MNIST):
+the stages of configs/han2016_deep_compression_lenet300.py on the pruned
+han2015_lenet5:sgd model, with CONV_BITS for the convolutions and FC_BITS
+for the dense layers (`conv_bits=`, `fc_bits=` set them; chosen on the
+selection split with --grid=compression.stages.0.bits=... and
+compression.stages.1.bits=...). Variants `clustered`, `huffman`, `_quick`.
+"""
+from configs import common, han2015_lenet5
+from configs.han2016_deep_compression_lenet300 import KINDS, deep_compression
+
+CONV_BITS = 8
+FC_BITS = 5
+PRUNED_EXPORT = "runs/han2015_lenet5_sgd{quick}/seed_{{seed}}/export/params.safetensors"
+
+
+def get_config(arg: str = "clustered"):
+    arg = common.parse_arg(arg, __file__, kind=("clustered", KINDS), quick=False, conv_bits=CONV_BITS,
+                           fc_bits=FC_BITS)
+    config = han2015_lenet5.get_config("sgd_quick" if arg.quick else "sgd")
+    deep_compression(config, PRUNED_EXPORT, [("Conv_.*/kernel", arg.conv_bits), ("Dense_.*/kernel", arg.fc_bits)],
+                     arg.kind == "huffman", arg.quick)
+    return config
