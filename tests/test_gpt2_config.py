@@ -78,8 +78,17 @@ def test_tied_embeddings_compute_the_logits_with_the_embedding_transpose():
     mean, var = hidden.mean(-1, keepdims=True), hidden.var(-1, keepdims=True)
     normed = (hidden - mean) / jnp.sqrt(var + 1e-6) * ln["scale"] + ln["bias"]
     np.testing.assert_allclose(logits, normed @ params["embed"]["embedding"].T, rtol=1e-4, atol=1e-5)
-    with pytest.raises(ValueError, match="tie_embeddings needs embed_dim == width"):
-        _small(tie_embeddings=True, embed_dim=16).init(jax.random.PRNGKey(0), tokens)
+    # Factorized (ALBERT): the output goes width -> E through head_proj, then the embedding's transpose.
+    factored = _small(tie_embeddings=True, embed_dim=16)
+    params, _ = models.init_variables(factored, jax.random.PRNGKey(0), tokens)
+    assert params["head_proj"]["kernel"].shape == (factored.width, 16) and "head" not in params
+    logits, sown = factored.apply({"params": params}, tokens, mutable=["intermediates"])
+    hidden = sown["intermediates"]["hidden_1"][0]
+    ln = params["ln_final"]
+    mean, var = hidden.mean(-1, keepdims=True), hidden.var(-1, keepdims=True)
+    normed = (hidden - mean) / jnp.sqrt(var + 1e-6) * ln["scale"] + ln["bias"]
+    np.testing.assert_allclose(logits, normed @ params["head_proj"]["kernel"] @ params["embed"]["embedding"].T,
+                               rtol=1e-4, atol=1e-5)
 
 
 def test_remat_changes_no_value_or_gradient():
