@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from compression.export import Coded
-from compression.pruning_masks import HEAD_PROJECTION_KERNEL
+from compression.pruning_masks import kernel_io_shapes
 from compression.registry import register
 from compression.selection import leaves_by_path, nest_paths, selected_paths
 from compression.transform import PARAMS, Transform, join_factors, no_update, require_batches
@@ -54,22 +54,19 @@ EIGENVALUE_CUTOFF = 1e-10
 
 
 def matrix_shapes(shape: tuple[int, ...], path: str = "") -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """(input shape, output shape) of a dense kernel viewed as a (d_in, d_out) matrix.
+    """(input shape, output shape) of a dense kernel viewed as a (d_in, d_out) matrix (`kernel_io_shapes`).
 
     Dense (in, out); query/key/value (width, heads, head_dim), recognised by
-    the path (as `pruning_masks.reduction_axis` does): in (width,), out
-    (heads, head_dim); the attention output projection (heads, head_dim,
-    width): in (heads, head_dim), out (width,). Convolution kernels and
-    vectors are refused.
+    the path: in (width,), out (heads, head_dim); the attention output
+    projection (heads, head_dim, width): in (heads, head_dim), out (width,).
+    Convolution kernels and vectors are refused.
     """
-    shape = tuple(shape)
-    if len(shape) == 2 or (len(shape) == 3 and path and HEAD_PROJECTION_KERNEL.fullmatch(path)):
-        return shape[:1], shape[1:]
-    if len(shape) == 3:
-        return shape[:2], shape[2:]
-    raise ValueError(f"low_rank factorizes dense kernels (a matrix, or an attention projection); {path or 'a leaf'} "
-                     f"has shape {shape}: narrow low_rank.select to dense kernels (e.g. 'Dense_.*/kernel'); "
-                     f"convolutions are factorized by depthwise-separable splitting, not here")
+    if len(tuple(shape)) not in (2, 3):
+        raise ValueError(f"low_rank factorizes dense kernels (a matrix, or an attention projection); "
+                         f"{path or 'a leaf'} has shape {tuple(shape)}: narrow low_rank.select to dense kernels "
+                         f"(e.g. 'Dense_.*/kernel'); convolutions are factorized by depthwise-separable "
+                         f"splitting, not here")
+    return kernel_io_shapes(shape, path)
 
 
 def as_matrix(w: Any, path: str = "") -> np.ndarray:

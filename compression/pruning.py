@@ -8,10 +8,13 @@ Criteria (`compression.pruning_criteria`, found by name; a new one registers
 itself there): `magnitude` |w| (Han et al. 2015), `random` (fixed random scores,
 the control), `snip` (|g * w| on a few batches at initialization, fixed
 thereafter: Lee, Ajanthan, Torr 2019; needs `InitBatches`), `taylor` (|g * w| accumulated over training, Molchanov et al.
-2017) and `movement` (-w * g accumulated, Sanh et al. 2020). Scopes: `layer`
+2017), `movement` (-w * g accumulated, Sanh et al. 2020) and `wanda` (|w| times
+the norm of its input feature over the init batches, Sun et al. 2024). Scopes: `layer`
 (each selected tensor pruned to the sparsity), `global` (one threshold over
-all selected tensors) and `nm` (N of every M consecutive inputs kept, in
-groups along each kernel's input-feature axis: `pruning_masks.reduction_axis`).
+all selected tensors), `nm` (N of every M consecutive inputs kept, in
+groups along each kernel's input-feature axis: `pruning_masks.reduction_axis`)
+and `output` (each output keeps the same share of its inputs, the comparison
+group of Wanda, Sun et al. 2024: `pruning_masks.per_output_mask`).
 Schedules (`compression.sparsity_schedules`): a float prunes from step 0; a
 dict {"kind": "one_shot" | "iterative" | "polynomial", ...} follows one of
 Han et al.'s prune-retrain or Zhu & Gupta 2017's gradual schedule.
@@ -42,7 +45,7 @@ from compression.selection import Selector, leaves_by_path, map_at_paths, path_s
 from compression.settings import require_int
 from compression.transform import PARAMS, Transform
 
-SCOPES = ("layer", "global", "nm")
+SCOPES = ("layer", "global", "nm", "output")
 LAST_STEP = 2 ** 31 - 1  # the last int32 step: where a non-decreasing schedule reaches its final sparsity
 SCHEDULES = {
     "constant": sparsity_schedules.constant_sparsity,
@@ -206,6 +209,8 @@ def prune(select: Selector = ".*kernel", sparsity: Union[float, Mapping[str, Any
             masks = {p: pruning_masks.nm_mask(s, n, m, axis=nm_axis_of(p, s.shape, nm_rules)[0])
                      for p, s in live.items()}
             return {p: jnp.where(target > 0, mk & old[p], old[p]) for p, mk in masks.items()}
+        if scope == "output":
+            return {p: pruning_masks.per_output_mask(s, target, p) for p, s in live.items()}
         return {p: pruning_masks.layerwise_mask(s, target) for p, s in live.items()}
 
     def init(params, key=None, batches=None):

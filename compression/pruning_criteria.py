@@ -21,6 +21,7 @@ module, not an edit of `prune`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Mapping, Optional, Union
 
 import jax
@@ -125,3 +126,42 @@ class Movement(Criterion):
 
     def accumulate(self, scores, weights, grads):
         return {p: s - grads[p] * weights[p] for p, s in scores.items()}
+
+
+@register_criterion("wanda")
+@dataclasses.dataclass(frozen=True)
+class Wanda(Criterion):
+    """|W_ij| * ||X_j||_2, X_j the input feature j of the weight's layer over the init batches (Sun et al. 2024).
+
+    Fixed at init, no weight update: Wanda ("Pruning by Weights and
+    activations") prunes a trained model in one shot, each output keeping
+    the same share of its inputs (use it with prune's scope='output'). The
+    norms are the calibration statistic `sq_norm` of each kernel's module
+    inputs (its features as `pruning_masks.kernel_io_shapes` views them).
+    """
+
+    def init_scores(self, weights, key, batches, params):
+        del key
+        batches = require_batches(batches, "prune with criterion='wanda', which reads each layer's inputs,")
+        if batches.statistics is None:
+            raise ValueError("prune with criterion='wanda' reads each layer's input norms, and these InitBatches "
+                             "have no `statistics` (the driver's models.module_statistics)")
+        modules = {}
+        for p in weights:
+            if not p.endswith("/kernel"):
+                raise ValueError(f"prune with criterion='wanda' scores kernels by their module's inputs; {p!r} "
+                                 f"is not a '.../kernel' leaf: narrow prune.select")
+            modules[p[: -len("/kernel")]] = p
+        scores = {}
+        for module, stats in batches.statistics(params, list(modules), ("sq_norm",), one_at_a_time=True):
+            p = modules[module]
+            w = weights[p]
+            in_shape, out_shape = pruning_masks.kernel_io_shapes(w.shape, p)
+            norms = jnp.sqrt(jnp.asarray(stats["sq_norm"], jnp.float32))
+            if norms.size != math.prod(in_shape):
+                raise ValueError(f"prune with criterion='wanda': {module} received {norms.size} input features "
+                                 f"but {p} of shape {w.shape} sums over {math.prod(in_shape)}; a convolution's "
+                                 f"inputs are patches, which Wanda's statistics do not gather: leave it out of "
+                                 f"prune.select")
+            scores[p] = (jnp.abs(w) * norms.reshape(in_shape + (1,) * len(out_shape))).astype(jnp.float32)
+        return scores

@@ -22,6 +22,7 @@ flattened conv feature map with channels fastest).
 """
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Optional
 
@@ -203,6 +204,40 @@ def reduction_axis(shape: tuple[int, ...], path: str = "") -> int:
     if ndim == 3 and path and HEAD_PROJECTION_KERNEL.fullmatch(path):
         return 0
     return ndim - 2
+
+
+def kernel_io_shapes(shape: tuple[int, ...], path: str = "") -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(input shape, output shape) of a kernel viewed as a (d_in, d_out) matrix: what one output sums over.
+
+    Dense (in, out) -> ((in,), (out,)); a query/key/value kernel (width,
+    heads, head_dim), recognized by its path as in `reduction_axis` ->
+    ((width,), (heads, head_dim)); any other rank-3 kernel (the attention
+    output projection (heads, head_dim, width)) -> ((heads, head_dim),
+    (width,)); a conv (h, w, in, out) -> ((h, w, in), (out,)); a vector is
+    refused.
+    """
+    shape = tuple(shape)
+    if len(shape) < 2:
+        raise ValueError(f"{path or 'a parameter'} of shape {shape} is not a kernel: it has no inputs and outputs")
+    if len(shape) == 3 and path and HEAD_PROJECTION_KERNEL.fullmatch(path):
+        return shape[:1], shape[1:]
+    return shape[:-1], shape[-1:]
+
+
+def per_output_mask(scores: jnp.ndarray, sparsity: Any, path: str = "") -> jnp.ndarray:
+    """Bool mask pruning exactly round(sparsity * d_in) of each output's d_in inputs, its lowest scores.
+
+    Outputs and inputs as `kernel_io_shapes` views the kernel; ties as in
+    `layerwise_mask`. The comparison group of Wanda (Sun et al. 2024): each
+    output keeps the same number of inputs.
+    """
+    scores = jnp.asarray(scores)
+    _check_concrete_sparsity(sparsity)
+    in_shape, _ = kernel_io_shapes(scores.shape, path)
+    d_in = math.prod(in_shape)
+    columns = scores.reshape(d_in, -1).T  # (d_out, d_in): one row per output
+    keep = jax.vmap(lambda row: _keep_flat(row, sparsity))(columns)
+    return keep.T.reshape(scores.shape)
 
 
 def nm_mask(scores: jnp.ndarray, n: int, m: int, axis: Optional[int] = None) -> jnp.ndarray:
