@@ -17,6 +17,10 @@ Han, Mao, Dally 2016) are stored sparse when that is smaller: the packed
 codes of the stored positions only, plus the positions as a bitmap or
 relative indices (the `sparse` codec's index formats).
 
+With `huffman=True` the codes and the relative indices are Huffman-coded
+(`compression.huffman`, Deep Compression's last stage) and decoded back to
+their fixed-width form before the values are read.
+
 Encoding checks that decoding gives back exactly the values it was handed
 (the fake-quantized weights), so a loaded export predicts what the trained
 model predicted.
@@ -27,7 +31,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from compression import huffman, sparse_export
+from compression import huffman as huffman_coding, sparse_export
 from compression.export import Codec, register_codec
 
 
@@ -138,7 +142,7 @@ def _huffman_encode(tensors: dict, record: dict, count: int) -> tuple[dict, dict
         symbols["gaps"] = tensors["gaps"]
     out, record = dict(tensors), {**record, "huffman": {}}
     for part, values in symbols.items():
-        stream, used, lengths = huffman.encode(values)
+        stream, used, lengths = huffman_coding.encode(values)
         out[part] = stream
         out[part + "_symbols"] = used.astype(np.uint32 if part == "codes" else values.dtype)
         out[part + "_lengths"] = lengths
@@ -152,7 +156,7 @@ def _huffman_decode(tensors: Mapping[str, np.ndarray], record: Mapping[str, Any]
     for part in ("gaps", "codes"):
         if part in record["huffman"]:
             info = record["huffman"][part]
-            values = huffman.decode(tensors[part], tensors[part + "_symbols"], tensors[part + "_lengths"],
+            values = huffman_coding.decode(tensors[part], tensors[part + "_symbols"], tensors[part + "_lengths"],
                                     int(info["count"])).astype(info["dtype"])
             out[part] = pack_bits(values, int(record["bits"])) if part == "codes" else values
     return out
