@@ -106,3 +106,28 @@ def sequential(params: Any, blocks: Sequence[Sequence[str]],
         params = solve(params, list(block), stats)
         del stats
     return params
+
+
+def inverse_hessian_factor(xtx: Any, dampening: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
+    """(U, dead): U upper triangular with (H + damp)^-1 = U^T U for H = X^T X, and the inputs no row reached.
+
+    The factor the OBS-style solvers (SparseGPT, Frantar & Alistarh 2023;
+    GPTQ, Frantar et al. 2023) read row by row. `dampening` adds that
+    fraction of H's mean diagonal to its diagonal (their 1 %), so a
+    rank-deficient H still factors; a dead input (zero diagonal: every
+    calibration row is 0 there) gets diagonal 1 and is reported in `dead`.
+    """
+    h = np.array(np.asarray(xtx, np.float64))
+    if h.ndim != 2 or h.shape[0] != h.shape[1]:
+        raise ValueError(f"X^T X must be a square matrix, got shape {h.shape}")
+    if not dampening >= 0:
+        raise ValueError(f"dampening {dampening!r} must be >= 0")
+    dead = np.diag(h) == 0
+    h[dead, dead] = 1.0
+    h += dampening * np.mean(np.diag(h)) * np.eye(len(h))
+    try:
+        inverse = np.linalg.inv(h)
+        return np.linalg.cholesky((inverse + inverse.T) / 2).T, dead
+    except np.linalg.LinAlgError as e:
+        raise ValueError(f"X^T X (+ dampening {dampening}) is not positive definite ({e}): raise the dampening "
+                         f"or calibrate on more batches") from e

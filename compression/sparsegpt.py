@@ -1,0 +1,86 @@
+"""SparseGPT (Frantar & Alistarh 2023): one-shot pruning of a trained layer with weight reconstruction.
+
+For a layer y = x W (Flax's kernel W is (d_in, d_out)) and calibration
+inputs X, SparseGPT removes weights and updates the remaining ones so that
+||X W - X W_hat||^2 stays small, as Optimal Brain Surgeon would, at the cost
+of one Cholesky factorization per layer. With H = X^T X (+ dampening) and U
+the upper Cholesky factor of H^-1 (H^-1 = U^T U), the input columns are
+processed in order; each output's weight on input i is pruned or kept, and
+its error (w - w_hat) / U_ii is spread over the inputs not yet processed
+through row i of U (the OBS update restricted to the remaining inputs). The
+mask is chosen adaptively, per block of `block_size` inputs (128 in the
+paper), as the entries with the smallest w^2 / U_ii^2 over the block, from
+the weights as updated so far; with n:m, n of every m consecutive inputs of
+each output are pruned instead.
+
+`prune_layer` is the solver on one layer, in float64 on the host; the
+calibration statistics (`compression.calibration`, "xtx") and sequential
+calibration over a model's blocks are the driver's.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from compression.calibration import inverse_hessian_factor
+
+
+def _check(sparsity: float, n: int, m: int, block_size: int) -> None:
+    if n or m:
+        if not (isinstance(n, int) and isinstance(m, int) and 1 <= n < m):
+            raise ValueError(f"sparsegpt n:m needs integers 1 <= n < m (got n={n!r}, m={m!r})")
+        if block_size % m:
+            raise ValueError(f"sparsegpt.block_size {block_size} must be a multiple of m={m}")
+    elif not 0.0 <= sparsity < 1.0:
+        raise ValueError(f"sparsegpt.sparsity {sparsity!r} must be in [0, 1)")
+    if not isinstance(block_size, int) or block_size < 1:
+        raise ValueError(f"sparsegpt.block_size {block_size!r} must be a positive integer")
+
+
+def prune_layer(kernel: Any, xtx: Any, sparsity: float = 0.5, *, n: int = 0, m: int = 0, block_size: int = 128,
+                dampening: float = 0.01,
+                quantize: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> tuple[np.ndarray, np.ndarray]:
+    """(updated kernel, keep mask), both (d_in, d_out): SparseGPT on one layer (module docstring).
+
+    `sparsity` is the fraction pruned in each block (ignored with n:m, which
+    prunes n of every m consecutive inputs of each output). `quantize`, if
+    given, maps one input's column of kept weights (d_out,) to its quantized
+    values, for joint sparsification and quantization (the paper's Section 3.5).
+    Inputs that no calibration row reached (a zero diagonal of X^T X) are
+    pruned: no output can depend on them.
+    """
+    _check(sparsity, n, m, block_size)
+    w = np.array(np.asarray(kernel, np.float64).T)  # (d_out, d_in): a row per output, a column per input
+    u, dead = inverse_hessian_factor(xtx, dampening)
+    w[:, dead] = 0.0
+    d_out, d_in = w.shape
+    keep = np.ones_like(w, bool)
+    keep[:, dead] = False
+    for start in range(0, d_in, block_size):
+        end = min(start + block_size, d_in)
+        block, u_block = w[:, start:end].copy(), u[start:end, start:end]
+        errors = np.zeros_like(block)
+        block_keep = np.ones_like(block, bool)
+        if not (n or m):
+            saliency = block ** 2 / np.diag(u_block)[None, :] ** 2
+            lowest = np.argsort(saliency, axis=None, kind="stable")[:int(round(saliency.size * sparsity))]
+            block_keep.reshape(-1)[lowest] = False
+        for i in range(end - start):
+            if (n or m) and i % m == 0:
+                group = block[:, i:i + m] ** 2 / np.diag(u_block)[None, i:i + m] ** 2
+                lowest = np.argsort(group, axis=1, kind="stable")[:, :n]
+                np.put_along_axis(block_keep[:, i:i + m], lowest, False, axis=1)
+            column = block[:, i]
+            new = np.where(block_keep[:, i], column, 0.0)
+            if quantize is not None:
+                new = np.where(block_keep[:, i], quantize(new), 0.0)
+            error = (column - new) / u_block[i, i]
+            block[:, i:] -= np.outer(error, u_block[i, i:])
+            block[:, i] = new
+            errors[:, i] = error
+        w[:, start:end] = block
+        keep[:, start:end] &= block_keep
+        w[:, end:] -= errors @ u[start:end, end:]
+    w[~keep] = 0.0
+    return w.T, keep.T

@@ -1,0 +1,80 @@
+"""SparseGPT and GPTQ on one layer (compression/sparsegpt.py, compression/gptq.py): exact cases and error bounds."""
+import numpy as np
+import pytest
+
+from compression import gptq, sparsegpt
+
+RNG = np.random.default_rng(0)
+W = RNG.normal(size=(16, 6))  # (d_in, d_out)
+X = RNG.normal(size=(200, 16)) @ RNG.normal(size=(16, 16))  # correlated inputs
+XTX = X.T @ X
+
+
+def output_error(w_hat, x=X):
+    return float(np.sum((x @ W - x @ w_hat) ** 2))
+
+
+def magnitude_prune(w, sparsity):
+    k = int(round(w.size * sparsity))
+    order = np.argsort(np.abs(w), axis=None, kind="stable")[:k]
+    out = w.copy().reshape(-1)
+    out[order] = 0.0
+    return out.reshape(w.shape)
+
+
+def round_to_nearest(w, bits, group_size=0):
+    scale, zero = gptq.group_grid(w.T, bits, group_size)
+    codes = np.clip(np.round(w.T / scale) + zero, 0, 2 ** bits - 1)
+    return ((codes - zero) * scale).T
+
+
+def test_under_white_inputs_sparsegpt_is_magnitude_pruning_and_gptq_is_round_to_nearest():
+    white = 7.0 * np.eye(16)  # U is diagonal: no error is fed to other inputs
+    pruned, keep = sparsegpt.prune_layer(W, white, 0.5, block_size=16, dampening=0.0)
+    np.testing.assert_allclose(pruned, magnitude_prune(W, 0.5), atol=1e-12)
+    assert keep.sum() == W.size // 2
+    out = gptq.quantize_layer(W, white, 3, dampening=0.0)
+    np.testing.assert_allclose(out["kernel"], round_to_nearest(W, 3), atol=1e-12)
+
+
+def test_error_feedback_beats_the_baselines_on_correlated_inputs():
+    for sparsity in (0.25, 0.5, 0.75):
+        pruned, keep = sparsegpt.prune_layer(W, XTX, sparsity, block_size=8)
+        assert np.all(pruned[~keep] == 0) and (~keep).sum() == int(round(W.size * sparsity))
+        assert output_error(pruned) < output_error(magnitude_prune(W, sparsity))
+    for bits in (2, 3, 4):
+        for group_size, act_order in ((0, False), (8, False), (0, True), (8, True)):
+            out = gptq.quantize_layer(W, XTX, bits, group_size=group_size, act_order=act_order, block_size=4)
+            assert output_error(out["kernel"]) < output_error(round_to_nearest(W, bits, group_size))
+            assert out["codes"].max() < 2 ** bits
+            np.testing.assert_array_equal(out["kernel"], (out["codes"] - out["zero_point"]) * out["scale"])
+
+
+def test_n_m_sparsity_prunes_n_of_every_m_inputs_of_each_output_and_zero_sparsity_changes_nothing():
+    pruned, keep = sparsegpt.prune_layer(W, XTX, n=2, m=4, block_size=8)
+    assert np.all(keep.reshape(4, 4, 6).sum(axis=1) == 2)
+    assert np.all(pruned[~keep] == 0)
+    same, keep = sparsegpt.prune_layer(W, XTX, 0.0)
+    np.testing.assert_allclose(same, W, atol=1e-10)
+    assert keep.all()
+
+
+def test_an_input_no_calibration_row_reached_is_pruned_and_quantized_to_zero():
+    x = X.copy()
+    x[:, 3] = 0.0
+    pruned, keep = sparsegpt.prune_layer(W, x.T @ x, 0.25)
+    assert not keep[3].any() and np.all(pruned[3] == 0)
+    assert np.all(gptq.quantize_layer(W, x.T @ x, 4)["kernel"][3] == 0)
+
+
+def test_bad_settings_are_refused_naming_them():
+    with pytest.raises(ValueError, match="sparsegpt.sparsity 1.0 must be in"):
+        sparsegpt.prune_layer(W, XTX, 1.0)
+    with pytest.raises(ValueError, match="n:m needs integers 1 <= n < m"):
+        sparsegpt.prune_layer(W, XTX, n=4, m=4)
+    with pytest.raises(ValueError, match="gptq.bits 1 must be an integer from 2 to 8"):
+        gptq.quantize_layer(W, XTX, 1)
+    with pytest.raises(ValueError, match="gptq.group_size 5 must be 0 .* or divide the 16 inputs"):
+        gptq.quantize_layer(W, XTX, 4, group_size=5)
+    with pytest.raises(ValueError, match="not positive definite .* raise the dampening"):
+        sparsegpt.prune_layer(W, X[:3].T @ X[:3], 0.5, dampening=0.0)
