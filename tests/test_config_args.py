@@ -98,7 +98,10 @@ def _paper_variants():
     for path in glob.glob(os.path.join(ROOT, "paper", "results", "**", "results.json"), recursive=True):
         with open(path) as f:
             command = json.load(f)["command"]
-        for name in re.search(r"--configs=(\S+)", command).group(1).split(","):
+        # experiments.reproduce's --configs=A,B; the analyses that read runs (omitted_class) take --config=A.
+        found = re.search(r"--configs?=(\S+)", command)
+        assert found, f"{path}: its command {command!r} names no config"
+        for name in found.group(1).split(","):
             module, _, variant = name.partition(":")
             pairs.add((module, variant))
     return sorted(pairs)

@@ -98,12 +98,16 @@ def test_drone_reads_the_attention_output_projection_inputs_over_heads_times_hea
                                 "num_heads": 2, "ffn_dim": 16, "head_dim": 8}, 32)
     tokens = RNG.integers(0, 32, size=(4, 8)).astype(np.int32)
     params, _ = models.init_variables(model, jax.random.PRNGKey(0), tokens)
-    stats = models.module_statistics(model, params, ["block_0/attn/out"], ("xtx",), inputs=[tokens])
-    assert stats["block_0/attn/out"]["xtx"].shape == (16, 16)  # heads * head_dim square
-    batches = InitBatches([tokens], lambda p, b: 0.0,
-                          lambda p, paths, kinds, **kw: models.module_statistics(model, p, paths, kinds,
-                                                                                 inputs=[tokens], **kw))
+    seen = {}
+
+    def statistics(p, paths, kinds, **kw):
+        for path, stats in models.module_statistics(model, p, paths, kinds, inputs=[tokens], **kw):
+            seen[path] = stats["xtx"].shape
+            yield path, stats
+
+    batches = InitBatches([tokens], lambda p, b: 0.0, statistics)
     trainable, state = lr.low_rank(".*attn/out/kernel", method="drone", rank=3).init(params, None, batches)
+    assert seen == {"block_0/attn/out": (16, 16)}  # heads * head_dim square, not head_dim
     factors = trainable["params"]["block_0"]["attn"]["out"]["kernel"]
     assert factors["u"].shape == (2, 8, 3) and factors["v"].shape == (3, 16)
     assert int(state["block_0/attn/out/kernel"]["rank"]) == 3

@@ -17,13 +17,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_bfloat16_trains_the_quick_lenet_config_within_one_point_of_float32(tmp_path):
-    # LeNet-300-100's quick config (baseline_lenet300:quick) cut to 400 steps, as many for both arms;
+    # LeNet-300-100's quick config (baseline_lenet300:quick) cut to 250 steps (83.09 % in both arms by hand);
     # LeNet-5's quick config, 80 s for both, gave 86.57 % (float32) and 86.55 % (bfloat16) by hand,
     # and its convolutions' bfloat16 forward pass is checked below.
     accuracy = {}
     for compute in ("float32", "bfloat16"):
         config = baseline_lenet300.get_config("quick")
-        config.train.num_steps = 400
+        config.train.num_steps = 250
         config.data_dir = os.path.join(ROOT, ".data")
         config.precision.compute = compute
         results = train.train_and_evaluate(config, str(tmp_path / compute), progress=False)

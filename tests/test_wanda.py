@@ -51,9 +51,9 @@ def test_wanda_without_calibration_batches_or_on_a_convolution_is_refused():
     params, batches = _mlp_batches(np.zeros((2, 1, 2, 1), np.uint8))
     with pytest.raises(ValueError, match="criterion='wanda'.*init_batches > 0"):
         t.init(params, None, None)
-    lenet = models.build_model({"name": "lenet5"}, 10)
-    lenet_params, _ = models.init_variables(lenet, jax.random.PRNGKey(0), x)
-    stats = lambda p, paths, kinds, **kw: models.module_statistics(lenet, p, paths, kinds, inputs=[x], **kw)
+    # A convolution's module sees its input channels (20 here) as features; its kernel sums over 5 x 5 x 20.
+    conv_params = {"Conv_1": {"kernel": jnp.ones((5, 5, 20, 50))}}
+    channels = lambda p, paths, kinds, **kw: iter([(paths[0], {"sq_norm": jnp.ones(20)})])
     conv = registry.build("prune", select="Conv_1/kernel", criterion="wanda", scope="output")
     with pytest.raises(ValueError, match="Conv_1 received 20 input features but Conv_1/kernel .* sums over 500"):
-        conv.init(lenet_params, None, InitBatches([x], lambda p, b: 0.0, stats))
+        conv.init(conv_params, None, InitBatches([x], lambda p, b: 0.0, channels))
