@@ -14,16 +14,25 @@ the weights as updated so far; with n:m, n of every m consecutive inputs of
 each output are pruned instead.
 
 `prune_layer` is the solver on one layer, in float64 on the host; the
-calibration statistics (`compression.calibration`, "xtx") and sequential
-calibration over a model's blocks are the driver's.
+`sparsegpt` transform runs it over a model with sequential calibration (each
+block solved on the inputs the already pruned blocks produce), from the
+calibration statistics (`compression.calibration`, "xtx") the driver gathers.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+import math
+import re
+from typing import Any, Callable, Optional, Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-from compression.calibration import inverse_hessian_factor
+from compression.calibration import inverse_hessian_factor, sequential
+from compression.pruning_masks import kernel_io_shapes
+from compression.registry import register
+from compression.selection import leaves_by_path, map_at_paths, nest_paths, selected_paths
+from compression.transform import PARAMS, Transform, require_batches
 
 
 def _check(sparsity: float, n: int, m: int, block_size: int) -> None:
@@ -84,3 +93,91 @@ def prune_layer(kernel: Any, xtx: Any, sparsity: float = 0.5, *, n: int = 0, m: 
         w[:, end:] -= errors @ u[start:end, end:]
     w[~keep] = 0.0
     return w.T, keep.T
+
+
+def natural_key(path: str) -> list:
+    """Sort key that orders block_2 before block_10 (digit runs compared as numbers)."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path)]
+
+
+def sequential_groups(paths: Sequence[str]) -> list[list[str]]:
+    """The kernels grouped by their top-level module (a Transformer block, a Dense layer), in natural order.
+
+    Sequential calibration solves one group on the inputs that the already
+    solved groups before it produce; natural order is the models' call order
+    (Dense_0, Dense_1, ...; block_0, ..., block_3, then head).
+    """
+    groups: dict[str, list[str]] = {}
+    for p in paths:
+        groups.setdefault(p.split("/")[0], []).append(p)
+    return [sorted(groups[k], key=natural_key) for k in sorted(groups, key=natural_key)]
+
+
+@register("sparsegpt")
+def sparsegpt(select: Any = ".*kernel", sparsity: float = 0.5, *, n: int = 0, m: int = 0, block_size: int = 128,
+              dampening: float = 0.01) -> Transform:
+    """SparseGPT (Frantar & Alistarh 2023) on the selected kernels, one-shot, with sequential calibration.
+
+    At init, the kernels are solved group by group (`sequential_groups`):
+    each group's X^T X is gathered over the init batches with the earlier
+    groups already pruned and reconstructed, then `prune_layer` solves each
+    of its kernels. Needs config.compression.init_batches > 0. The masks are
+    kept in the state: `apply` and `project` hold the pruned weights at zero
+    and `keep` drops their optimizer state, so a fine-tune keeps the sparsity.
+    Dense and attention kernels only: a convolution's inputs are patches,
+    whose statistics the driver does not gather.
+    """
+    _check(sparsity if not (n or m) else 0.0, n, m, block_size)
+
+    def init(params, key=None, batches=None):
+        del key
+        batches = require_batches(batches, "sparsegpt, which reads each layer's inputs,",
+                                  " (prune with criterion='magnitude' needs none)")
+        if batches.statistics is None:
+            raise ValueError("sparsegpt reads X^T X of each layer's inputs, and these InitBatches have no "
+                             "`statistics` (the driver's models.module_statistics)")
+        paths = selected_paths(params, select, what="sparsegpt.select")
+        for p in paths:
+            if not p.endswith("/kernel") or len(np.shape(leaves_by_path(params)[p])) not in (2, 3):
+                raise ValueError(f"sparsegpt solves dense and attention kernels; {p} of shape "
+                                 f"{np.shape(leaves_by_path(params)[p])} is not one: narrow sparsegpt.select")
+        masks = {}
+
+        def statistics(current, group):
+            modules = [p[: -len("/kernel")] for p in group]
+            return dict(batches.statistics(current, modules, ("xtx",), one_at_a_time=True))
+
+        def solve(current, group, stats):
+            flat = dict(leaves_by_path(current))
+            for p in group:
+                w = flat[p]
+                in_shape, _ = kernel_io_shapes(np.shape(w), p)
+                matrix = np.asarray(w, np.float64).reshape(math.prod(in_shape), -1)
+                new, keep = prune_layer(matrix, stats[p[: -len("/kernel")]]["xtx"], sparsity, n=n, m=m,
+                                        block_size=block_size, dampening=dampening)
+                flat[p] = jnp.asarray(new.reshape(np.shape(w)), w.dtype)
+                masks[p] = jnp.asarray(keep.reshape(np.shape(w)))
+            return nest_paths(flat)
+
+        solved = sequential(params, sequential_groups(paths), statistics, solve)
+        return {PARAMS: solved}, {"masks": masks}
+
+    def project(trainable, state):
+        masks = state["masks"]
+        params = map_at_paths(lambda p, w: jnp.where(masks[p], w, jnp.zeros((), w.dtype)), trainable[PARAMS],
+                              masks, what="sparsegpt")
+        return dict(trainable, **{PARAMS: params})
+
+    def apply(trainable, state):
+        return project(trainable, state)[PARAMS]
+
+    def update(trainable, state, grads, step):
+        del grads, step
+        return project(trainable, state), state
+
+    def keep(trainable, state):
+        masks = state["masks"]
+        ones = jax.tree_util.tree_map(lambda leaf: jnp.ones((), jnp.float32), trainable)
+        return dict(ones, **{PARAMS: map_at_paths(lambda p, one: masks[p], ones[PARAMS], masks, what="sparsegpt")})
+
+    return Transform(init, apply, update, project, keep, name="sparsegpt")

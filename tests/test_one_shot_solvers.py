@@ -1,8 +1,11 @@
 """SparseGPT and GPTQ on one layer (compression/sparsegpt.py, compression/gptq.py): exact cases and error bounds."""
+import jax
 import numpy as np
 import pytest
 
-from compression import gptq, sparsegpt
+from compression import gptq, registry, sparsegpt
+from compression.transform import InitBatches
+from experiments import models
 
 RNG = np.random.default_rng(0)
 W = RNG.normal(size=(16, 6))  # (d_in, d_out)
@@ -78,3 +81,30 @@ def test_bad_settings_are_refused_naming_them():
         gptq.quantize_layer(W, XTX, 4, group_size=5)
     with pytest.raises(ValueError, match="not positive definite .* raise the dampening"):
         sparsegpt.prune_layer(W, X[:3].T @ X[:3], 0.5, dampening=0.0)
+
+
+def test_the_sparsegpt_transform_solves_layer_by_layer_on_the_inputs_the_pruned_layers_before_produce():
+    model = models.build_model({"name": "mlp", "hidden": (32,)}, 10)
+    x = RNG.integers(0, 256, size=(64, 28, 28, 1)).astype(np.uint8)
+    params, _ = models.init_variables(model, jax.random.PRNGKey(0), x)
+    seen = []
+
+    def statistics(p, paths, kinds, **kw):
+        seen.append((list(paths), bool(np.any(np.asarray(p["Dense_0"]["kernel"]) == 0))))
+        return models.module_statistics(model, p, paths, kinds, inputs=[x], **kw)
+
+    t = registry.build("sparsegpt", select=".*kernel", sparsity=0.5, block_size=64)
+    trainable, state = t.init(params, None, InitBatches([x], lambda p, b: 0.0, statistics))
+    # Dense_0 is solved on the raw inputs; Dense_1 on what the pruned Dense_0 produces.
+    assert seen == [(["Dense_0"], False), (["Dense_1"], True)]
+    for path, mask in state["masks"].items():
+        assert float(np.mean(np.asarray(mask))) == 0.5, path
+    effective = t.apply(trainable, state)
+    assert np.all(np.asarray(effective["Dense_0"]["kernel"])[~np.asarray(state["masks"]["Dense_0/kernel"])] == 0)
+    # On the calibration inputs, the first layer's outputs move less than under magnitude pruning.
+    inputs = x.reshape(64, -1).astype(np.float64) / 255.0
+    dense = np.asarray(params["Dense_0"]["kernel"], np.float64)
+    error = lambda k: float(np.sum((inputs @ dense - inputs @ np.asarray(k, np.float64)) ** 2))
+    assert error(effective["Dense_0"]["kernel"]) < error(magnitude_prune(dense, 0.5))
+    with pytest.raises(ValueError, match="sparsegpt, which reads each layer's inputs.*init_batches > 0"):
+        t.init(params, None, None)
