@@ -8,3 +8,11 @@ import os
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# Many tests compile the same small computations (a tiny model's forward pass, its export's reload
+# check) in different processes and runs; JAX's persistent compilation cache, shared by the xdist
+# workers of one session, compiles each of them once.
+_CACHE = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"compression-lab-jax-cache-{os.getuid()}")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
