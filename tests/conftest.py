@@ -11,7 +11,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # Many tests compile the same small computations (a tiny model's forward pass, its export's reload
 # check) in different processes and runs; JAX's persistent compilation cache, shared by the xdist
-# workers of one session, compiles each of them once.
+# workers of one session, compiles each of them once (a cold run of `make test` took 319 s of pytest
+# instead of 501 s). It lives in the temporary directory (a few MB per run of changed code); its keys
+# include jax's version and flags and the computation itself, so a stale entry is never read.
 _CACHE = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"compression-lab-jax-cache-{os.getuid()}")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
