@@ -215,12 +215,18 @@ def timed_steps(hand_ms: float, seconds_per_run: float, log_every: int, steps: i
 
 def interleaved_ms_per_step(loops: dict[str, Callable[[int], float]], base: int, steps: int,
                             repeats: int) -> dict[str, list[float]]:
-    """{name: ms/step per repetition}, each (T(base + steps) - T(base)) / steps; loops interleaved, in order."""
-    per_step = {name: [] for name in loops}
-    for _ in range(repeats):
-        for name, loop in loops.items():
-            short = loop(base)
-            long = loop(base + steps)
+    """{name: ms/step per repetition}, each (T(base + steps) - T(base)) / steps; loops interleaved.
+
+    Repetition r starts with loop r (mod the number of loops) and takes the
+    others in turn, so no loop always runs first (just after another one's
+    allocations, or on a CPU that is still clocking up).
+    """
+    names = list(loops)
+    per_step = {name: [] for name in names}
+    for rep in range(repeats):
+        for name in names[rep % len(names):] + names[:rep % len(names)]:
+            short = loops[name](base)
+            long = loops[name](base + steps)
             per_step[name].append(1000 * (long - short) / steps)
     return per_step
 

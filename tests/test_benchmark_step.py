@@ -85,3 +85,19 @@ def test_gpt2_rows_use_the_gpt2_small_config_on_one_device():
         assert config.model.width == 768 and config.precision.compute == "bfloat16"
         assert dict(config.mesh)["data"] == 1 and dict(config.mesh)["model"] == 1
     assert dataset.num_classes == 50257
+
+
+def test_each_repetition_starts_with_the_next_loop_in_turn():
+    calls = []
+
+    def loop(name):
+        def run(steps):
+            calls.append(name)
+            return 0.001 * steps
+        return run
+
+    per_step = benchmark_step.interleaved_ms_per_step({"a": loop("a"), "b": loop("b"), "c": loop("c")},
+                                                      base=2, steps=4, repeats=3)
+    # Each loop runs its short and its long timing back to back; the first loop rotates.
+    assert calls == ["a", "a", "b", "b", "c", "c", "b", "b", "c", "c", "a", "a", "c", "c", "a", "a", "b", "b"]
+    assert per_step == {name: [1.0, 1.0, 1.0] for name in "abc"}
