@@ -133,16 +133,20 @@ def layer_drop(layers: Sequence[str], drop: Any, *, zero: Sequence[str] = DEFAUL
             if not any(compiled[i].fullmatch(q) for q in paths):
                 raise ValueError(f"layer_drop: layer {layers[i]!r} has no parameter matching zero {patterns}; "
                                  f"zeroing nothing would not drop it")
-            for z in patterns:
-                here = lambda prefix: any(re.fullmatch(re.escape(prefix) + "/(?:" + z + ")", q) for q in paths)
-                other = next((prefix for prefix in layers if prefix != layers[i] and here(prefix)), None)
-                if other is not None and not here(layers[i]):
+            # Zeroing makes the block an identity only if every parameter the zero patterns name
+            # is there to be zeroed: one that another layer has and this one lacks was taken out of
+            # the stored parameters by a later stage (sharing, clustering, factorization) and
+            # would come back, unzeroed, through that stage's apply.
+            zeroed_here = {q[len(layers[i]) + 1:] for q in paths if compiled[i].fullmatch(q)}
+            for j, prefix in enumerate(layers):
+                missing = sorted({q[len(prefix) + 1:] for q in paths if compiled[j].fullmatch(q)} - zeroed_here)
+                if j != i and missing:
                     raise ValueError(
-                        f"layer_drop: layer {layers[i]!r} has no parameter matching zero {z!r}, which layer "
-                        f"{other!r} has, so zeroing the rest would not make it an identity; a stage after "
-                        f"layer_drop in the chain (cross-layer sharing, factorization) may have restructured it: "
-                        f"put layer_drop after that stage (if the layer really lacks it, e.g. every head pruned, "
-                        f"list only the patterns it has in layer_drop.zero)")
+                        f"layer_drop: layer {layers[i]!r} has no {missing[0]!r}, which layer {prefix!r} has and "
+                        f"zero {patterns} names, so zeroing the rest would not make it an identity; a stage after "
+                        f"layer_drop in the chain (cross-layer sharing, clustering, factorization) may have "
+                        f"restructured it: put layer_drop after that stage (if the layer really lacks it, e.g. "
+                        f"every head pruned, list only the patterns it has in layer_drop.zero)")
         kept = jnp.asarray([i not in dropped for i in range(len(layers))], bool)
         state = {"kept": kept}
         return {PARAMS: zeroed(params, state)}, state

@@ -299,6 +299,12 @@ def test_bad_layer_drop_and_export_settings_raise():
         layer_drop(layers + ["block_9"], [0]).init(params)
     with pytest.raises(ValueError, match="zero 'ffn_outt/.\\*' matches no parameter"):
         layer_drop(layers, [0], zero=["ffn_outt/.*"]).init(params)
+    # A later chain stage (clustering, sharing) took block_1's ffn_out kernel out of the stored parameters:
+    # zeroing its bias alone would leave the block's FFN on, so the drop is refused, naming the leaf.
+    restructured = {**params, "block_1": dict(params["block_1"])}
+    restructured["block_1"]["ffn_out"] = {"bias": params["block_1"]["ffn_out"]["bias"]}
+    with pytest.raises(ValueError, match="layer 'block_1' has no 'ffn_out/kernel', which layer 'block_0' has"):
+        layer_drop(layers, [1]).init(restructured)
     with pytest.raises(ValueError, match="index 5 is out of range"):
         drop_layers_config(TRANSFORMER, [5])
     masks = {"block_0_heads": np.array([True, False, True, True])}
