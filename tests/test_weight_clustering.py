@@ -51,6 +51,16 @@ def test_kmeans_from_linear_initialisation_on_a_hand_case():
     assert assignments.tolist() == [0, 0, 1, 1]
 
 
+def test_nearest_centroid_by_bisection_matches_the_distance_matrix():
+    values = RNG.normal(size=2000)
+    for k in (1, 2, 7, 64):
+        centroids = RNG.normal(size=k)
+        found = wc.nearest(values, centroids)
+        np.testing.assert_array_equal(np.abs(values - centroids[found]),
+                                      np.abs(values[:, None] - centroids[None, :]).min(axis=1))
+    assert wc.nearest(np.array([0.5]), np.array([1.0, 0.0])).tolist() == [1]  # halfway: the smaller centroid
+
+
 def _clustered(w, bits=2, **settings):
     t = wc.cluster("Dense_0/kernel", bits=bits, **settings)
     trainable, state = t.init({"Dense_0": {"kernel": jnp.asarray(w)}})
