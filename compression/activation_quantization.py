@@ -32,7 +32,7 @@ from compression.intercept import INTERCEPT_KEY, register_input_hook
 from compression.registry import register
 from compression.selection import Selector, leaf_paths, leaves_by_path, nest_paths, selected_paths
 from compression.settings import require_float
-from compression.transform import PARAMS, Transform, require_batches
+from compression.transform import PARAMS, Transform, require_statistics
 
 LEARNED = "scales"
 
@@ -59,7 +59,7 @@ def quantize_activations(select: Selector = ".*", scheme: str = "uniform", bits:
     more when symmetric), `percentile` in (50, 100], `mse_grid` an integer
     >= 1, and `initial_alpha` (PACT only: the other schemes would ignore it)
     a finite number > 0. Calibrating a scheme needs at least one init batch
-    (`require_batches`); PACT given `initial_alpha` needs none.
+    (`require_statistics`); PACT given `initial_alpha` needs none.
     """
     if scheme not in SCHEMES:
         raise ValueError(f"quantize_activations.scheme {scheme!r} is not one of {sorted(SCHEMES)}")
@@ -84,12 +84,8 @@ def quantize_activations(select: Selector = ".*", scheme: str = "uniform", bits:
         sites = selected_paths(nest_paths({m: 0 for m in modules}), select, what="quantize_activations.select")
         needs_data = scheme != "pact" or initial_alpha is None
         if needs_data:
-            require_batches(batches, f"quantize_activations ({scheme}), which calibrates on the layers' inputs,",
-                            " (PACT can instead take initial_alpha)")
-            if batches.statistics is None:
-                raise ValueError(f"quantize_activations ({scheme}) calibrates on the layers' inputs, and these "
-                                 f"InitBatches have no `statistics` (the driver's models.module_statistics) to "
-                                 f"read them with; pass statistics, or give PACT an initial_alpha")
+            require_statistics(batches, f"quantize_activations ({scheme}), which calibrates on the layers' inputs,",
+                               " (PACT can instead take initial_alpha)")
         inputs = {site: stats["inputs"] for site, stats in batches.statistics(params, sites, ("inputs",)).items()} \
             if needs_data else {}
         state, learned = {}, {}

@@ -129,17 +129,18 @@ def layer_drop(layers: Sequence[str], drop: Any, *, zero: Sequence[str] = DEFAUL
         for z in patterns:
             if not any(re.fullmatch(re.escape(prefix) + "/(?:" + z + ")", q) for prefix in layers for q in paths):
                 raise ValueError(f"layer_drop.zero {z!r} matches no parameter under {layers}")
+        # Each layer's zeroed parameters, relative to its prefix.
+        zeroed_of = [{q[len(prefix) + 1:] for q in paths if c.fullmatch(q)} for prefix, c in zip(layers, compiled)]
         for i in dropped:
-            if not any(compiled[i].fullmatch(q) for q in paths):
+            if not zeroed_of[i]:
                 raise ValueError(f"layer_drop: layer {layers[i]!r} has no parameter matching zero {patterns}; "
                                  f"zeroing nothing would not drop it")
             # Zeroing makes the block an identity only if every parameter the zero patterns name
             # is there to be zeroed: one that another layer has and this one lacks was taken out of
             # the stored parameters by a later stage (sharing, clustering, factorization) and
             # would come back, unzeroed, through that stage's apply.
-            zeroed_here = {q[len(layers[i]) + 1:] for q in paths if compiled[i].fullmatch(q)}
             for j, prefix in enumerate(layers):
-                missing = sorted({q[len(prefix) + 1:] for q in paths if compiled[j].fullmatch(q)} - zeroed_here)
+                missing = sorted(zeroed_of[j] - zeroed_of[i])
                 if j != i and missing:
                     raise ValueError(
                         f"layer_drop: layer {layers[i]!r} has no {missing[0]!r}, which layer {prefix!r} has and "

@@ -35,7 +35,7 @@ thin products (`experiments.models.LowRankDense`).
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, NamedTuple, Optional
 
 import jax.numpy as jnp
 import numpy as np
@@ -43,8 +43,8 @@ import numpy as np
 from compression.export import Coded
 from compression.pruning_masks import kernel_io_shapes
 from compression.registry import register
-from compression.selection import leaves_by_path, nest_paths, selected_paths
-from compression.transform import PARAMS, Transform, join_factors, no_update, require_batches
+from compression.selection import kernel_module, leaves_by_path, nest_paths, selected_paths
+from compression.transform import PARAMS, Transform, join_factors, no_update, require_statistics
 
 METHODS = ("svd", "drone")
 RANK_SETTINGS = ("rank", "ratio", "energy", "budget")
@@ -82,10 +82,34 @@ def _split(left: np.ndarray, s: np.ndarray, right: np.ndarray, rank: int) -> tup
     return left[:, :rank] * root, root[:, None] * right[:rank]
 
 
+class Decomposition(NamedTuple):
+    """The SVD a layer's ranks and factors are read from: of W (SVD), or of S W with S^+ to map back (DRONE)."""
+
+    left: np.ndarray
+    singular_values: np.ndarray
+    right: np.ndarray
+    back: Optional[np.ndarray] = None  # S^+ for DRONE; None for the plain SVD
+
+    def factors(self, rank: int) -> tuple[np.ndarray, np.ndarray]:
+        """(u, v) at `rank`: the best rank-`rank` u v for this decomposition's objective."""
+        u, v = _split(self.left, self.singular_values, self.right, rank)
+        return (u if self.back is None else self.back @ u), v
+
+
+def decompose(matrix: Any, xtx: Optional[Any] = None, dampening: float = 0.0) -> Decomposition:
+    """The SVD of `matrix` (d_in, d_out), or, given X^T X, of S matrix with S^+ (DRONE's closed form)."""
+    m = np.asarray(matrix, np.float64)
+    back = None
+    if xtx is not None:
+        s_root, back = whitening(xtx, dampening)
+        m = s_root @ m
+    left, s, right = np.linalg.svd(m, full_matrices=False)
+    return Decomposition(left, s, right, back)
+
+
 def truncated_svd(matrix: Any, rank: int) -> tuple[np.ndarray, np.ndarray]:
     """Factors (u, v) of the best rank-`rank` approximation u v of `matrix` in Frobenius norm (Eckart-Young)."""
-    left, s, right = np.linalg.svd(np.asarray(matrix, np.float64), full_matrices=False)
-    return _split(left, s, right, rank)
+    return decompose(matrix).factors(rank)
 
 
 def whitening(xtx: Any, dampening: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
@@ -103,18 +127,7 @@ def whitening(xtx: Any, dampening: float = 0.0) -> tuple[np.ndarray, np.ndarray]
 
 def drone_factors(matrix: Any, xtx: Any, rank: int, dampening: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Factors (u, v) minimising ||X matrix - X u v||_F for X^T X = `xtx` at rank `rank` (DRONE, Chen et al. 2021)."""
-    s_root, s_pinv = whitening(xtx, dampening)
-    left, s, right = np.linalg.svd(s_root @ np.asarray(matrix, np.float64), full_matrices=False)
-    u, v = _split(left, s, right, rank)
-    return s_pinv @ u, v
-
-
-def spectrum(matrix: Any, xtx: Optional[Any] = None, dampening: float = 0.0) -> np.ndarray:
-    """The singular values the rank is chosen on: of `matrix` (SVD), or of S matrix (DRONE, given X^T X)."""
-    m = np.asarray(matrix, np.float64)
-    if xtx is not None:
-        m = whitening(xtx, dampening)[0] @ m
-    return np.linalg.svd(m, compute_uv=False)
+    return decompose(matrix, xtx, dampening).factors(rank)
 
 
 def output_error(matrix: Any, u: Any, v: Any, xtx: Optional[Any] = None) -> float:
@@ -188,13 +201,6 @@ def choose_ranks(spectra: Mapping[str, np.ndarray], shapes: Mapping[str, tuple[i
     return ranks
 
 
-def _module_path(path: str) -> str:
-    if not path.endswith("/kernel"):
-        raise ValueError(f"low_rank.select picked {path!r}; DRONE reads the inputs of the module a kernel "
-                         f"belongs to, so select '.../kernel' leaves")
-    return path[: -len("/kernel")]
-
-
 @register("low_rank")
 def low_rank(select: Any = ".*kernel", *, method: str = "svd", rank: Any = None, ratio: Any = None,
              energy: Any = None, budget: Any = None, dampening: float = 0.0) -> Transform:
@@ -224,20 +230,19 @@ def low_rank(select: Any = ".*kernel", *, method: str = "svd", rank: Any = None,
         matrices = {p: as_matrix(flat[p], p) for p in paths}
         xtx = {}
         if method == "drone":
-            batches = require_batches(batches, "low_rank (method 'drone'), which reads the layers' inputs,",
-                                      " (method 'svd' needs none)")
-            if batches.statistics is None:
-                raise ValueError("low_rank (method 'drone') reads X^T X of each layer's inputs, and these "
-                                 "InitBatches have no `statistics` (the driver's models.module_statistics)")
-            modules = {_module_path(p): p for p in paths}
+            batches = require_statistics(batches, "low_rank (method 'drone'), which reads the layers' inputs,",
+                                         " (method 'svd' needs none)")
+            modules = {kernel_module(p, "low_rank.select"): p for p in paths}
             for module, stats in batches.statistics(params, list(modules), ("xtx",), one_at_a_time=True):
                 xtx[modules[module]] = np.asarray(stats["xtx"], np.float64)
-        spectra = {p: spectrum(m, xtx.get(p), dampening) for p, m in matrices.items()}
-        ranks = choose_ranks(spectra, {p: m.shape for p, m in matrices.items()}, which, value)
+        # One decomposition per layer gives both its spectrum (the rank) and its factors.
+        decompositions = {p: decompose(m, xtx.get(p), dampening) for p, m in matrices.items()}
+        ranks = choose_ranks({p: d.singular_values for p, d in decompositions.items()},
+                             {p: m.shape for p, m in matrices.items()}, which, value)
         state = {}
-        for p, m in matrices.items():
+        for p, d in decompositions.items():
             r = ranks[p]
-            u, v = drone_factors(m, xtx[p], r, dampening) if method == "drone" else truncated_svd(m, r)
+            u, v = d.factors(r)
             in_shape, out_shape = matrix_shapes(np.shape(flat[p]), p)
             dtype = flat[p].dtype
             flat[p + "/u"] = jnp.asarray(u.reshape(in_shape + (r,)), dtype)
@@ -263,7 +268,7 @@ def low_rank(select: Any = ".*kernel", *, method: str = "svd", rank: Any = None,
             # rank is then at most min(d_in, d_out), so the factors stay exact.
             r = min(int(np.asarray(st["rank"])), math.prod(in_shape), math.prod(out_shape))
             u, v = truncated_svd(as_matrix(w, p), r)
-            module = _module_path(p)
+            module = kernel_module(p, "low_rank.select")
             flat[module + "/u"] = u.reshape(in_shape + (r,)).astype(np.float32)
             flat[module + "/v"] = v.reshape((r,) + out_shape).astype(np.float32)
             factored[module] = r

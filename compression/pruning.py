@@ -155,6 +155,19 @@ def _like(tree: Any, values: Mapping[str, Any], fill: Callable[[Any], Any]) -> A
         lambda kp, leaf: values[path_str(kp)] if path_str(kp) in values else fill(leaf), tree)
 
 
+def zero_pruned(params: Any, masks: Mapping[str, Any], what: str = "prune") -> Any:
+    """`params` with every entry its mask ({path: bool array}) drops at exactly +0.0 (jnp.where, not w * mask,
+    which would keep -0.0 for negative weights)."""
+    return map_at_paths(lambda p, w: jnp.where(masks[p], w, jnp.zeros((), w.dtype)), params, masks, what=what)
+
+
+def keep_unpruned(trainable: Any, masks: Mapping[str, Any], what: str = "prune") -> Any:
+    """A `keep` tree: the masks at their parameters' paths, 1 everywhere else (the driver zeroes the optimizer
+    state of the dropped entries, so no momentum revives them)."""
+    ones = jax.tree_util.tree_map(lambda leaf: jnp.ones((), jnp.float32), trainable)
+    return dict(ones, **{PARAMS: map_at_paths(lambda p, one: masks[p], ones[PARAMS], masks, what=what)})
+
+
 @register("prune")
 def prune(select: Selector = ".*kernel", sparsity: Union[float, Mapping[str, Any]] = 0.5, *,
           criterion: Union[str, Criterion] = "magnitude", scope: str = "layer", n: int = 0, m: int = 0,
@@ -248,9 +261,7 @@ def prune(select: Selector = ".*kernel", sparsity: Union[float, Mapping[str, Any
             params = jax.tree_util.tree_map(lambda w, mk: jnp.where(mk, w, jnp.zeros((), w.dtype)),
                                             params, state["masks"])
         else:  # a tree an earlier chain stage reshaped or extended: the pruned paths by name
-            masks = _unpack(state)["masks"]
-            params = map_at_paths(lambda p, w: jnp.where(masks[p], w, jnp.zeros((), w.dtype)),
-                                  params, masks, what="prune")
+            params = zero_pruned(params, _unpack(state)["masks"])
         return dict(trainable, **{PARAMS: params})
 
     def update(trainable, state, grads, step):
@@ -282,9 +293,7 @@ def prune(select: Selector = ".*kernel", sparsity: Union[float, Mapping[str, Any
         return {"masks": masks, "scores": scores, "sparsity": state["sparsity"]}
 
     def keep(trainable, state):
-        masks = _unpack(state)["masks"]
-        ones = jax.tree_util.tree_map(lambda leaf: jnp.ones((), jnp.float32), trainable)
-        return dict(ones, **{PARAMS: map_at_paths(lambda p, one: masks[p], ones[PARAMS], masks, what="prune")})
+        return keep_unpruned(trainable, _unpack(state)["masks"])
 
     return Transform(init, apply, update, project, keep, name="prune")
 

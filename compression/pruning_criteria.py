@@ -29,8 +29,8 @@ import jax.numpy as jnp
 
 from compression import pruning_masks
 from compression.registries import Registry
-from compression.selection import leaves_by_path
-from compression.transform import require_batches
+from compression.selection import kernel_module, leaves_by_path
+from compression.transform import require_batches, require_statistics
 
 Scores = dict  # {parameter path: float32 array shaped like the weight}
 
@@ -142,16 +142,8 @@ class Wanda(Criterion):
 
     def init_scores(self, weights, key, batches, params):
         del key
-        batches = require_batches(batches, "prune with criterion='wanda', which reads each layer's inputs,")
-        if batches.statistics is None:
-            raise ValueError("prune with criterion='wanda' reads each layer's input norms, and these InitBatches "
-                             "have no `statistics` (the driver's models.module_statistics)")
-        modules = {}
-        for p in weights:
-            if not p.endswith("/kernel"):
-                raise ValueError(f"prune with criterion='wanda' scores kernels by their module's inputs; {p!r} "
-                                 f"is not a '.../kernel' leaf: narrow prune.select")
-            modules[p[: -len("/kernel")]] = p
+        batches = require_statistics(batches, "prune with criterion='wanda', which reads each layer's inputs,")
+        modules = {kernel_module(p, "prune.select"): p for p in weights}
         scores = {}
         for module, stats in batches.statistics(params, list(modules), ("sq_norm",), one_at_a_time=True):
             p = modules[module]

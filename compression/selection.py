@@ -55,6 +55,19 @@ def nest_paths(flat: Mapping[str, Any]) -> dict[str, Any]:
     return tree
 
 
+def kernel_module(path: str, setting: str) -> str:
+    """The module path of a kernel leaf ('.../kernel' -> '...'), or a ValueError naming the `setting` that picked it.
+
+    Techniques that read a layer's inputs (calibration statistics are
+    gathered per module) or rewrite a layer's module (factored exports) act
+    on kernels only.
+    """
+    if not path.endswith("/kernel"):
+        raise ValueError(f"{setting} picked {path!r}, which is not a '.../kernel' leaf: this technique acts on a "
+                         f"layer's kernel through the module it belongs to; narrow {setting}")
+    return path[: -len("/kernel")]
+
+
 def _as_predicate(selector: Selector) -> Callable[[str, Any], bool]:
     if callable(selector):
         return selector

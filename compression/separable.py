@@ -30,7 +30,7 @@ import numpy as np
 
 from compression.export import Coded
 from compression.registry import register
-from compression.selection import leaves_by_path, nest_paths, selected_paths
+from compression.selection import kernel_module, leaves_by_path, nest_paths, selected_paths
 from compression.transform import PARAMS, Transform, join_factors, no_update
 
 BLOCK_INDEX = re.compile(r"(?:.*/)?[^/]*?_(\d+)$")
@@ -63,9 +63,7 @@ def split_error(kernel: Any) -> float:
 
 
 def _module(path: str) -> tuple[str, int]:
-    if not path.endswith("/kernel"):
-        raise ValueError(f"separable.select picked {path!r}; select convolution kernels ('.../kernel')")
-    module = path[: -len("/kernel")]
+    module = kernel_module(path, "separable.select")
     found = BLOCK_INDEX.fullmatch(module)
     if not found:
         raise ValueError(f"separable: module {module!r} has no block index (a name ending in _<i>, such as "
@@ -88,7 +86,9 @@ def separable(select: Any = r"conv_\d+/kernel", *, config_field: str = "blocks")
             depthwise, pointwise = rank1_split(w)
             flat[p + "/depthwise"] = jnp.asarray(depthwise, w.dtype)
             flat[p + "/pointwise"] = jnp.asarray(pointwise, w.dtype)
-            state[p] = {"split_error": jnp.asarray(split_error(w), jnp.float32)}
+            # ||W - dw (x) pw||^2 at the split, from the split itself (split_error would factor W again).
+            error = np.sum((np.asarray(w, np.float64) - join(depthwise, pointwise)) ** 2)
+            state[p] = {"split_error": jnp.asarray(error, jnp.float32)}
         return {PARAMS: nest_paths(flat)}, state
 
     def apply(trainable, state):
@@ -98,6 +98,12 @@ def separable(select: Any = r"conv_\d+/kernel", *, config_field: str = "blocks")
         flat = dict(leaves_by_path(params))
         config = dict(model_config)
         kinds = config.get(config_field, "full")  # absent: the model's default, every block full
+        if state and isinstance(kinds, str):
+            if "features" not in config:
+                raise ValueError(f"separable: model.{config_field} is one kind for every block, and the model "
+                                 f"config has no 'features' list to count the blocks by; list the kinds")
+            kinds = ["full"] + [kinds] * (len(config["features"]) - 1)
+        kinds = kinds if isinstance(kinds, str) else list(kinds)
         for p in state:
             module, index = _module(p)
             w = flat.pop(p)
@@ -109,12 +115,6 @@ def separable(select: Any = r"conv_\d+/kernel", *, config_field: str = "blocks")
             flat[module + "_pw/kernel"] = pointwise.astype(np.float32)
             if module + "/bias" in flat:
                 flat[module + "_pw/bias"] = flat.pop(module + "/bias")
-            if isinstance(kinds, str):
-                if "features" not in config:
-                    raise ValueError(f"separable: model.{config_field} is one kind for every block, and the model "
-                                     f"config has no 'features' list to count the blocks by; list the kinds")
-                kinds = ["full"] + [kinds] * (len(config["features"]) - 1)
-            kinds = list(kinds)
             if not 0 <= index < len(kinds):
                 raise ValueError(f"separable: block {index} of {module} is outside model.{config_field} {kinds}")
             kinds[index] = "factored"

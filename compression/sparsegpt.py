@@ -24,15 +24,15 @@ import math
 import re
 from typing import Any, Callable, Optional, Sequence
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from compression.calibration import inverse_hessian_factor, sequential
 from compression.pruning_masks import kernel_io_shapes
+from compression.pruning import keep_unpruned, zero_pruned
 from compression.registry import register
-from compression.selection import leaves_by_path, map_at_paths, nest_paths, selected_paths
-from compression.transform import PARAMS, Transform, require_batches
+from compression.selection import kernel_module, leaves_by_path, nest_paths, selected_paths
+from compression.transform import PARAMS, Transform, require_statistics
 
 
 def _check(sparsity: float, n: int, m: int, block_size: int) -> None:
@@ -131,21 +131,19 @@ def sparsegpt(select: Any = ".*kernel", sparsity: float = 0.5, *, n: int = 0, m:
 
     def init(params, key=None, batches=None):
         del key
-        batches = require_batches(batches, "sparsegpt, which reads each layer's inputs,",
-                                  " (prune with criterion='magnitude' needs none)")
-        if batches.statistics is None:
-            raise ValueError("sparsegpt reads X^T X of each layer's inputs, and these InitBatches have no "
-                             "`statistics` (the driver's models.module_statistics)")
+        batches = require_statistics(batches, "sparsegpt, which reads each layer's inputs,",
+                                     " (prune with criterion='magnitude' needs none)")
         paths = selected_paths(params, select, what="sparsegpt.select")
-        for p in paths:
-            if not p.endswith("/kernel") or len(np.shape(leaves_by_path(params)[p])) not in (2, 3):
-                raise ValueError(f"sparsegpt solves dense and attention kernels; {p} of shape "
-                                 f"{np.shape(leaves_by_path(params)[p])} is not one: narrow sparsegpt.select")
+        modules = {p: kernel_module(p, "sparsegpt.select") for p in paths}
+        shapes = {p: np.shape(w) for p, w in leaves_by_path(params).items() if p in modules}
+        for p, shape in shapes.items():
+            if len(shape) not in (2, 3):
+                raise ValueError(f"sparsegpt solves dense and attention kernels; {p} of shape {shape} is not one: "
+                                 f"narrow sparsegpt.select")
         masks = {}
 
         def statistics(current, group):
-            modules = [p[: -len("/kernel")] for p in group]
-            return dict(batches.statistics(current, modules, ("xtx",), one_at_a_time=True))
+            return dict(batches.statistics(current, [modules[p] for p in group], ("xtx",), one_at_a_time=True))
 
         def solve(current, group, stats):
             flat = dict(leaves_by_path(current))
@@ -153,7 +151,7 @@ def sparsegpt(select: Any = ".*kernel", sparsity: float = 0.5, *, n: int = 0, m:
                 w = flat[p]
                 in_shape, _ = kernel_io_shapes(np.shape(w), p)
                 matrix = np.asarray(w, np.float64).reshape(math.prod(in_shape), -1)
-                new, keep = prune_layer(matrix, stats[p[: -len("/kernel")]]["xtx"], sparsity, n=n, m=m,
+                new, keep = prune_layer(matrix, stats[modules[p]]["xtx"], sparsity, n=n, m=m,
                                         block_size=block_size, dampening=dampening)
                 flat[p] = jnp.asarray(new.reshape(np.shape(w)), w.dtype)
                 masks[p] = jnp.asarray(keep.reshape(np.shape(w)))
@@ -163,10 +161,7 @@ def sparsegpt(select: Any = ".*kernel", sparsity: float = 0.5, *, n: int = 0, m:
         return {PARAMS: solved}, {"masks": masks}
 
     def project(trainable, state):
-        masks = state["masks"]
-        params = map_at_paths(lambda p, w: jnp.where(masks[p], w, jnp.zeros((), w.dtype)), trainable[PARAMS],
-                              masks, what="sparsegpt")
-        return dict(trainable, **{PARAMS: params})
+        return dict(trainable, **{PARAMS: zero_pruned(trainable[PARAMS], state["masks"], "sparsegpt")})
 
     def apply(trainable, state):
         return project(trainable, state)[PARAMS]
@@ -176,8 +171,6 @@ def sparsegpt(select: Any = ".*kernel", sparsity: float = 0.5, *, n: int = 0, m:
         return project(trainable, state), state
 
     def keep(trainable, state):
-        masks = state["masks"]
-        ones = jax.tree_util.tree_map(lambda leaf: jnp.ones((), jnp.float32), trainable)
-        return dict(ones, **{PARAMS: map_at_paths(lambda p, one: masks[p], ones[PARAMS], masks, what="sparsegpt")})
+        return keep_unpruned(trainable, state["masks"], "sparsegpt")
 
     return Transform(init, apply, update, project, keep, name="sparsegpt")

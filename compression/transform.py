@@ -102,6 +102,21 @@ def require_batches(batches: Optional[InitBatches], who: str, hint: str = "") ->
     return batches
 
 
+def require_statistics(batches: Optional[InitBatches], who: str, hint: str = "") -> InitBatches:
+    """`require_batches`, and then batches that carry `statistics`: what a technique reading layer inputs needs.
+
+    Calibration (activation ranges), DRONE, Wanda and SparseGPT read the
+    inputs each module receives, which only the driver can gather
+    (`experiments.models.module_statistics`); InitBatches built without it
+    are refused with one message, `who` and `hint` as in `require_batches`.
+    """
+    batches = require_batches(batches, who, hint)
+    if batches.statistics is None:
+        raise ValueError(f"{who} needs their calibration statistics, and these InitBatches have no `statistics` "
+                         f"(the driver's models.module_statistics) to read them with" + hint)
+    return batches
+
+
 def no_update(trainable: PyTree, state: PyTree, grads: PyTree, step: Any) -> tuple[PyTree, PyTree]:
     """An `update` with nothing to do after a step: the optimizer alone trains what the technique stores."""
     del grads, step

@@ -413,10 +413,14 @@ def load_shakespeare(val_every: int = 10, val_offset: int = 0, texts_dir: Option
     if level == "word":
         if isinstance(vocab_size, bool) or not isinstance(vocab_size, (int, np.integer)) or vocab_size < 1:
             raise ValueError(f"dataset.vocab_size must be a positive integer (got {vocab_size!r})")
-        vocabulary = word_vocabulary(word_tokens(text(roles["train"])), vocab_size)
+        train_words = word_tokens(text(roles["train"]))  # read and split once: the vocabulary and the ids
+        vocabulary = word_vocabulary(train_words, vocab_size)
         read = lambda fs: encode_words(word_tokens(text(fs)), vocabulary)
         num_classes = vocab_size + 1
-    train, val = read(roles["train"]), read(roles["val"])
+        train = encode_words(train_words, vocabulary)
+    else:
+        train = read(roles["train"])
+    val = read(roles["val"])
     info = {"train_works": [os.path.basename(f) for f in roles["train"]],
             "val_works": [os.path.basename(f) for f in roles["val"]],
             "train_chars": int(train.size), "val_chars": int(val.size),

@@ -18,6 +18,15 @@ def tiny_config(**train) -> ml_collections.ConfigDict:
     return config
 
 
+def tiny_lm_config(model: dict, train_size: int = 256, eval_size: int = 64, **train) -> ml_collections.ConfigDict:
+    """`tiny_config` for a language model: `model` on synthetic 8-token windows of a 32-symbol vocabulary."""
+    config = tiny_config(**{"batch_size": 8, "eval_batch_size": 8, "checkpoint_every": 100, **train})
+    config.dataset = {"name": "synthetic", "kind": "language_model", "input_shape": (), "num_classes": 32,
+                      "train_size": train_size, "eval_size": eval_size, "seq_len": 8}
+    config.model = model
+    return config
+
+
 def transformer_ffn_groups(num_layers: int) -> list[dict]:
     """Structured-pruning groups for the CharTransformer's FFN hidden units, one per block: ffn_in
     columns and bias, ffn_out rows (no experiment config prunes them; tests check their export)."""

@@ -11,7 +11,7 @@ from compression import accounting, registry
 from compression.transform import export_model
 from configs import ablation_structured_lenet300, li2017_lenet5
 from experiments import benchmark_inference, models, structures, train
-from tests.helpers import tiny_config
+from tests.helpers import tiny_config, tiny_lm_config
 
 LEVELS = (25, 50, 75)
 CONFIGS = {"li2017_lenet5": ("filters", li2017_lenet5),
@@ -68,10 +68,7 @@ def test_language_models_are_timed_on_token_windows_and_a_factored_export_costs_
     dirs = []
     for name, stages in (("dense", []), ("factored", [{"technique": "low_rank", "select": ".*ffn_(in|out)/kernel",
                                                       "rank": 2}])):
-        config = tiny_config(num_steps=1, batch_size=8, eval_batch_size=8, checkpoint_every=100)
-        config.dataset = {"name": "synthetic", "kind": "language_model", "input_shape": (), "num_classes": 32,
-                          "train_size": 256, "eval_size": 64, "seq_len": 8}
-        config.model = model
+        config = tiny_lm_config(model, num_steps=1)
         config.compression.stages = stages
         train.export_run(train.build_run(config), str(tmp_path / name))  # untrained: only the shapes matter
         dirs.append(str(tmp_path / name))

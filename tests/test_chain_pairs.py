@@ -22,7 +22,7 @@ import pytest
 
 from compression import chain, registry
 from experiments import structures, train
-from tests.helpers import tiny_config, transformer_ffn_groups
+from tests.helpers import tiny_config, tiny_lm_config, transformer_ffn_groups
 
 NUM_LAYERS = 2
 MODEL = {"name": "char_transformer", "max_len": 8, "width": 16, "num_layers": NUM_LAYERS,
@@ -81,10 +81,7 @@ TRAINED = _trained_cycle([t for t in STAGES if t != "identity"], REFUSED)
 
 
 def pair_config(first: str, second: str):
-    config = tiny_config(num_steps=2, batch_size=8, eval_batch_size=8, log_every=2, checkpoint_every=100)
-    config.dataset = {"name": "synthetic", "kind": "language_model", "input_shape": (), "num_classes": 32,
-                      "train_size": 2048, "eval_size": 256, "seq_len": 8}
-    config.model = dict(MODEL)
+    config = tiny_lm_config(dict(MODEL), train_size=2048, eval_size=256, num_steps=2, log_every=2)
     config.compression.stages = [{"technique": first, **STAGES[first]}, {"technique": second, **STAGES[second]}]
     config.compression.init_batches = 1
     return config

@@ -7,7 +7,7 @@ import pytest
 from compression import export
 from compression.sharing import share
 from experiments import train
-from tests.helpers import tiny_config
+from tests.helpers import tiny_lm_config
 
 RNG = np.random.default_rng(0)
 
@@ -46,11 +46,8 @@ def test_bad_sharing_groups_are_refused_naming_the_setting():
 def test_an_all_shared_transformer_exports_its_block_once_and_reloads_predicting_as_built(tmp_path):
     # Untrained (the summed gradient is checked above): the driver's export reloads the file and
     # compares its predictions with the run's effective params.
-    config = tiny_config(num_steps=0, batch_size=8, eval_batch_size=8, checkpoint_every=100)
-    config.dataset = {"name": "synthetic", "kind": "language_model", "input_shape": (), "num_classes": 32,
-                      "train_size": 256, "eval_size": 64, "seq_len": 8}
-    config.model = {"name": "char_transformer", "max_len": 8, "width": 16, "num_layers": 3, "num_heads": 2,
-                    "ffn_dim": 32, "head_dim": 8}
+    config = tiny_lm_config({"name": "char_transformer", "max_len": 8, "width": 16, "num_layers": 3, "num_heads": 2,
+                             "ffn_dim": 32, "head_dim": 8}, num_steps=0)
     config.compression.stages = [{"technique": "share", "layers": ["block_0", "block_1", "block_2"]}]
     results = train.export_run(train.build_run(config), str(tmp_path))[1]
     assert results["export_max_abs_logit_diff"] <= 1e-5
