@@ -5,9 +5,14 @@ are laid end to end in a little-endian bit stream (`pack_bits`), so n codes
 take ceil(n * bits / 8) bytes: 3-bit weights really take 3 bits. Two ways of
 turning codes back into real values:
 
-- affine (uniform, fixed point, LSQ): value = (code + qmin - zero_point) * scale,
+- affine (uniform, fixed point, LSQ, GPTQ): value = (code + qmin - zero_point) * scale,
   with `scale` (and a zero point unless it is 0 everywhere) stored as float32
-  per tensor or per channel;
+  per tensor or per channel; or, for scales that change along the inputs
+  (GPTQ's groups of input columns, Frantar et al. 2023), given at the
+  weight's full shape with `row_axes` (how many leading axes are the
+  inputs) and stored once per run of equal input rows, with the rows where
+  each run starts, so a structural export that removed some inputs (leaving
+  runs of unequal length) still stores them exactly;
 - codebook (binary, ternary): value = codebook[..., code], one small table
   per tensor or per channel ([-a, a] for binary in 1 bit; [-n, 0, p] for
   ternary in 2 bits).
@@ -27,7 +32,7 @@ model predicted.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -54,12 +59,37 @@ def unpack_bits(packed: np.ndarray, bits: int, count: int) -> np.ndarray:
     return planes.reshape(count, bits).astype(np.uint32) @ weights
 
 
+def row_runs(arrays: Sequence[np.ndarray], row_axes: int) -> np.ndarray:
+    """Where the runs of equal rows start, rows being the first `row_axes` axes flattened, equal in every array."""
+    starts = [0]
+    change = None
+    for a in arrays:
+        rows = np.asarray(a).reshape(int(np.prod(np.shape(a)[:row_axes])), -1)
+        differs = np.any(rows[1:] != rows[:-1], axis=1)
+        change = differs if change is None else change | differs
+    return np.concatenate([starts, np.flatnonzero(change) + 1]).astype(np.uint32)
+
+
+def _rows(a: np.ndarray, row_axes: int, starts: np.ndarray) -> np.ndarray:
+    return np.asarray(a).reshape(int(np.prod(np.shape(a)[:row_axes])), -1)[starts]
+
+
+def _expand_rows(compact: np.ndarray, starts: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    rows = int(np.prod(shape)) // max(compact.shape[-1], 1)
+    lengths = np.diff(np.append(starts.astype(np.int64), rows))
+    return np.repeat(compact, lengths, axis=0).reshape(shape)
+
+
 def _decode_values(codes: np.ndarray, record: Mapping[str, Any], tensors: Mapping[str, np.ndarray],
                    shape: tuple[int, ...]) -> np.ndarray:
     codes = codes.reshape(shape)
     if record["form"] == "affine":
         scale = tensors["scale"].astype(np.float32)
         zero_point = tensors["zero_point"].astype(np.float32) if "zero_point" in tensors else np.float32(0)
+        if "row_starts" in tensors:
+            scale = _expand_rows(scale, tensors["row_starts"], shape)
+            if "zero_point" in tensors:
+                zero_point = _expand_rows(zero_point, tensors["row_starts"], shape)
         q = codes.astype(np.float32) + np.float32(record["qmin"])
         return ((q - zero_point) * scale).astype(np.float32)
     codebook = tensors["codebook"].astype(np.float32)
@@ -70,7 +100,7 @@ def _decode_values(codes: np.ndarray, record: Mapping[str, Any], tensors: Mappin
 def encode_packed(values: np.ndarray, *, codes: np.ndarray, bits: int, scale: Optional[np.ndarray] = None,
                   zero_point: Optional[np.ndarray] = None, qmin: float = 0.0,
                   codebook: Optional[np.ndarray] = None, index: str = "auto",
-                  huffman: bool = False) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+                  huffman: bool = False, row_axes: int = 0) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Packed codes plus scale/zero point (affine) or codebook; checks they decode to `values` exactly.
 
     index: 'dense' packs every code; 'bitmap' / 'gaps8' / 'gaps16' pack only
@@ -78,6 +108,9 @@ def encode_packed(values: np.ndarray, *, codes: np.ndarray, bits: int, scale: Op
     huffman: the codes and the relative indices (gaps) are Huffman-coded
     instead of stored at their fixed width (Deep Compression's last stage;
     `compression.huffman`), each with its table of used symbols and code lengths.
+    row_axes: scale and zero point are at the values' shape and change only
+    along its first `row_axes` axes (the inputs); they are stored once per
+    run of equal rows (`row_runs`).
     """
     values = np.asarray(values)
     codes = np.asarray(codes)
@@ -87,6 +120,15 @@ def encode_packed(values: np.ndarray, *, codes: np.ndarray, bits: int, scale: Op
         raise ValueError(f"packed export index {index!r} is not one of 'auto', 'dense', 'bitmap', 'gaps8', 'gaps16'")
     if (scale is None) == (codebook is None):
         raise ValueError("packed export needs either scale (affine) or codebook")
+    row_tensors = {}
+    if row_axes:
+        if scale is None:
+            raise ValueError("packed export row_axes applies to affine scales, not to a codebook")
+        full = [np.broadcast_to(np.asarray(a, np.float32), values.shape)
+                for a in (scale, np.zeros((), np.float32) if zero_point is None else zero_point)]
+        starts = row_runs(full, row_axes)
+        scale, zero_point = (_rows(a, row_axes, starts) for a in full)
+        row_tensors = {"row_starts": starts}
 
     def finish(tensors, sparse_record):
         if codebook is not None:
@@ -94,6 +136,7 @@ def encode_packed(values: np.ndarray, *, codes: np.ndarray, bits: int, scale: Op
             tensors["codebook"] = np.asarray(codebook, np.float32)
         else:
             record = {"form": "affine", "bits": int(bits), "qmin": float(qmin), **sparse_record}
+            tensors.update(row_tensors)
             tensors["scale"] = np.asarray(scale, np.float32)
             if zero_point is not None and np.any(np.asarray(zero_point) != 0):
                 tensors["zero_point"] = np.asarray(zero_point, np.float32)

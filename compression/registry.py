@@ -15,7 +15,7 @@ from compression.transform import Transform, identity, named_chain, stage_names
 TECHNIQUE_MODULES = ("compression.pruning", "compression.structured_pruning", "compression.layer_drop",
                      "compression.quantization", "compression.activation_quantization", "compression.low_rank",
                      "compression.weight_clustering", "compression.sharing", "compression.separable",
-                     "compression.sparsegpt")
+                     "compression.sparsegpt", "compression.gptq")
 TECHNIQUES = Registry("technique", TECHNIQUE_MODULES)
 # Decorator registering a transform factory `fn(**settings) -> Transform` under a name.
 register = TECHNIQUES.register

@@ -20,19 +20,17 @@ calibration statistics (`compression.calibration`, "xtx") the driver gathers.
 """
 from __future__ import annotations
 
-import math
-import re
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional
 
 import jax.numpy as jnp
 import numpy as np
 
-from compression.calibration import inverse_hessian_factor, sequential
-from compression.pruning_masks import kernel_io_shapes
+from compression.calibration import inverse_hessian_factor
+from compression.one_shot import solve_kernels
 from compression.pruning import keep_unpruned, zero_pruned
 from compression.registry import register
-from compression.selection import kernel_module, leaves_by_path, nest_paths, selected_paths
-from compression.transform import PARAMS, Transform, require_statistics
+from compression.selection import leaves_by_path
+from compression.transform import PARAMS, Transform
 
 
 def _check(sparsity: float, n: int, m: int, block_size: int) -> None:
@@ -95,33 +93,15 @@ def prune_layer(kernel: Any, xtx: Any, sparsity: float = 0.5, *, n: int = 0, m: 
     return w.T, keep.T
 
 
-def natural_key(path: str) -> list:
-    """Sort key that orders block_2 before block_10 (digit runs compared as numbers)."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path)]
-
-
-def sequential_groups(paths: Sequence[str]) -> list[list[str]]:
-    """The kernels grouped by their top-level module (a Transformer block, a Dense layer), in natural order.
-
-    Sequential calibration solves one group on the inputs that the already
-    solved groups before it produce; natural order is the models' call order
-    (Dense_0, Dense_1, ...; block_0, ..., block_3, then head).
-    """
-    groups: dict[str, list[str]] = {}
-    for p in paths:
-        groups.setdefault(p.split("/")[0], []).append(p)
-    return [sorted(groups[k], key=natural_key) for k in sorted(groups, key=natural_key)]
-
-
 @register("sparsegpt")
 def sparsegpt(select: Any = ".*kernel", sparsity: float = 0.5, *, n: int = 0, m: int = 0, block_size: int = 128,
               dampening: float = 0.01) -> Transform:
     """SparseGPT (Frantar & Alistarh 2023) on the selected kernels, one-shot, with sequential calibration.
 
-    At init, the kernels are solved group by group (`sequential_groups`):
-    each group's X^T X is gathered over the init batches with the earlier
-    groups already pruned and reconstructed, then `prune_layer` solves each
-    of its kernels. Needs config.compression.init_batches > 0. The masks are
+    At init, the kernels are solved group by group
+    (`one_shot.solve_kernels`): each group's X^T X is gathered over the init
+    batches with the earlier groups already pruned and reconstructed, then
+    `prune_layer` solves each of its kernels. Needs config.compression.init_batches > 0. The masks are
     kept in the state: `apply` and `project` hold the pruned weights at zero
     and `keep` drops their optimizer state, so a fine-tune keeps the sparsity.
     Dense and attention kernels only: a convolution's inputs are patches,
@@ -131,34 +111,14 @@ def sparsegpt(select: Any = ".*kernel", sparsity: float = 0.5, *, n: int = 0, m:
 
     def init(params, key=None, batches=None):
         del key
-        batches = require_statistics(batches, "sparsegpt, which reads each layer's inputs,",
-                                     " (prune with criterion='magnitude' needs none)")
-        paths = selected_paths(params, select, what="sparsegpt.select")
-        modules = {p: kernel_module(p, "sparsegpt.select") for p in paths}
-        shapes = {p: np.shape(w) for p, w in leaves_by_path(params).items() if p in modules}
-        for p, shape in shapes.items():
-            if len(shape) not in (2, 3):
-                raise ValueError(f"sparsegpt solves dense and attention kernels; {p} of shape {shape} is not one: "
-                                 f"narrow sparsegpt.select")
-        masks = {}
 
-        def statistics(current, group):
-            return dict(batches.statistics(current, [modules[p] for p in group], ("xtx",), one_at_a_time=True))
+        def solve(path, matrix, xtx):
+            return prune_layer(matrix, xtx, sparsity, n=n, m=m, block_size=block_size, dampening=dampening)
 
-        def solve(current, group, stats):
-            flat = dict(leaves_by_path(current))
-            for p in group:
-                w = flat[p]
-                in_shape, _ = kernel_io_shapes(np.shape(w), p)
-                matrix = np.asarray(w, np.float64).reshape(math.prod(in_shape), -1)
-                new, keep = prune_layer(matrix, stats[modules[p]]["xtx"], sparsity, n=n, m=m,
-                                        block_size=block_size, dampening=dampening)
-                flat[p] = jnp.asarray(new.reshape(np.shape(w)), w.dtype)
-                masks[p] = jnp.asarray(keep.reshape(np.shape(w)))
-            return nest_paths(flat)
-
-        solved = sequential(params, sequential_groups(paths), statistics, solve)
-        return {PARAMS: solved}, {"masks": masks}
+        solved, keeps = solve_kernels(params, select, batches, solve, technique="sparsegpt",
+                                      without_data=" (prune with criterion='magnitude' needs none)")
+        shapes = {p: np.shape(w) for p, w in leaves_by_path(solved).items() if p in keeps}
+        return {PARAMS: solved}, {"masks": {p: jnp.asarray(k.reshape(shapes[p])) for p, k in keeps.items()}}
 
     def project(trainable, state):
         return dict(trainable, **{PARAMS: zero_pruned(trainable[PARAMS], state["masks"], "sparsegpt")})

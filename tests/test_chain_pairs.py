@@ -41,6 +41,7 @@ STAGES = {
     "cluster": {"select": ".*ffn_in/kernel", "bits": 2},
     "share": {"layers": structures.transformer_layers(NUM_LAYERS), "select": "attn/.*"},
     "sparsegpt": {"select": ".*ffn_(in|out)/kernel", "sparsity": 0.5, "block_size": 8},
+    "gptq": {"select": ".*(attn/out|ffn_out)/kernel", "bits": 3, "group_size": 8, "block_size": 8},
 }
 
 
@@ -63,7 +64,10 @@ REFUSED = {("layer_drop", "structured_prune"): "stage 'structured_prune' cannot 
            ("share", "prune"): "stage 'prune' cannot project the stored parameters after .*'share'",
            ("share", "structured_prune"): "stage 'structured_prune' cannot project the stored parameters",
            ("structured_prune", "share"): r"group 'block_1_heads': no parameter at path\(s\)",
-           ("layer_drop", "share"): "layer 'block_1' has no 'attn/out/bias', which layer 'block_0' has"}
+           ("layer_drop", "share"): "layer 'block_1' has no 'attn/out/bias', which layer 'block_0' has",
+           # gptq's codes are the export of the kernels it solved: a later quantizer cannot re-encode them.
+           ("gptq", "quantize"): "attn/out/kernel is already encoded by an earlier stage .*put the quantize stage",
+           ("quantize", "gptq"): "attn/out/kernel is already encoded by an earlier stage .*put the gptq stage"}
 
 
 def _trained_cycle(techniques, refused):

@@ -3,7 +3,7 @@ import jax
 import numpy as np
 import pytest
 
-from compression import gptq, registry, sparsegpt
+from compression import gptq, packed_export, registry, sparsegpt
 from compression.transform import InitBatches
 from experiments import models
 
@@ -107,4 +107,88 @@ def test_the_sparsegpt_transform_solves_layer_by_layer_on_the_inputs_the_pruned_
     error = lambda k: float(np.sum((inputs @ dense - inputs @ np.asarray(k, np.float64)) ** 2))
     assert error(effective["Dense_0"]["kernel"]) < error(magnitude_prune(dense, 0.5))
     with pytest.raises(ValueError, match="sparsegpt, which reads each layer's inputs.*init_batches > 0"):
+        t.init(params, None, None)
+
+
+def test_gptq_keeps_zero_weights_zero_and_beats_rounding_a_pruned_layer():
+    # A pruned layer quantized by GPTQ keeps its mask (joint sparsity + quantization, SparseGPT's Section 3.5).
+    pruned = magnitude_prune(W, 0.5)
+    out = gptq.quantize_layer(pruned, XTX, 3, group_size=8)
+    assert np.all(out["kernel"][pruned == 0] == 0)
+    assert np.array_equal(out["kernel"] != 0, (pruned != 0) & (out["codes"] != out["zero_point"]))
+    rounded = np.where(pruned == 0, 0.0, round_to_nearest(pruned, 3, 8))
+    err = lambda k: float(np.sum((X @ pruned - X @ k) ** 2))
+    assert err(out["kernel"]) < err(rounded)
+
+
+def mlp_and_inputs(hidden=(32,)):
+    model = models.build_model({"name": "mlp", "hidden": hidden}, 10)
+    x = RNG.integers(0, 256, size=(64, 28, 28, 1)).astype(np.uint8)
+    params, _ = models.init_variables(model, jax.random.PRNGKey(0), x)
+    statistics = lambda p, paths, kinds, **kw: models.module_statistics(model, p, paths, kinds, inputs=[x], **kw)
+    return params, InitBatches([x], lambda p, b: 0.0, statistics), x
+
+
+def distinct_per_group(kernel, group_size):
+    # The most distinct values any output takes within one group of `group_size` inputs.
+    k = np.asarray(kernel)
+    groups = k.reshape(k.shape[0] // group_size, group_size, k.shape[1])
+    return max(len(np.unique(groups[g, :, o])) for g in range(groups.shape[0]) for o in range(k.shape[1]))
+
+
+def test_the_gptq_transform_puts_every_layer_on_its_grid_and_stays_there_through_a_fine_tune():
+    params, batches, x = mlp_and_inputs()
+    t = registry.build("gptq", select=".*kernel", bits=3, group_size=16, block_size=64)
+    trainable, state = t.init(params, None, batches)
+    assert state["Dense_0/kernel"]["scale"].shape == (784 // 16, 32)
+    effective = t.apply(trainable, state)
+    # The solved weights are a fixed point of the grid, so apply changes nothing.
+    for name in ("Dense_0", "Dense_1"):
+        np.testing.assert_array_equal(effective[name]["kernel"], trainable["params"][name]["kernel"])
+        assert distinct_per_group(effective[name]["kernel"], 16) <= 2 ** 3
+    # A gradient step moves the float weights; the effective ones stay on the same grid (straight-through).
+    grads = jax.grad(lambda tr: sum(jax.numpy.sum(k ** 2) for k in jax.tree_util.tree_leaves(t.apply(tr, state))))(
+        trainable)
+    assert float(np.abs(np.asarray(grads["params"]["Dense_0"]["kernel"])).max()) > 0
+    moved = jax.tree_util.tree_map(lambda w, g: w - 0.3 * g, trainable, grads)
+    after = t.apply(moved, state)
+    assert not np.array_equal(after["Dense_0"]["kernel"], effective["Dense_0"]["kernel"])
+    grid = state["Dense_0/kernel"]
+    values = np.asarray(after["Dense_0"]["kernel"]).reshape(49, 16, 32)
+    codes = values / np.asarray(grid["scale"])[:, None, :] + np.asarray(grid["zero_point"])[:, None, :]
+    np.testing.assert_allclose(codes, np.round(codes), atol=1e-3)
+    assert codes.min() > -0.5 and codes.max() < 7.5
+    # On its calibration inputs the first layer moves less than rounding each group to nearest.
+    inputs = x.reshape(64, -1).astype(np.float64) / 255.0
+    dense = np.asarray(params["Dense_0"]["kernel"], np.float64)
+    error = lambda k: float(np.sum((inputs @ dense - inputs @ np.asarray(k, np.float64)) ** 2))
+    assert error(effective["Dense_0"]["kernel"]) < error(round_to_nearest(dense, 3, 16))
+
+
+def test_the_gptq_export_stores_3_bit_codes_and_one_scale_and_zero_point_per_group():
+    params, batches, _ = mlp_and_inputs()
+    t = registry.build("gptq", select="Dense_0/kernel", bits=3, group_size=16)
+    trainable, state = t.init(params, None, batches)
+    effective = t.apply(trainable, state)
+    coded = t.encode(effective, state)["Dense_0"]["kernel"]
+    tensors, record = packed_export.encode_packed(coded.values, **coded.settings)
+    assert tensors["codes"].nbytes == -(-784 * 32 * 3 // 8)
+    assert tensors["scale"].shape == tensors["zero_point"].shape == (49, 32)
+    np.testing.assert_array_equal(tensors["row_starts"], np.arange(0, 784, 16))
+    decoded = packed_export.decode_packed(tensors, {**record, "shape": [784, 32], "dtype": "float32"})
+    np.testing.assert_array_equal(decoded, np.asarray(effective["Dense_0"]["kernel"]))
+
+
+def test_gptq_settings_and_shapes_it_cannot_group_are_refused_naming_the_fix():
+    params, batches, _ = mlp_and_inputs(hidden=(30,))
+    with pytest.raises(ValueError, match="gptq.bits 1 must be an integer from 2 to 8"):
+        registry.build("gptq", bits=1)
+    with pytest.raises(ValueError, match="gptq.act_order must be True or False"):
+        registry.build("gptq", act_order="yes")
+    with pytest.raises(ValueError, match="gptq.dampening -1 must be a number >= 0"):
+        registry.build("gptq", dampening=-1)
+    t = registry.build("gptq", select=".*kernel", group_size=16)
+    with pytest.raises(ValueError, match="divide the 30 inputs of Dense_1/kernel"):
+        t.init(params, None, batches)
+    with pytest.raises(ValueError, match="gptq, which reads each layer's inputs.*init_batches > 0"):
         t.init(params, None, None)

@@ -272,3 +272,20 @@ def test_binary_codes_with_pruned_zeros_take_the_sparse_layout_even_when_it_is_l
     assert "index" in record
     decoded = decode_packed(tensors, {**record, "shape": [256], "dtype": "float32"})
     np.testing.assert_array_equal(decoded, values)
+
+
+def test_scales_that_change_along_the_inputs_are_stored_once_per_run_of_equal_rows():
+    # GPTQ's groups: 3 groups of 2 inputs, per output; then inputs 1 and 4 removed (a structural export),
+    # which leaves runs of 1, 2 and 1 rows, still stored once each and decoded exactly.
+    rng = np.random.default_rng(0)
+    scale = np.repeat(rng.uniform(0.1, 1, (3, 4)), 2, axis=0).astype(np.float32)
+    zero = np.repeat(rng.integers(0, 8, (3, 4)), 2, axis=0).astype(np.float32)
+    codes = rng.integers(0, 8, (6, 4))
+    values = ((codes - zero) * scale).astype(np.float32)
+    for rows, starts in ((slice(None), [0, 2, 4]), ([0, 2, 3, 5], [0, 1, 3])):
+        tensors, record = encode_packed(values[rows], codes=codes[rows], bits=3, scale=scale[rows],
+                                        zero_point=zero[rows], row_axes=1)
+        np.testing.assert_array_equal(tensors["row_starts"], starts)
+        assert tensors["scale"].shape == (len(starts), 4)
+        decoded = decode_packed(tensors, {**record, "shape": list(values[rows].shape), "dtype": "float32"})
+        np.testing.assert_array_equal(decoded, values[rows])
