@@ -322,16 +322,17 @@ class DecoderBlock(nn.Module):
     dropout_rate: float = 0.0
     dtype: Any = jnp.float32
     low_rank: Any = None  # {"attn/query", ..., "ffn_in", "ffn_out": rank}: factored layers
+    layer_norm_epsilon: float = 1e-6
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         # `train` is positional so that nn.remat can hold it static (CharTransformer.remat).
         drop = nn.Dropout(self.dropout_rate, deterministic=not train)
+        norm = lambda name: nn.LayerNorm(epsilon=self.layer_norm_epsilon, name=name, dtype=self.dtype)
         h = CausalSelfAttention(self.num_heads, self.head_dim, self.dropout_rate, self.dtype,
-                                _sub_ranks(self.low_rank, "attn"), name="attn")(
-            nn.LayerNorm(name="ln_attn", dtype=self.dtype)(x), train=train)
+                                _sub_ranks(self.low_rank, "attn"), name="attn")(norm("ln_attn")(x), train=train)
         x = x + drop(h)
-        h = nn.LayerNorm(name="ln_ffn", dtype=self.dtype)(x)
+        h = norm("ln_ffn")(x)
         if self.ffn_dim > 0:
             h = _dense(self.ffn_dim, "ffn_in", self.dtype, self.low_rank)(h)
             h = _dense(x.shape[-1], "ffn_out", self.dtype, self.low_rank)(nn.gelu(h))
@@ -352,6 +353,12 @@ class CharTransformer(nn.Module):
     output side is factorized too, as ALBERT's tied output embedding);
     `remat` recomputes each block's activations in the backward pass instead
     of keeping them (jax.checkpoint), for long contexts and large widths.
+    `layer_norm_epsilon` is 1e-6 (Flax's default) or GPT-2's 1e-5.
+    `layer_drop_rate` is LayerDrop (Fan et al. 2020): in training, each
+    block is skipped (made the identity) with that probability, drawn once
+    per batch from the dropout stream as fairseq does, so that any subset of
+    layers can be removed at inference without fine-tuning (the
+    `layer_drop` technique, whose export is the shallower model).
     """
 
     vocab_size: int
@@ -368,11 +375,18 @@ class CharTransformer(nn.Module):
     # {module path: rank} ("block_0/attn/query", "block_1/ffn_out", "head", ...): those dense
     # layers run as LowRankDense factors (a low-rank export).
     low_rank: Any = None
+    layer_norm_epsilon: float = 1e-6
+    layer_drop_rate: float = 0.0
 
     def _check_layers(self) -> None:
         if len(self.num_heads) != len(self.ffn_dims):
             raise ValueError(f"num_heads {list(self.num_heads)} and ffn_dims {list(self.ffn_dims)} "
                              f"must have one entry per layer")
+        if not 0.0 <= self.layer_drop_rate < 1.0:
+            raise ValueError(f"model.layer_drop_rate {self.layer_drop_rate!r} must be in [0, 1): the probability "
+                             f"that a block is skipped in a training step (Fan et al. 2020 use 0.2)")
+        if not self.layer_norm_epsilon > 0:
+            raise ValueError(f"model.layer_norm_epsilon {self.layer_norm_epsilon!r} must be > 0 (GPT-2: 1e-5)")
 
     @nn.compact
     def __call__(self, tokens: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
@@ -394,10 +408,14 @@ class CharTransformer(nn.Module):
         self.sow("intermediates", "embedding", x)
         block = nn.remat(DecoderBlock, static_argnums=(2,)) if self.remat else DecoderBlock
         for i, (heads, ffn) in enumerate(zip(self.num_heads, self.ffn_dims)):
-            x = block(heads, self.head_dim, ffn, self.dropout_rate, self.dtype,
-                      _sub_ranks(self.low_rank, f"block_{i}"), name=f"block_{i}")(x, train)
+            y = block(heads, self.head_dim, ffn, self.dropout_rate, self.dtype,
+                      _sub_ranks(self.low_rank, f"block_{i}"), self.layer_norm_epsilon, name=f"block_{i}")(x, train)
+            if train and self.layer_drop_rate:
+                # One draw per batch; a skipped block passes x on and gets no gradient this step.
+                y = jnp.where(jax.random.bernoulli(self.make_rng("dropout"), 1.0 - self.layer_drop_rate), y, x)
+            x = y
             self.sow("intermediates", f"hidden_{i}", x)
-        x = nn.LayerNorm(name="ln_final", dtype=self.dtype)(x)
+        x = nn.LayerNorm(epsilon=self.layer_norm_epsilon, name="ln_final", dtype=self.dtype)(x)
         if self.tie_embeddings:
             if embed_dim != self.width:  # ALBERT's tied, factorized output: width -> E, then the embedding
                 x = _dense(embed_dim, "head_proj", self.dtype, self.low_rank, use_bias=False)(x)

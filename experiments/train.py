@@ -40,7 +40,7 @@ from compression.transform import InitBatches, Transform, export_model
 from configs import default as default_config
 from experiments import data as data_lib
 from experiments import teacher_outputs as teacher_outputs_lib
-from experiments import models, multihost, provenance
+from experiments import gpt2_format, models, multihost, provenance
 from experiments import workdir as workdir_lib
 from experiments.metrics_log import MetricsLog
 
@@ -691,11 +691,17 @@ def load_pretrained(path: str, abstract: Any, shardings: Any, abstract_state: An
     Fine-tuning, post-training compression and pruning a trained model start
     here. `layers` (`config.init_layers`) renames top-level modules, so a
     shallower model starts from chosen layers of a deeper one (DistilBERT).
+    `path` may also be a Hugging Face GPT-2 checkpoint folder
+    (`experiments.gpt2_format`), for a model configured as its
+    `lab_model_config`.
     """
     if not os.path.exists(path):
         raise FileNotFoundError(f"init_from {path!r} does not exist: run the config that trains it first "
                                 f"(its export is DIR/export/params.safetensors)")
-    _, loaded, model_state = read_export(path)
+    if gpt2_format.is_checkpoint(path):
+        loaded, model_state = gpt2_format.read(path)[0], {}
+    else:
+        _, loaded, model_state = read_export(path)
     if layers:
         loaded = distillation.student_from_teacher(loaded, list(abstract), layers)
         # Other collections (BatchNorm's statistics) follow the modules that have them.

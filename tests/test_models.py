@@ -90,3 +90,48 @@ def test_compression_imports_after_jax_and_jax_after_compression():
                  "import compression; import jax; import compression.pruning"):
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr[-2000:]
+
+
+def _three_layer_transformer(**kw):
+    return models.CharTransformer(vocab_size=32, max_len=8, width=32, num_heads=(2, 2, 2), ffn_dims=(32,) * 3,
+                                  head_dim=16, **kw)
+
+
+def test_layer_drop_skips_whole_blocks_in_training_only_and_a_skipped_block_gets_no_gradient():
+    x = jnp.arange(16).reshape(2, 8) % 32
+    model = _three_layer_transformer(layer_drop_rate=0.5)
+    params = model.init(jax.random.key(0), x)["params"]
+
+    def hidden(train, seed):
+        _, inter = model.apply({"params": params}, x, train=train, rngs={"dropout": jax.random.key(seed)},
+                               mutable=["intermediates"])
+        i = inter["intermediates"]
+        return [i["embedding"][0]] + [i[f"hidden_{k}"][0] for k in range(3)]
+
+    skipped = set()
+    for seed in range(20):
+        h = hidden(True, seed)
+        # Each block either is skipped (passes its input on exactly) or runs.
+        same = [bool(jnp.array_equal(h[k], h[k + 1])) for k in range(3)]
+        skipped |= {k for k, s in enumerate(same) if s}
+        if same[1]:
+            grads = jax.grad(lambda p: model.apply({"params": p}, x, train=True,
+                                                   rngs={"dropout": jax.random.key(seed)}).sum())(params)
+            assert all(not jnp.any(g) for g in jax.tree_util.tree_leaves(grads["block_1"]))
+    assert skipped == {0, 1, 2}  # every block is dropped at some step, at rate 0.5
+    # In evaluation every block runs, whatever the rng.
+    h = hidden(False, 0)
+    assert not any(jnp.array_equal(h[k], h[k + 1]) for k in range(3))
+    with pytest.raises(ValueError, match="layer_drop_rate 1.0 must be in \\[0, 1\\)"):
+        _three_layer_transformer(layer_drop_rate=1.0).init(jax.random.key(0), x)
+
+
+def test_layer_norm_epsilon_reaches_every_layer_norm():
+    x = jnp.arange(8)[None] % 32
+    a, b = _three_layer_transformer(), _three_layer_transformer(layer_norm_epsilon=1e-5)
+    params = a.init(jax.random.key(0), x)["params"]
+    # Same parameters, different epsilon: the logits differ (slightly), so the setting is not ignored.
+    diff = jnp.abs(a.apply({"params": params}, x) - b.apply({"params": params}, x)).max()
+    assert 0 < float(diff) < 1e-2
+    with pytest.raises(ValueError, match="layer_norm_epsilon 0 must be > 0"):
+        _three_layer_transformer(layer_norm_epsilon=0).init(jax.random.key(0), x)
