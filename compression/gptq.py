@@ -33,8 +33,8 @@ from compression.transform import PARAMS, Transform, no_update
 
 
 def _check(bits: Any, group_size: Any, block_size: Any) -> None:
-    if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 8:
-        raise ValueError(f"gptq.bits {bits!r} must be an integer from 2 to 8")
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 16:
+        raise ValueError(f"gptq.bits {bits!r} must be an integer from 2 to 16")
     if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 0:
         raise ValueError(f"gptq.group_size {group_size!r} must be 0 (one group per output) or a positive integer")
     if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
@@ -70,12 +70,13 @@ def group_grid(w: np.ndarray, bits: int, group_size: int) -> tuple[np.ndarray, n
 
 
 def quantize_layer(kernel: Any, xtx: Any, bits: int = 4, *, group_size: int = 0, act_order: bool = False,
-                   block_size: int = 128, dampening: float = 0.01) -> dict[str, np.ndarray]:
+                   block_size: int = 128, dampening: float = 0.01, error_feedback: bool = True) -> dict[str, np.ndarray]:
     """GPTQ on one layer: {"kernel": dequantized (d_in, d_out), "codes", "scale", "zero_point"} (module docstring).
 
     codes are uint in [0, 2^bits); scale and zero_point have the kernel's
     shape (each input's value of its group) and the kernel is
-    (codes - zero_point) * scale exactly.
+    (codes - zero_point) * scale exactly. error_feedback=False rounds every
+    weight to nearest on the same grid (the paper's RTN baseline).
     """
     _check(bits, group_size, block_size)
     w = np.array(np.asarray(kernel, np.float64).T)  # (d_out, d_in)
@@ -101,7 +102,7 @@ def quantize_layer(kernel: Any, xtx: Any, bits: int = 4, *, group_size: int = 0,
             code = np.where(kept[:, j], np.clip(np.round(column / scale[:, j]) + zero[:, j], 0, qmax), zero[:, j])
             q = (code - zero[:, j]) * scale[:, j]
             codes[:, j] = code
-            error = (column - q) / u_block[i, i]
+            error = (column - q) / u_block[i, i] if error_feedback else np.zeros_like(q)
             block[:, i:] -= np.outer(error, u_block[i, i:])
             block[:, i] = q
             errors[:, i] = error
@@ -136,7 +137,8 @@ def _full(a: np.ndarray, shape: tuple, path: str) -> np.ndarray:
 
 @register("gptq")
 def gptq(select: Any = ".*kernel", bits: int = 4, *, group_size: int = 0, act_order: bool = False,
-         block_size: int = 128, dampening: float = 0.01, ste: str = "clipped") -> Transform:
+         block_size: int = 128, dampening: float = 0.01, ste: str = "clipped",
+         error_feedback: bool = True) -> Transform:
     """GPTQ (Frantar et al. 2023) on the selected kernels, one-shot, with sequential calibration.
 
     At init the kernels are solved layer by layer (`one_shot.solve_kernels`,
@@ -149,12 +151,14 @@ def gptq(select: Any = ".*kernel", bits: int = 4, *, group_size: int = 0, act_or
     the `quantize` stage's) and stays exactly quantized. The export writes the
     integer codes at `bits` bits with the scales once per group (`packed`
     codec, `row_axes`). Needs config.compression.init_batches > 0; dense and
-    attention kernels only.
+    attention kernels only. error_feedback=False is the paper's baseline,
+    round-to-nearest on the same grid (the calibration data then unused).
     """
     _check(bits, group_size, block_size)
     qz.check_ste(ste, "gptq.ste")
-    if not isinstance(act_order, bool):
-        raise ValueError(f"gptq.act_order must be True or False (got {act_order!r})")
+    for name, value in (("act_order", act_order), ("error_feedback", error_feedback)):
+        if not isinstance(value, bool):
+            raise ValueError(f"gptq.{name} must be True or False (got {value!r})")
     if isinstance(dampening, bool) or not isinstance(dampening, (int, float)) or not dampening >= 0:
         raise ValueError(f"gptq.dampening {dampening!r} must be a number >= 0 (the fraction of X^T X's mean "
                          f"diagonal added to it; the paper's 0.01)")
@@ -166,7 +170,7 @@ def gptq(select: Any = ".*kernel", bits: int = 4, *, group_size: int = 0, act_or
         def solve(path, matrix, xtx):
             _check_groups(group_size, matrix.shape[0], f" of {path}")
             out = quantize_layer(matrix, xtx, bits, group_size=group_size, act_order=act_order,
-                                 block_size=block_size, dampening=dampening)
+                                 block_size=block_size, dampening=dampening, error_feedback=error_feedback)
             size = group_size or matrix.shape[0]
             scale, zero = out["scale"][::size].astype(np.float32), out["zero_point"][::size].astype(np.float32)
             # The kernel in float32 arithmetic, as apply computes it, so the solved weights are a fixed point.

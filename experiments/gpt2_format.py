@@ -65,10 +65,30 @@ def _strip(tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
+def expected_shapes(hf_config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+    """Every parameter of a GPT-2 of `hf_config`, by Hugging Face name, with its shape."""
+    model = lab_model_config(hf_config)
+    d, inner = model["width"], model["ffn_dim"]
+    shapes = {"wte.weight": (int(hf_config["vocab_size"]), d), "wpe.weight": (model["max_len"], d),
+              "ln_f.weight": (d,), "ln_f.bias": (d,)}
+    for i in range(model["num_layers"]):
+        for name, shape in (("ln_1", (d,)), ("ln_2", (d,))):
+            shapes[f"h.{i}.{name}.weight"] = shapes[f"h.{i}.{name}.bias"] = shape
+        for name, (n_in, n_out) in (("attn.c_attn", (d, 3 * d)), ("attn.c_proj", (d, d)),
+                                    ("mlp.c_fc", (d, inner)), ("mlp.c_proj", (inner, d))):
+            shapes[f"h.{i}.{name}.weight"], shapes[f"h.{i}.{name}.bias"] = (n_in, n_out), (n_out,)
+    return shapes
+
+
 def params_from_hf(tensors: Mapping[str, np.ndarray], hf_config: Mapping[str, Any]) -> dict:
     """The lab's parameter tree (nested dict of numpy arrays) of a GPT-2 state dict."""
     model = lab_model_config(hf_config)
     t = _strip(tensors)
+    for name, shape in expected_shapes(hf_config).items():
+        if name in t and tuple(np.shape(t[name])) != shape:
+            raise ValueError(f"GPT-2 checkpoint tensor {name!r} has shape {tuple(np.shape(t[name]))}; its config "
+                             f"(n_embd {model['width']}, n_inner {model['ffn_dim']}, vocab_size "
+                             f"{hf_config['vocab_size']}) needs {shape}")
     width, heads, head_dim = model["width"], model["num_heads"], model["head_dim"]
     ln = lambda name: {"scale": t.pop(f"{name}.weight"), "bias": t.pop(f"{name}.bias")}
     dense = lambda name: {"kernel": t.pop(f"{name}.weight"), "bias": t.pop(f"{name}.bias")}

@@ -3,6 +3,9 @@
 python -m experiments.select --config=han2015_lenet300:sgd_dense \
     --grid=optimizer.learning_rate=0.01,0.03,0.1 --grid=optimizer.weight_decay=0,0.0001,0.0005
 
+A value may be a JSON list or object (`--grid=compression.stages.0.drop=[0,1],[1,3]`):
+commas inside brackets do not split the values.
+
 Every choice a reproduction makes is made on the selection split
 (`dataset.selection_size` held-out training examples, or held-out works for
 text), never on the reported split: each point of the grid (every
@@ -61,10 +64,25 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
             raise ValueError(f"--grid {item!r} is not of the form key=v1,v2,...")
         if key in grid:
             raise ValueError(f"--grid names {key!r} twice")
-        grid[key] = [_value(v) for v in raw.split(",")]
+        grid[key] = [_value(v) for v in split_values(raw)]
     if not grid:
         raise ValueError("give at least one --grid=key=v1,v2,...")
     return grid
+
+
+def split_values(raw: str) -> list[str]:
+    """'a,b,[1,3],{"x": 1}' -> ['a', 'b', '[1,3]', '{"x": 1}']: commas inside brackets or braces stay in their value."""
+    values, depth, current = [], 0, ""
+    for ch in raw:
+        if ch == "," and depth == 0:
+            values.append(current)
+            current = ""
+            continue
+        depth += {"[": 1, "{": 1, "]": -1, "}": -1}.get(ch, 0)
+        current += ch
+    if depth:
+        raise ValueError(f"--grid value list {raw!r} has unbalanced brackets")
+    return values + [current]
 
 
 def _value(raw: str) -> Any:
@@ -82,7 +100,8 @@ def points(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
 
 def point_name(point: Mapping[str, Any]) -> str:
     """A folder name for a point: key=value pairs joined by ','."""
-    return ",".join(f"{k}={json.dumps(v)}" for k, v in point.items()).replace("/", "_").replace('"', "")
+    return ",".join(f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in point.items()).replace(
+        "/", "_").replace('"', "")
 
 
 def choose(scored: Sequence[Mapping[str, Any]], higher_is_better: bool) -> int:

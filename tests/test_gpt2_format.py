@@ -131,5 +131,9 @@ def test_what_gpt2_cannot_hold_is_refused_naming_it():
     del t["h.1.mlp.c_fc.bias"]
     with pytest.raises(ValueError, match="lacks 'h.1.mlp.c_fc.bias'"):
         gpt2_format.params_from_hf(t, HF_CONFIG)
+    t = hf_tensors()
+    t["h.0.mlp.c_fc.weight"] = t["h.0.mlp.c_fc.weight"].T  # a torch Linear's layout, not Conv1D's
+    with pytest.raises(ValueError, match=r"'h.0.mlp.c_fc.weight' has shape \(24, 16\); .* needs \(16, 24\)"):
+        gpt2_format.params_from_hf(t, HF_CONFIG)
     with pytest.raises(ValueError, match="tensors the model does not use"):
         gpt2_format.params_from_hf({**hf_tensors(), "h.2.ln_1.weight": np.ones(WIDTH, np.float32)}, HF_CONFIG)

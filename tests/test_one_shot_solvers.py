@@ -62,6 +62,13 @@ def test_n_m_sparsity_prunes_n_of_every_m_inputs_of_each_output_and_zero_sparsit
     assert keep.all()
 
 
+def test_gptq_at_16_bits_reproduces_the_layer_to_its_grid_step():
+    out = gptq.quantize_layer(W, XTX, 16)
+    step = (W.max(axis=0) - np.minimum(W.min(axis=0), 0)) / (2 ** 16 - 1)  # per output
+    assert np.all(np.abs(out["kernel"] - W) <= step[None, :])
+    assert output_error(out["kernel"]) <= output_error(round_to_nearest(W, 16))
+
+
 def test_an_input_no_calibration_row_reached_is_pruned_and_quantized_to_zero():
     x = X.copy()
     x[:, 3] = 0.0
@@ -75,7 +82,7 @@ def test_bad_settings_are_refused_naming_them():
         sparsegpt.prune_layer(W, XTX, 1.0)
     with pytest.raises(ValueError, match="n:m needs integers 1 <= n < m"):
         sparsegpt.prune_layer(W, XTX, n=4, m=4)
-    with pytest.raises(ValueError, match="gptq.bits 1 must be an integer from 2 to 8"):
+    with pytest.raises(ValueError, match="gptq.bits 1 must be an integer from 2 to 16"):
         gptq.quantize_layer(W, XTX, 1)
     with pytest.raises(ValueError, match="gptq.group_size 5 must be 0 .* or divide the 16 inputs"):
         gptq.quantize_layer(W, XTX, 4, group_size=5)
@@ -181,7 +188,7 @@ def test_the_gptq_export_stores_3_bit_codes_and_one_scale_and_zero_point_per_gro
 
 def test_gptq_settings_and_shapes_it_cannot_group_are_refused_naming_the_fix():
     params, batches, _ = mlp_and_inputs(hidden=(30,))
-    with pytest.raises(ValueError, match="gptq.bits 1 must be an integer from 2 to 8"):
+    with pytest.raises(ValueError, match="gptq.bits 1 must be an integer from 2 to 16"):
         registry.build("gptq", bits=1)
     with pytest.raises(ValueError, match="gptq.act_order must be True or False"):
         registry.build("gptq", act_order="yes")
@@ -192,3 +199,9 @@ def test_gptq_settings_and_shapes_it_cannot_group_are_refused_naming_the_fix():
         t.init(params, None, batches)
     with pytest.raises(ValueError, match="gptq, which reads each layer's inputs.*init_batches > 0"):
         t.init(params, None, None)
+
+
+def test_without_error_feedback_gptq_is_round_to_nearest_on_its_grid():
+    for group_size in (0, 8):
+        out = gptq.quantize_layer(W, XTX, 3, group_size=group_size, act_order=True, error_feedback=False)
+        np.testing.assert_allclose(out["kernel"], round_to_nearest(W, 3, group_size), atol=1e-12)

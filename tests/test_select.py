@@ -17,6 +17,12 @@ def test_grid_points_names_and_the_choice_by_hand():
     assert select.choose(scored, higher_is_better=False) == 3
     with pytest.raises(ValueError, match="key=v1,v2"):
         select.parse_grid(["optimizer.learning_rate"])
+    # JSON lists keep their commas (which layers a layer_drop stage drops, say).
+    grid = select.parse_grid(["compression.stages.0.drop=[0,1],[1,3],[]"])
+    assert grid == {"compression.stages.0.drop": [[0, 1], [1, 3], []]}
+    assert select.point_name(select.points(grid)[1]) == "compression.stages.0.drop=[1,3]"
+    with pytest.raises(ValueError, match="unbalanced brackets"):
+        select.parse_grid(["compression.stages.0.drop=[0,1"])
 
 
 def test_a_config_without_a_selection_split_cannot_choose(tmp_path):
