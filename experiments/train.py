@@ -426,6 +426,9 @@ class Run:
     teacher: Any = None  # (teacher model, its variables on the mesh) when config.teacher names one
     # teacher.mode "precomputed": the teacher's outputs per training step, read from disk.
     teacher_outputs: Optional[teacher_outputs_lib.TeacherOutputs] = None
+    # With init batches: their count, the compression init's wall time (calibration and any
+    # one-shot solve) and the calibration statistics' peak bytes (`_measured`).
+    calibration: Optional[dict] = None
 
 
 def _example_input(config: Any, dataset: data_lib.Dataset) -> np.ndarray:
@@ -496,12 +499,16 @@ def build_run(config: Any, dataset: Optional[data_lib.Dataset] = None) -> Run:
     batches = [data_lib.train_batch(dataset, int(config.seed), i, batch_size, int(config.dataset.get("seq_len", 0)))
                for i in range(count)]
     batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
+    calibration = {"batches": count, "statistics_calls": 0, "statistics_peak_bytes": 0}
     init_batches = InitBatches(
         batches, make_loss(float32_model, model_state),
-        functools.partial(models.module_statistics, float32_model, inputs=[b["inputs"] for b in batches],
-                          model_state=model_state, put=lambda x: multihost.put_global(x, batch_sharding)),
+        _measured(functools.partial(models.module_statistics, float32_model, inputs=[b["inputs"] for b in batches],
+                                    model_state=model_state, put=lambda x: multihost.put_global(x, batch_sharding)),
+                  calibration),
     ) if count > 0 else None
+    init_start = time.time()
     trainable, comp_state = init_transform(transform, params, transform_key, init_batches, mesh)
+    calibration["init_s"] = time.time() - init_start
     check_export(transform, trainable, comp_state, config.model.to_dict())
     state = {"step": jnp.zeros((), jnp.int32), "trainable": trainable, "comp_state": comp_state,
              "opt_state": jax.jit(optimizer.init)(trainable), "rng": rng, "model_state": model_state}
@@ -534,7 +541,8 @@ def build_run(config: Any, dataset: Optional[data_lib.Dataset] = None) -> Run:
     train_step.lower = lambda state, batch: step.lower(state, batch, teacher_variables)
     eval_step = jax.jit(make_eval_step(model), in_shardings=(None, batch_sharding))
     return Run(config, dataset, model, transform, mesh, batch_sharding, state, train_step,
-               eval_step, jax.jit(transform.apply), num_steps, float32_model, teacher, outputs)
+               eval_step, jax.jit(transform.apply), num_steps, float32_model, teacher, outputs,
+               calibration if count > 0 else None)
 
 
 def load_teacher_outputs(config: Any, dataset: data_lib.Dataset, teacher: tuple
@@ -574,6 +582,35 @@ def init_loss_params(loss: losses.Loss, model: Any, teacher: Optional[tuple], pa
         return {}
     outputs, extras = jax.eval_shape(forward)
     return loss.init(key, outputs, extras)
+
+
+def _measured(statistics: Callable[..., Any], record: dict) -> Callable[..., Any]:
+    """`statistics` that counts its calls and records in `record` the most bytes one call handed back.
+
+    A call's bytes are those of every statistic it returns (with
+    one_at_a_time, every module's in turn, summed: what a solver holding a
+    whole group of layers keeps alive), so `statistics_peak_bytes` is the
+    peak memory the calibration statistics took (SparseGPT, GPTQ, DRONE:
+    one group's X^T X; Wanda: its norms).
+    """
+    def nbytes(stats):
+        return sum(int(np.asarray(a).nbytes) for a in jax.tree_util.tree_leaves(stats))
+
+    def call(*args, **kwargs):
+        record["statistics_calls"] += 1
+        result = statistics(*args, **kwargs)
+        if not kwargs.get("one_at_a_time"):
+            record["statistics_peak_bytes"] = max(record["statistics_peak_bytes"], nbytes(result))
+            return result
+
+        def each():
+            total = 0
+            for path, stats in result:
+                total += nbytes(stats)
+                record["statistics_peak_bytes"] = max(record["statistics_peak_bytes"], total)
+                yield path, stats
+        return each()
+    return call
 
 
 def init_transform(transform: Transform, params: Any, key: Any, init_batches: Optional[InitBatches],
@@ -1142,6 +1179,7 @@ def _train_evaluate_export(run: Run, workdir: str, progress: bool, start_time: f
         "metrics": metrics,
         "compression": size,
         "timing": _accumulated_timing(workdir, timing, time.time() - start_time),
+        **({"calibration": run.calibration} if run.calibration else {}),
         "versions": versions(),
         "hardware": hardware(run.mesh),
         "dataset": {"name": run.dataset.name, **{k: v for k, v in run.dataset.info.items()}},

@@ -135,3 +135,25 @@ def test_layer_norm_epsilon_reaches_every_layer_norm():
     assert 0 < float(diff) < 1e-2
     with pytest.raises(ValueError, match="layer_norm_epsilon 0 must be > 0"):
         _three_layer_transformer(layer_norm_epsilon=0).init(jax.random.key(0), x)
+
+
+def test_layer_drop_in_the_driver_is_a_function_of_seed_and_step_and_rate_zero_is_the_plain_model():
+    from experiments import train
+    from tests.helpers import tiny_lm_config
+
+    def trained(seed, **model):
+        config = tiny_lm_config({"name": "char_transformer", "max_len": 8, "width": 16, "num_layers": 3,
+                                 "num_heads": 2, "ffn_dim": 16, "head_dim": 8, **model}, num_steps=3)
+        config.seed = seed
+        run = train.build_run(config)
+        state = run.state
+        for step in range(3):
+            state, _ = run.train_step(state, train.data_lib.train_batch(run.dataset, seed, step, 8, 8))
+        return jax.device_get(state["trainable"])
+
+    same = lambda a, b: all(bool(jnp.array_equal(x, y)) for x, y in
+                            zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+    dropped = trained(0, layer_drop_rate=0.5)
+    assert same(dropped, trained(0, layer_drop_rate=0.5))  # the same (seed, step): the same layers dropped
+    assert not same(dropped, trained(0))
+    assert same(trained(0, layer_drop_rate=0.0), trained(0))

@@ -1,4 +1,6 @@
 """SparseGPT and GPTQ on one layer (compression/sparsegpt.py, compression/gptq.py): exact cases and error bounds."""
+import json
+
 import jax
 import numpy as np
 import pytest
@@ -205,3 +207,19 @@ def test_without_error_feedback_gptq_is_round_to_nearest_on_its_grid():
     for group_size in (0, 8):
         out = gptq.quantize_layer(W, XTX, 3, group_size=group_size, act_order=True, error_feedback=False)
         np.testing.assert_allclose(out["kernel"], round_to_nearest(W, 3, group_size), atol=1e-12)
+
+
+def test_a_one_shot_run_records_its_calibration_batches_time_and_the_statistics_peak_bytes(tmp_path):
+    from experiments import train
+    from tests.helpers import tiny_config
+    config = tiny_config(num_steps=0)
+    config.model = {"name": "mlp", "hidden": (16,)}
+    config.compression.stages = [{"technique": "gptq", "select": ".*kernel", "bits": 4, "block_size": 64}]
+    config.compression.init_batches = 2
+    results = train.train_and_evaluate(config, str(tmp_path), progress=False)
+    calibration = results["calibration"]
+    assert calibration["batches"] == 2 and calibration["init_s"] > 0
+    # Sequential: one call per layer; the largest statistics held at once are Dense_0's X^T X, 784 x 784 float32.
+    assert calibration["statistics_calls"] == 2
+    assert calibration["statistics_peak_bytes"] == 784 * 784 * 4
+    assert json.load(open(tmp_path / "results.json"))["calibration"] == calibration
