@@ -55,6 +55,7 @@ FAMILIES: tuple[str, ...] = (
     "quantization_bits",
     "quantization_benchmark",
     "distillation",
+    "one_shot",
 )
 
 Section = tuple[str, Callable[[ReportInputs], str]]

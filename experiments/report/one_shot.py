@@ -1,0 +1,199 @@
+"""The report's One-shot section: compressing a trained model without retraining, and LayerDrop.
+
+A family module of experiments/report (see builder.py). SparseGPT (Frantar &
+Alistarh 2023), Wanda (Sun et al. 2024) and magnitude pruning, GPTQ (Frantar
+et al. 2023) against round-to-nearest, each applied once to a trained model
+from a few calibration batches (configs/one_shot_common.py); the seeds of a
+Transformer row are samples of calibration batches of one trained model, those
+of a LeNet-300-100 row also three trained models. Orderings and verdicts are
+common.ordering / common.compare (the separation rule of DESIGN.md). LayerDrop
+(Fan et al. 2020): layers removed from a model trained with LayerDrop, against
+the same layers removed from the baseline and a model of the pruned depth
+trained from scratch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+from experiments.report.common import (MISSING, Group, References, ReportInputs, accuracy_percents, column,
+                                       compare, format_published, format_seconds, format_stat, is_number,
+                                       loss_text, markdown_table, mean_or_none, not_run_yet, ordering,
+                                       recorded_commands, val_losses)
+
+SECTION = "One-shot compression"
+RESULTS_NAME = "one-shot"
+SPARSEGPT = "frantar2023_sparsegpt_char_transformer"
+WANDA = "sun2024_wanda_char_transformer"
+GPTQ = "frantar2023_gptq_char_transformer"
+LAYERDROP = "fan2020_layerdrop_char_transformer"
+PREFIXES = (f"{SPARSEGPT}_", f"{WANDA}_", f"{GPTQ}_", f"{LAYERDROP}_")
+TRANSFORMER_DENSE = "baseline_char_transformer"
+LENET300_DENSE = "baseline_lenet300"
+LEVELS = (("50", "50 %"), ("60", "60 %"), ("70", "70 %"), ("80", "80 %"), ("2of4", "2:4"))
+# (label, config, variant method)
+PRUNERS = (("SparseGPT", SPARSEGPT, "sparsegpt"), ("Wanda", WANDA, "wanda"), ("magnitude", SPARSEGPT, "magnitude"))
+GPTQ_SETTINGS = (("4", "pc", "4 bits, per channel"), ("4", "g32", "4 bits, groups of 32"),
+                 ("3", "pc", "3 bits, per channel"), ("3", "g32", "3 bits, groups of 32"))
+INTRO = (
+    "Each run compresses a trained model once, from 8 training batches of calibration data "
+    "(32,768 character positions for the Transformer, 1,024 images for LeNet-300-100), and "
+    "trains no step: the solvers run layer by layer, each layer on the inputs the already "
+    "compressed layers before it produce (`compression/one_shot.py`). Every block's attention "
+    "and FFN kernels are compressed; the embeddings and the output head stay dense, as the "
+    "papers keep them. Validation loss in nats per character (lower is better), mean ± sample "
+    "std over the seeds; a Transformer row's seeds draw different calibration batches for the "
+    "one trained model, a LeNet-300-100 row's also start from that seed's trained model.",
+)
+
+
+def _published(inputs: ReportInputs, refs: References, *ids: str) -> str:
+    """`Sun et al. 2024 [n]: dense 5.12 perplexity, ...`: the entries' values, each with its label, cited once."""
+    by_paper: dict[str, list[Mapping[str, Any]]] = {}
+    for entry in (inputs.published_by_id(i) for i in ids):
+        by_paper.setdefault(refs.cite(entry), []).append(entry)
+    return "; ".join(f"{cite}: " + ", ".join(f"{e.get('label', e['setting'])} {format_published(e)}" for e in entries)
+                     for cite, entries in by_paper.items())
+
+
+def _name(config: str, variant: str) -> str:
+    return f"{config}_{variant}"
+
+
+def _dense_loss(groups: Mapping[str, Group]) -> str:
+    return loss_text(groups[TRANSFORMER_DENSE]) if TRANSFORMER_DENSE in groups else MISSING
+
+
+def _pruning_table(groups: Mapping[str, Group], suffix: str, values: Callable[[Group], list], fmt: str,
+                   unit: str, sign: float) -> tuple[str, list[Group]]:
+    rows, shown = [], []
+    for level, label in LEVELS:
+        arms, cells = [], []
+        for name, config, method in PRUNERS:
+            members = groups.get(_name(config, f"{method}_{level}{suffix}"), [])
+            shown.append(members)
+            cells.append(f"{format_stat(values(members), fmt)} ({len(members)})" if members else MISSING)
+            arms.append((name, [sign * v for v in values(members) if is_number(v)]))
+        rows.append([label, *cells, ordering(arms, unit)])
+    return markdown_table(["pruned", *(p[0] for p in PRUNERS), "ordering (best first)"], rows), shown
+
+
+def pruning_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: References) -> str:
+    """SparseGPT, Wanda and magnitude pruning side by side at each level, on both models."""
+    transformer, shown = _pruning_table(groups, "", val_losses, "{:.3f}", "nats", -1.0)
+    lenet, shown_lenet = _pruning_table(groups, "_lenet300", accuracy_percents, "{:.2f}", "points", 1.0)
+    if not any(shown + shown_lenet):
+        return (f"No runs yet: `python -m experiments.reproduce --configs={SPARSEGPT}:sparsegpt_50,"
+                f"{WANDA}:wanda_50,{SPARSEGPT}:magnitude_50 --seeds=0,1,2` (and the other levels).")
+    published = _published(inputs, refs, "frantar2023_sparsegpt_sparsity", *(
+        f"wanda2024_llama2_7b_{m}_ppl" for m in ("dense", "magnitude_50", "sparsegpt_50", "wanda_50", "magnitude_2of4",
+                                                 "sparsegpt_2of4", "wanda_2of4")))
+    dense_lenet = format_stat(accuracy_percents(groups.get(LENET300_DENSE, [])), "{:.2f}")
+    return "\n\n".join([
+        f"The Shakespeare Transformer (dense: {_dense_loss(groups)} nats), validation loss, "
+        "runs in brackets:", transformer,
+        f"LeNet-300-100 on Fashion-MNIST (dense: {dense_lenet} %), test accuracy in %:", lenet,
+        f"Published (perplexity: LLaMA-2-7B on WikiText): {published}. "
+        "SparseGPT updates the weights it keeps; Wanda and magnitude only choose which to drop. "
+        "Wanda compares weights within each output, magnitude pruning within each layer; at 2:4 "
+        "both choose 2 of every 4 consecutive inputs of each output.",
+        recorded_commands([m for m in shown + shown_lenet if m])])
+
+
+def gptq_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: References) -> str:
+    """GPTQ against round-to-nearest on the same grid: loss, verdict, exported bytes."""
+    rows, shown = [], []
+    for bits, group, label in GPTQ_SETTINGS:
+        gptq, rtn = (groups.get(_name(GPTQ, f"{m}_{bits}_{group}"), []) for m in ("gptq", "rtn"))
+        act = groups.get(_name(GPTQ, f"gptq_{bits}_{group}_act"), [])
+        shown += [gptq, rtn, act]
+        c = compare(val_losses(gptq), val_losses(rtn), "nats")
+        rows.append([label, loss_text(gptq) if gptq else MISSING, loss_text(act) if act else MISSING,
+                     loss_text(rtn) if rtn else MISSING,
+                     c.verdict("worse", "better") if c else MISSING,
+                     format_stat(column(gptq, "compression.bytes_exported"), "{:,.0f}", collapse_equal=True),
+                     format_stat(column(gptq, "compression.bits_per_weight"), "{:.2f}", collapse_equal=True)])
+    if not any(shown):
+        return f"No runs yet: `python -m experiments.reproduce --configs={GPTQ}:gptq_4_pc,{GPTQ}:rtn_4_pc --seeds=0,1,2`."
+    published = _published(inputs, refs, "frantar2023_gptq_bits")
+    return "\n\n".join([
+        f"Validation loss of the Transformer (dense: {_dense_loss(groups)} nats) with every block "
+        "kernel at the given width, asymmetric min-max codes per output or per group of 32 inputs; "
+        "GPTQ in column order and in activation order (`act`), RTN rounding each weight to nearest on "
+        "the same grid. Bytes: the whole export (codes at their width, scales once per group, the "
+        "dense embeddings and head); bits per weight over every parameter.",
+        markdown_table(["weights", "GPTQ", "GPTQ, act order", "RTN", "GPTQ against RTN", "bytes (GPTQ)",
+                        "bits/weight"], rows),
+        f"Published: {published}.",
+        recorded_commands([m for m in shown if m])])
+
+
+COST_RUNS = (("SparseGPT, 50 %", SPARSEGPT, "sparsegpt_50"), ("Wanda, 50 %", WANDA, "wanda_50"),
+             ("magnitude, 50 %", SPARSEGPT, "magnitude_50"), ("GPTQ, 4 bits, groups of 32", GPTQ, "gptq_4_g32"),
+             ("RTN, 4 bits, groups of 32", GPTQ, "rtn_4_g32"))
+
+
+def cost_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: References) -> str:
+    """Calibration batches, the compression init's wall time and the statistics' peak bytes per method."""
+    rows, shown = [], []
+    for label, config, variant in COST_RUNS:
+        members = groups.get(_name(config, variant), [])
+        shown.append(members)
+        rows.append([label, format_stat(column(members, "calibration.batches"), "{:.0f}", collapse_equal=True),
+                     format_seconds(column(members, "calibration.init_s")),
+                     format_stat([v / 1024 for v in column(members, "calibration.statistics_peak_bytes")
+                                  if is_number(v)], "{:,.0f}", collapse_equal=True)])
+    if not any(shown):
+        return "No runs yet."
+    published = _published(inputs, refs, "frantar2023_sparsegpt_hours", "frantar2023_gptq_gpu_hours")
+    return "\n\n".join([
+        "On this machine's CPU (results.json `calibration`): the init's wall time includes gathering "
+        "the statistics, one forward pass over the calibration batches per block, and the solve; the "
+        "peak is the largest set of statistics held at once (one block's X^T X for SparseGPT and GPTQ, "
+        "its inputs' squared norms for Wanda). Magnitude pruning and RTN read no data, but the runs "
+        "still gather it; RTN through the GPTQ stage with error feedback off.",
+        markdown_table(["method", "batches", "init wall time", "statistics peak (KiB)"], rows),
+        f"Published, on GPUs at the scale of 175 billion parameters: {published}.",
+        recorded_commands([m for m in shown if m])])
+
+
+LAYERDROP_ROWS = (("layerdrop_all", "LayerDrop (p = 0.2), all 4 layers"),
+                  ("layerdrop_even", "LayerDrop, layers 0 and 2 kept"),
+                  ("layerdrop_bottom", "LayerDrop, layers 0 and 1 kept"),
+                  ("baseline_all", "baseline, all 4 layers"),
+                  ("baseline_even", "baseline, layers 0 and 2 kept"),
+                  ("baseline_bottom", "baseline, layers 0 and 1 kept"),
+                  ("shallow", "2 layers, trained from scratch"))
+
+
+def layerdrop_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: References) -> str:
+    """LayerDrop: layers removed without fine-tuning, against the baseline and a shallow model."""
+    members = {v: groups.get(_name(LAYERDROP, v), []) for v, _ in LAYERDROP_ROWS}
+    if not any(members.values()):
+        return not_run_yet(LAYERDROP, [v for v, _ in LAYERDROP_ROWS] + ["train"], groups)
+    rows = [[label, loss_text(members[v]) if members[v] else MISSING, str(len(members[v]))]
+            for v, label in LAYERDROP_ROWS]
+    verdicts = []
+    for kept in ("even", "bottom"):
+        for other, what in (("shallow", "the 2-layer model trained from scratch"),
+                            (f"baseline_{kept}", "the baseline with the same layers removed")):
+            c = compare(val_losses(members[f"layerdrop_{kept}"]), val_losses(members[other]), "nats")
+            if c:
+                verdicts.append(f"LayerDrop with layers {'0 and 2' if kept == 'even' else '0 and 1'} kept is "
+                                f"{c.verdict('worse', 'better')} than {what} ({c.mean_a:.3f} against "
+                                f"{c.mean_b:.3f} nats)")
+    published = _published(inputs, refs, "fan2020_layerdrop_rate")
+    return "\n\n".join([
+        "Validation loss (nats) of 2-layer models cut from 4-layer ones with no training step, beside "
+        "the 4-layer models and a 2-layer model trained alone:",
+        markdown_table(["model", "val loss", "runs"], rows),
+        ("; ".join(verdicts) + ".") if verdicts else "",
+        f"Published: {published}.",
+        not_run_yet(LAYERDROP, [v for v, _ in LAYERDROP_ROWS], groups),
+        recorded_commands([m for m in members.values() if m])])
+
+
+PARTS = (("SparseGPT, Wanda and magnitude pruning", pruning_part),
+         ("GPTQ against round-to-nearest", gptq_part),
+         ("Calibration cost", cost_part),
+         ("LayerDrop", layerdrop_part))

@@ -1,0 +1,53 @@
+"""The report's One-shot section (experiments/report/one_shot.py) from hand-made results."""
+from __future__ import annotations
+
+from tests.test_build_paper import build, cells, make_result, table_row, write
+
+GPTQ = "frantar2023_gptq_char_transformer"
+SPARSEGPT = "frantar2023_sparsegpt_char_transformer"
+WANDA = "sun2024_wanda_char_transformer"
+
+
+def section(report: str) -> str:
+    return report.split("## One-shot compression\n\n", 1)[1].split("\n\n## ", 1)[0]
+
+
+def lm_run(loss: float, calibration: dict | None = None) -> dict:
+    data = make_result(metrics={"val_loss_nats": loss}, model="char_transformer", dataset="shakespeare")
+    if calibration:
+        data["calibration"] = calibration
+    data["command"] = "python -m experiments.reproduce --configs=... --seeds=0,1,2"
+    return data
+
+
+def test_gptq_against_rtn_and_the_pruning_ordering_by_the_separation_rule(tmp_path):
+    results = tmp_path / "results"
+    write(results, "baseline_char_transformer", lm_run(1.477))
+    for seed, (g, r, a) in enumerate([(1.550, 1.714, 1.540), (1.552, 1.712, 1.541), (1.548, 1.716, 1.539)]):
+        write(results, f"{GPTQ}_gptq_3_pc/seed_{seed}",
+              lm_run(g, {"batches": 8, "init_s": 40.0 + seed, "statistics_peak_bytes": 4 * 512 * 512 * 2}))
+        write(results, f"{GPTQ}_rtn_3_pc/seed_{seed}", lm_run(r))
+        write(results, f"{GPTQ}_gptq_3_pc_act/seed_{seed}", lm_run(a))
+        # 50 %: SparseGPT best; Wanda and magnitude within each other's noise.
+        write(results, f"{SPARSEGPT}_sparsegpt_50/seed_{seed}", lm_run(1.60 + 0.001 * seed))
+        write(results, f"{WANDA}_wanda_50/seed_{seed}", lm_run(1.70 + 0.01 * seed))
+        write(results, f"{SPARSEGPT}_magnitude_50/seed_{seed}", lm_run(1.71 - 0.01 * seed))
+    text = section(build(results, tmp_path / "paper"))
+    row = cells(table_row(text, "3 bits, per channel"))
+    assert row[1:5] == ["1.550 ± 0.002", "1.540 ± 0.001", "1.714 ± 0.002", "better"]
+    assert cells(table_row(text, "4 bits, per channel"))[1] == "—"
+    transformer, lenet = text.split("LeNet-300-100 on Fashion-MNIST", 1)
+    assert cells(table_row(transformer, "50 %"))[1:] == ["1.601 ± 0.001 (3)", "1.710 ± 0.010 (3)",
+                                                         "1.700 ± 0.010 (3)", "SparseGPT > magnitude ≈ Wanda"]
+    assert cells(table_row(transformer, "2:4"))[4] == "—" and cells(table_row(lenet, "50 %"))[1] == "—"
+    assert "(dense: 1.477 nats)" in text and "Sun et al. 2024" in text
+    cost = cells(table_row(text, "GPTQ, 4 bits, groups of 32"))
+    assert cost[1] == "—"  # the cost table reads the 4-bit runs, which have not run here
+    assert "Not run yet: `fan2020_layerdrop_char_transformer_layerdrop_all`" in text
+
+
+def test_without_one_shot_results_the_section_is_one_line(tmp_path):
+    results = tmp_path / "results"
+    write(results, "baseline_lenet300", make_result(0.89))
+    text = section(build(results, tmp_path / "paper"))
+    assert text.startswith("No one-shot results (`frantar2023_sparsegpt_char_transformer_*`")
