@@ -37,6 +37,7 @@ from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
 
+DIVERGED = "diverged"  # a point whose training stopped on non-finite metrics (the driver's FloatingPointError)
 # metric -> whether higher is better
 METRICS = {"selection_accuracy": True, "selection_loss": False, "selection_loss_nats": False}
 
@@ -105,9 +106,9 @@ def point_name(point: Mapping[str, Any]) -> str:
 
 
 def choose(scored: Sequence[Mapping[str, Any]], higher_is_better: bool) -> int:
-    """The index of the best mean (the first of equal ones, in grid order)."""
+    """The index of the best mean (the first of equal ones, in grid order); diverged points (mean None) never."""
     best = max if higher_is_better else min
-    target = best(s["mean"] for s in scored)
+    target = best(s["mean"] for s in scored if s["mean"] is not None)
     return next(i for i, s in enumerate(scored) if s["mean"] == target)
 
 
@@ -132,10 +133,20 @@ def select(configs: Mapping[str, Callable[[], Any]], name: str, grid: Mapping[st
     for point in points(grid):
         per_config: dict[str, list[float]] = {}
         reported: dict[str, list[dict]] = {}
+        diverged = []
         for folder, make_config in configs.items():
             runs = [_run(make_config, folder, point, int(seed), metric, runs_dir) for seed in seeds]
+            diverged += [m[DIVERGED] for m in runs if DIVERGED in m]
+            if diverged:
+                break
             per_config[folder] = [float(m[metric]) for m in runs]
             reported[folder] = [{k: v for k, v in m.items() if not k.startswith("selection")} for m in runs]
+        if diverged:
+            # A setting whose training diverges cannot be chosen; it stays in the table as such.
+            scored.append({"point": point, "seeds": [int(s) for s in seeds], "values": None, "mean": None,
+                           DIVERGED: diverged[0]})
+            print(f"{point}: diverged ({diverged[0]})")
+            continue
         values = [sum(v[i] for v in per_config.values()) / len(per_config) for i in range(len(seeds))]
         entry = {"point": point, "seeds": [int(s) for s in seeds], "values": values,
                  "mean": sum(values) / len(values), "reported": reported}
@@ -143,6 +154,9 @@ def select(configs: Mapping[str, Callable[[], Any]], name: str, grid: Mapping[st
             entry["per_config"] = per_config
         scored.append(entry)
         print(f"{point}: {metric} {entry['mean']:.4f}")
+    if all(DIVERGED in s for s in scored):
+        raise FloatingPointError(f"every point of the grid diverged ({scored[0][DIVERGED]}): lower the learning "
+                                 f"rates tried")
     chosen = choose(scored, METRICS[metric])
     report = {"config": name, "metric": metric, "higher_is_better": METRICS[metric], "grid": dict(grid),
               "points": scored, "chosen": scored[chosen]["point"], "versions": train.versions(),
@@ -170,7 +184,10 @@ def _run(make_config: Callable[[], Any], folder: str, point: Mapping[str, Any], 
                          f"dataset.selection_size > 0 (or dataset.selection_offset for text)")
     workdir = os.path.join(runs_dir, folder, point_name(point), f"seed_{seed}")
     print(f"== {folder} {point} seed={seed} -> {workdir}")
-    results = train.train_and_evaluate(config, workdir)
+    try:
+        results = train.train_and_evaluate(config, workdir)
+    except FloatingPointError as e:  # the driver's non-finite check: this setting diverges
+        return {DIVERGED: str(e).splitlines()[0]}
     if results is None:
         raise RuntimeError(f"{workdir} stopped before the end (train.stop_after); rerun to resume")
     if metric not in results["metrics"]:

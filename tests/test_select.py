@@ -57,3 +57,20 @@ def test_select_trains_every_point_under_every_config_on_the_selection_split_and
     assert select.choice_name(["han2015_lenet5:sgd_dense"]) == "han2015_lenet5_sgd_dense"
     with pytest.raises(ValueError, match="give --name"):
         select.choice_name(["a:x", "a:y"])
+
+
+def test_a_point_whose_training_diverges_is_kept_as_diverged_and_never_chosen(tmp_path):
+    def config():
+        c = tiny_config(num_steps=4)
+        c.dataset.selection_size = 64
+        c.optimizer.name = "sgd"
+        return c
+
+    report = select.select({"tiny": config}, "tiny", {"optimizer.learning_rate": [1e-3, 1e12]}, [0],
+                           "selection_accuracy", str(tmp_path / "runs"))
+    good, bad = report["points"]
+    assert bad["mean"] is None and "non-finite" in bad["diverged"] and good["mean"] is not None
+    assert report["chosen"] == {"optimizer.learning_rate": 1e-3}
+    with pytest.raises(FloatingPointError, match="every point of the grid diverged"):
+        select.select({"tiny": config}, "tiny", {"optimizer.learning_rate": [1e12]}, [1], "selection_accuracy",
+                      str(tmp_path / "runs"))
