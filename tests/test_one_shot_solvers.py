@@ -223,3 +223,20 @@ def test_a_one_shot_run_records_its_calibration_batches_time_and_the_statistics_
     assert calibration["statistics_calls"] == 2
     assert calibration["statistics_peak_bytes"] == 784 * 784 * 4
     assert json.load(open(tmp_path / "results.json"))["calibration"] == calibration
+
+
+def test_joint_sparsity_and_quantization_in_the_solver_and_as_a_chain_of_the_two_stages():
+    # In the solver (SparseGPT's Section 3.5): each kept column is quantized before its error is fed back.
+    grid = 0.05
+    snap = lambda column: np.round(column / grid) * grid
+    joint, keep = sparsegpt.prune_layer(W, XTX, 0.5, block_size=8, quantize=snap)
+    assert np.all(joint[~keep] == 0) and (~keep).sum() == W.size // 2
+    np.testing.assert_allclose(joint, snap(joint), atol=1e-12)
+    # As stages: SparseGPT, then GPTQ on the pruned model, which keeps its zeros.
+    params, batches, _ = mlp_and_inputs()
+    chain = registry.build_chain([{"technique": "sparsegpt", "select": ".*kernel", "sparsity": 0.5},
+                                  {"technique": "gptq", "select": ".*kernel", "bits": 4, "group_size": 16}])
+    trainable, state = chain.init(params, jax.random.PRNGKey(0), batches)
+    kernel = np.asarray(chain.apply(trainable, state)["Dense_0"]["kernel"])
+    assert np.mean(kernel == 0) == 0.5
+    assert distinct_per_group(kernel, 16) <= 2 ** 4
