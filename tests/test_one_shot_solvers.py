@@ -238,5 +238,6 @@ def test_joint_sparsity_and_quantization_in_the_solver_and_as_a_chain_of_the_two
                                   {"technique": "gptq", "select": ".*kernel", "bits": 4, "group_size": 16}])
     trainable, state = chain.init(params, jax.random.PRNGKey(0), batches)
     kernel = np.asarray(chain.apply(trainable, state)["Dense_0"]["kernel"])
-    assert np.mean(kernel == 0) == 0.5
+    mask = np.asarray(state["sparsegpt"]["masks"]["Dense_0/kernel"])
+    assert mask.mean() == 0.5 and np.all(kernel[~mask] == 0)  # (a kept weight may also round to 0)
     assert distinct_per_group(kernel, 16) <= 2 ** 4
