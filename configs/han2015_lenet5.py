@@ -9,20 +9,20 @@ every phase 10x.
 
 Variants as configs/han2015_lenet300.py: `` (Adam, the committed rows, an ablation),
 `sgd` (the paper's SGD + momentum + L2 recipe, retraining at 1/10 of the rate) and
-`sgd_dense` (its dense reference, 15 epochs). Their learning rate and L2 weight are to be
+`sgd_dense` (its dense reference, 15 epochs). Their learning rate and L2 weight were
 chosen on the selection split by
     python -m experiments.select --config=han2015_lenet5:sgd_dense \
         --grid=optimizer.learning_rate=0.01,0.03,0.1 --grid=optimizer.weight_decay=0,0.0001,0.0005
-(paper/selection/han2015_lenet5_sgd_dense.json); until that has run, SGD_LEARNING_RATE and
-SGD_WEIGHT_DECAY are LeNet-300-100's choice.
+(paper/selection/han2015_lenet5_sgd_dense.json: 0.03 and 5e-4, selection accuracy 91.64 %;
+every point at 0.1 diverged).
 """
 from configs import baseline_lenet5, common, han2015_lenet300, pruning_common
 
 FINAL_SPARSITY = {"Conv_0/kernel": 0.34, "Conv_1/kernel": 0.88, "Dense_0/kernel": 0.92, "Dense_1/kernel": 0.81}
 
 
-SGD_LEARNING_RATE = han2015_lenet300.SGD_LEARNING_RATE
-SGD_WEIGHT_DECAY = han2015_lenet300.SGD_WEIGHT_DECAY
+SGD_LEARNING_RATE = 0.03
+SGD_WEIGHT_DECAY = 5e-4
 
 
 def get_config(arg: str = ""):
