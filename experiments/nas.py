@@ -195,3 +195,228 @@ def inherited_loss(net: Supernet, params: Any, arch: sn.Architecture, batches: I
         total = total + step(params, masks, batch)
     loss_sum, count = (float(v) for v in jax.device_get(total))
     return loss_sum / count
+
+
+# ----------------------------------------------------------------------------- costs and latency
+
+def _standalone(arch: sn.Architecture, supernet: Mapping[str, Any], vocab_size: int):
+    return models.build_model(arch.model_config(supernet), vocab_size)
+
+
+@functools.lru_cache(maxsize=4096)
+def _exact_costs(arch: sn.Architecture, supernet_json: str, vocab_size: int, seq_len: int) -> tuple[int, int]:
+    import json
+
+    from compression.accounting import count_flops
+
+    model = _standalone(arch, json.loads(supernet_json), vocab_size)
+    tokens = jax.ShapeDtypeStruct((1, seq_len), jnp.int32)
+    params = jax.eval_shape(lambda k: model.init(k, jnp.zeros((1, seq_len), jnp.int32))["params"],
+                            jax.random.PRNGKey(0))
+    count = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(params))
+    return count, count_flops(lambda p, x: model.apply({"params": p}, x), params, tokens)
+
+
+def exact_costs(arch: sn.Architecture, supernet: Mapping[str, Any], vocab_size: int, seq_len: int) -> dict:
+    """{"params", "flops"} of the standalone model of `arch`: its parameter count and the matmul FLOPs
+    (2 per multiply-add, `compression.accounting.count_flops`) of one sequence of `seq_len` tokens."""
+    import json
+
+    params, flops = _exact_costs(arch, json.dumps(dict(supernet), sort_keys=True), int(vocab_size), int(seq_len))
+    return {"params": params, "flops": flops}
+
+
+def measure_latency_ms(arch: sn.Architecture, supernet: Mapping[str, Any], params: Any, vocab_size: int,
+                       batch_size: int, seq_len: int, repeats: int = 20) -> float:
+    """Median wall time (ms) of the standalone model's jitted forward pass on one batch, after a warm-up call."""
+    model = _standalone(arch, supernet, vocab_size)
+    forward = jax.jit(lambda p, x: model.apply({"params": p}, x))
+    sliced = jax.device_put(sn.slice_params(params, arch))
+    tokens = jnp.zeros((batch_size, seq_len), jnp.int32)
+    forward(sliced, tokens).block_until_ready()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        forward(sliced, tokens).block_until_ready()
+        times.append(time.perf_counter() - start)
+    return 1000.0 * float(np.median(times))
+
+
+def latency_features(arch: sn.Architecture) -> np.ndarray:
+    """What a Transformer's forward time grows with: a constant, layers, heads and FFN units, both times the width,
+    and the width (embedding and output head)."""
+    w, h, f = arch.width, sum(arch.heads), sum(arch.ffn)
+    return np.array([1.0, arch.depth, h, f, w * h, w * f, w, w * arch.depth], np.float64)
+
+
+@dataclasses.dataclass
+class LatencyModel:
+    """A fitted cost model of measured latency (least squares on relative error over `latency_features`).
+
+    HAT trains a small MLP on a few thousand measurements; with a few hundred
+    here, a linear model on the terms the forward pass's cost is made of is
+    the fitted cost model the issue allows, and its held-out error is what
+    decides whether the search may use it (`MAX_MAPE`).
+    """
+
+    coefficients: list[float]
+    device_kind: str
+    batch_size: int
+    seq_len: int
+    heldout_mape: float
+    measurements: int
+
+    def predict(self, arch: sn.Architecture) -> float:
+        return float(latency_features(arch) @ np.asarray(self.coefficients))
+
+    def check_device(self, device_kind: str) -> None:
+        if device_kind != self.device_kind:
+            raise ValueError(f"the latency model was measured on {self.device_kind!r} but the search targets "
+                             f"{device_kind!r}: measure latencies on the device searched for (its latency table)")
+
+
+MAX_MAPE = 0.10
+
+
+def fit_latency_model(table: Sequence[Mapping[str, Any]], device_kind: str, batch_size: int, seq_len: int,
+                      heldout_fraction: float = 0.2, seed: int = 0) -> LatencyModel:
+    """Fits `LatencyModel` on `table` ({"arch": dict, "latency_ms"} rows) and scores it on held-out rows."""
+    if len(table) < 10:
+        raise ValueError(f"a latency model needs at least 10 measured architectures (got {len(table)})")
+    archs = [sn.Architecture.from_dict(r["arch"]) for r in table]
+    x = np.stack([latency_features(a) for a in archs])
+    y = np.array([float(r["latency_ms"]) for r in table])
+    order = np.random.default_rng(seed).permutation(len(table))
+    held = order[:max(1, int(round(heldout_fraction * len(table))))]
+    fit = order[len(held):]
+
+    def solve(rows):
+        # Relative error: each row divided by its latency, so small models count as much as large ones.
+        return np.linalg.lstsq(x[rows] / y[rows, None], np.ones(len(rows)), rcond=None)[0]
+
+    coefficients = solve(fit)
+    mape = float(np.mean(np.abs(x[held] @ coefficients - y[held]) / y[held]))
+    return LatencyModel([float(c) for c in solve(np.arange(len(table)))], device_kind, batch_size, seq_len, mape,
+                        len(table))
+
+
+# ----------------------------------------------------------------------------- the search
+
+def export_architecture(path: str, params: Any, arch: sn.Architecture, supernet: Mapping[str, Any]) -> str:
+    """Writes `arch`'s slice of the supernet as a standalone export (its own model config in the header):
+    what `init_from` fine-tunes from inherited weights, and what loads as the found model."""
+    from compression import export
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    sliced = jax.tree_util.tree_map(np.asarray, jax.device_get(sn.slice_params(params, arch)))
+    export.export_params(path, sliced, metadata={"model": arch.model_config(supernet), "architecture":
+                                                  arch.as_dict()})
+    return path
+
+
+def latency_table(net: Supernet, params: Any, path: str, count: int, seed: int, repeats: int,
+                  progress: bool = True) -> list[dict]:
+    """Measured latency of `count` sampled architectures (plus the largest and the smallest), resumable:
+    the rows already in `path` are kept and the rest measured and appended."""
+    import json
+
+    rng = np.random.default_rng((seed, 11))
+    archs = [net.space.largest(), net.space.smallest()] + [net.space.sample(rng) for _ in range(count)]
+    rows = json.load(open(path)) if os.path.exists(path) else []
+    device = jax.devices()[0].device_kind
+    if rows and rows[0]["device_kind"] != device:
+        raise ValueError(f"{path} was measured on {rows[0]['device_kind']!r}, this machine is {device!r}: "
+                         f"measure in another workdir")
+    batch, seq_len = int(net.config.train.eval_batch_size), int(net.config.dataset.seq_len)
+    todo = archs[len(rows):]
+    if progress:
+        from tqdm import tqdm
+        todo = tqdm(todo, desc="latency", initial=len(rows), total=len(archs))
+    for arch in todo:
+        ms = measure_latency_ms(arch, net.model_config, params, net.dataset.num_classes, batch, seq_len, repeats)
+        rows.append({"arch": arch.as_dict(), "latency_ms": ms, "device_kind": device})
+        train.write_results(path, rows)
+    return rows
+
+
+def search_budgets(net: Supernet, params: Any, within: Mapping[str, Any], batches: Sequence[dict],
+                   seed: int) -> dict:
+    """Evolutionary and random search at each budget; `within` maps a budget's name to its predicate."""
+    from compression import evolution
+
+    nas_config = net.config.nas
+    score = functools.lru_cache(maxsize=None)(lambda arch: inherited_loss(net, params, arch, batches))
+    out = {}
+    for name, predicate in within.items():
+        begin = time.time()
+        evolved = evolution.evolutionary_search(
+            net.space, score, predicate, np.random.default_rng((seed, 13)),
+            population=int(nas_config.population), generations=int(nas_config.generations),
+            parents=int(nas_config.parents), mutations=int(nas_config.mutations),
+            mutation_probability=float(nas_config.mutation_probability))
+        evolution_s = time.time() - begin
+        control = evolution.random_search(net.space, score, predicate, np.random.default_rng((seed, 17)),
+                                          evolved.count)
+        out[name] = {"evolution": {"arch": evolved.best.as_dict(), "inherited_loss": evolved.best_score,
+                                   "evaluations": evolved.count, "wall_s": evolution_s},
+                     "random": {"arch": control.best.as_dict(), "inherited_loss": control.best_score,
+                                "evaluations": control.count}}
+    return out
+
+
+def run_hat(config: Any, workdir: str, progress: bool = True) -> dict:
+    """HAT end to end on config: the supernet, its latency model, the searches at each budget, the exports.
+
+    Writes WORKDIR/results.json (and latency_table.json, found/BUDGET/export/params.safetensors); every
+    stage resumes from what an interrupted run left.
+    """
+    begin = time.time()
+    net = build_supernet(config)
+    trained = train_supernet(net, os.path.join(workdir, "supernet"), progress)
+    params = trained["state"]["params"]
+    nas_config = config.nas
+    seed = int(config.seed)
+    device = jax.devices()[0].device_kind
+    table_start = time.time()
+    table = latency_table(net, params, os.path.join(workdir, "latency_table.json"),
+                          int(nas_config.latency_samples), seed, int(nas_config.latency_repeats), progress)
+    model = fit_latency_model(table, device, int(config.train.eval_batch_size), int(config.dataset.seq_len),
+                              seed=seed)
+    model.check_device(device)
+    latency_s = time.time() - table_start
+    largest = net.space.largest()
+    seq_len, vocab = int(config.dataset.seq_len), net.dataset.num_classes
+    costs = lambda arch: exact_costs(arch, net.model_config, vocab, seq_len)
+    by_latency = model.heldout_mape <= MAX_MAPE
+    if by_latency:
+        reference = float(np.median([r["latency_ms"] for r in table if r["arch"] == largest.as_dict()]))
+        measure = model.predict
+    else:  # the predictor is not good enough here: search under exact FLOPs, as the issue allows, and say so
+        reference = float(costs(largest)["flops"])
+        measure = lambda arch: float(costs(arch)["flops"])
+    within = {f"{int(round(100 * f))}": (lambda arch, b=f * reference: measure(arch) <= b)
+              for f in nas_config.budget_fractions}
+    batches = fixed_batches(net, int(nas_config.score_batches))
+    search_start = time.time()
+    searches = search_budgets(net, params, within, batches, seed)
+    search_s = time.time() - search_start
+    for name, found in searches.items():
+        for kind in ("evolution", "random"):
+            arch = sn.Architecture.from_dict(found[kind]["arch"])
+            found[kind].update(costs(arch), predicted_latency_ms=model.predict(arch))
+        export_architecture(os.path.join(workdir, "found", name, "export", "params.safetensors"), params,
+                            sn.Architecture.from_dict(found["evolution"]["arch"]), net.model_config)
+    results = {
+        "config": config.to_dict(), "space": dataclasses.asdict(net.space),
+        "supernet": {"steps": int(config.train.num_steps), "compiles": trained["compiles"],
+                     "wall_s": trained["wall_s"], "sampling": str(nas_config.get("sampling", "uniform"))},
+        "latency": {"device_kind": device, "measurements": model.measurements, "heldout_mape": model.heldout_mape,
+                    "coefficients": model.coefficients, "wall_s": latency_s,
+                    "largest_ms": float(np.median([r["latency_ms"] for r in table if r["arch"] == largest.as_dict()]))},
+        "budget": {"by": "latency" if by_latency else "flops", "reference": reference,
+                   "fractions": list(nas_config.budget_fractions)},
+        "searches": searches, "search_wall_s": search_s, "wall_s": time.time() - begin,
+        "versions": train.versions(),
+    }
+    train.write_results(os.path.join(workdir, "results.json"), results)
+    return results

@@ -56,3 +56,70 @@ def test_the_inherited_loss_is_the_sliced_standalone_models_loss():
                                                   b["mask"]))[[0, 2]] for b in batches)
         assert nas.inherited_loss(net, params, arch, batches) == pytest.approx(sums[0] / sums[1], abs=1e-5)
     assert net.compiles() == 2  # the evaluation step of each width, once
+
+
+def test_exact_costs_count_the_standalone_models_parameters_and_matmul_flops_by_hand():
+    arch = sn.Architecture(16, (2, 4), (16, 32))
+    costs = nas.exact_costs(arch, SUPERNET, 20, 8)
+    t, w, hd, v, ln = 8, 16, 8, 20, 8  # tokens, width, head_dim, vocabulary, max_len
+    layer_params = lambda h, f: 2 * 2 * w + 3 * (w * h * hd + h * hd) + h * hd * w + w + w * f + f + f * w + w
+    assert costs["params"] == v * w + ln * w + 2 * w + w * v + v + layer_params(2, 16) + layer_params(4, 32)
+    layer_flops = lambda h, f: 2 * t * (4 * w * h * hd + 2 * w * f) + 2 * 2 * t * t * h * hd
+    assert costs["flops"] == layer_flops(2, 16) + layer_flops(4, 32) + 2 * t * w * v
+
+
+def test_the_latency_model_fits_a_linear_cost_and_refuses_a_table_from_another_device():
+    rng = np.random.default_rng(0)
+    space = sn.SearchSpace(**{k: tuple(v) for k, v in SPACE.items()})
+    truth = np.array([0.5, 0.2, 0.01, 0.001, 0.002, 0.0001, 0.003, 0.01])
+    table = [{"arch": a.as_dict(), "latency_ms": float(nas.latency_features(a) @ truth)}
+             for a in (space.sample(rng) for _ in range(40))]
+    model = nas.fit_latency_model(table, "cpu", 8, 8)
+    assert model.heldout_mape < 1e-9
+    arch = space.largest()
+    assert model.predict(arch) == pytest.approx(float(nas.latency_features(arch) @ truth))
+    model.check_device("cpu")
+    with pytest.raises(ValueError, match="measured on 'cpu' but the search targets 'NVIDIA H100'"):
+        model.check_device("NVIDIA H100")
+    with pytest.raises(ValueError, match="at least 10 measured architectures"):
+        nas.fit_latency_model(table[:5], "cpu", 8, 8)
+    net = nas.build_supernet(config())
+    params = nas.init_state(net)["params"]
+    assert nas.measure_latency_ms(space.smallest(), SUPERNET, params, net.dataset.num_classes, 2, 8, repeats=3) > 0
+
+
+def hat_config():
+    c = config(num_steps=4)
+    c.nas.update(latency_samples=10, latency_repeats=2, budget_fractions=[0.5, 0.9], score_batches=1,
+                 population=4, generations=2, parents=2, mutations=1, mutation_probability=0.5)
+    return c
+
+
+def test_hat_end_to_end_finds_architectures_within_budget_whose_exports_reload_as_standalone_models(tmp_path):
+    from compression import export
+    results = nas.run_hat(hat_config(), str(tmp_path), progress=False)
+    assert results["latency"]["measurements"] == 12 and results["latency"]["device_kind"]
+    space = sn.SearchSpace(**{k: tuple(v) for k, v in SPACE.items()})
+    for name, fraction in (("50", 0.5), ("90", 0.9)):
+        found = results["searches"][name]
+        for kind in ("evolution", "random"):
+            arch = sn.Architecture.from_dict(found[kind]["arch"])
+            assert space.contains(arch)
+            measure = found[kind]["predicted_latency_ms"] if results["budget"]["by"] == "latency" else found[kind]["flops"]
+            assert measure <= fraction * results["budget"]["reference"] + 1e-9
+        assert found["random"]["evaluations"] == found["evolution"]["evaluations"]
+        # The export is the standalone model, and it predicts as the supernet sliced to it.
+        path = tmp_path / "found" / name / "export" / "params.safetensors"
+        header = export.read_header(str(path))
+        model = models.build_model(header["metadata"]["model"], 32)
+        loaded = export.load_params(str(path))
+        tokens = np.arange(16).reshape(2, 8) % 32
+        arch = sn.Architecture.from_dict(found["evolution"]["arch"])
+        assert header["metadata"]["architecture"] == arch.as_dict()
+        assert model.apply({"params": loaded}, tokens).shape == (2, 8, 32)
+    # Rerun in the same workdir: every stage resumes (the latency table is reused), the same result.
+    again = nas.run_hat(hat_config(), str(tmp_path), progress=False)
+    for name, found in results["searches"].items():
+        for kind in ("evolution", "random"):
+            assert again["searches"][name][kind]["arch"] == found[kind]["arch"]
+            assert again["searches"][name][kind]["inherited_loss"] == found[kind]["inherited_loss"]
