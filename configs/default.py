@@ -13,6 +13,13 @@ def get_config() -> ml_collections.ConfigDict:
     # from, [[this model's module, the export's module], ...]; unnamed modules keep their name.
     # DistilBERT's student: [["block_0", "block_0"], ["block_1", "block_2"]] from a 4-layer teacher.
     config.init_layers = []
+    # The model's config read from an export's header instead of config.model (an architecture a
+    # search found, say: its export records the model it is); with init_from empty the model is
+    # trained from scratch, with the same path it starts from those weights.
+    config.model_from = ""
+    # What runs the config: "train" (experiments.train, the driver) or "nas" (experiments.nas:
+    # a SuperTransformer search, or the export of one model it found).
+    config.runner = "train"
 
     config.dataset = ml_collections.ConfigDict({
         "name": "fashion_mnist", "eval_split": "test",

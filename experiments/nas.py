@@ -302,6 +302,14 @@ def fit_latency_model(table: Sequence[Mapping[str, Any]], device_kind: str, batc
 
 # ----------------------------------------------------------------------------- the search
 
+FOUND = ("evolution", "layers", "narrow")  # the models each budget exports: searched, fewer layers, narrower
+
+
+def found_export(workdir: str, name: str) -> str:
+    """Where a search run writes its model `name` (BUDGET_KIND, KIND one of FOUND; or sample_I)."""
+    return os.path.join(workdir, "found", name, "export", "params.safetensors")
+
+
 def export_architecture(path: str, params: Any, arch: sn.Architecture, supernet: Mapping[str, Any]) -> str:
     """Writes `arch`'s slice of the supernet as a standalone export (its own model config in the header):
     what `init_from` fine-tunes from inherited weights, and what loads as the found model."""
@@ -337,6 +345,24 @@ def latency_table(net: Supernet, params: Any, path: str, count: int, seed: int, 
         rows.append({"arch": arch.as_dict(), "latency_ms": ms, "device_kind": device})
         train.write_results(path, rows)
     return rows
+
+
+def hand_scaled(space: sn.SearchSpace, measure: Any, budget: float) -> dict[str, Optional[sn.Architecture]]:
+    """The hand-scaled baselines of a budget: the deepest model at full size per layer (`layers`: uniformly
+    fewer layers), and the largest at full depth with width, heads and FFN scaled down together (`narrow`:
+    uniformly narrower); None where none fits."""
+    top = space.largest()
+    layers = next((a for d in sorted(space.depths, reverse=True)
+                   for a in [sn.Architecture(top.width, (top.heads[0],) * d, (top.ffn[0],) * d)]
+                   if measure(a) <= budget), None)
+    depth = max(space.depths)
+    steps = max(len(space.widths), len(space.heads), len(space.ffn))
+    pick = lambda choices, k: choices[max(len(choices) - 1 - k, 0)]
+    narrow = next((a for k in range(steps)
+                   for a in [sn.Architecture(pick(space.widths, k), (pick(space.heads, k),) * depth,
+                                             (pick(space.ffn, k),) * depth)]
+                   if measure(a) <= budget), None)
+    return {"layers": layers, "narrow": narrow}
 
 
 def search_budgets(net: Supernet, params: Any, within: Mapping[str, Any], batches: Sequence[dict],
@@ -394,20 +420,44 @@ def run_hat(config: Any, workdir: str, progress: bool = True) -> dict:
     else:  # the predictor is not good enough here: search under exact FLOPs, as the issue allows, and say so
         reference = float(costs(largest)["flops"])
         measure = lambda arch: float(costs(arch)["flops"])
-    within = {f"{int(round(100 * f))}": (lambda arch, b=f * reference: measure(arch) <= b)
-              for f in nas_config.budget_fractions}
+    budgets = {f"{int(round(100 * f))}": f * reference for f in nas_config.budget_fractions}
+    within = {name: (lambda arch, b=b: measure(arch) <= b) for name, b in budgets.items()}
     batches = fixed_batches(net, int(nas_config.score_batches))
     search_start = time.time()
     searches = search_budgets(net, params, within, batches, seed)
     search_s = time.time() - search_start
+    exports = {}
     for name, found in searches.items():
-        for kind in ("evolution", "random"):
-            arch = sn.Architecture.from_dict(found[kind]["arch"])
-            found[kind].update(costs(arch), predicted_latency_ms=model.predict(arch))
-        export_architecture(os.path.join(workdir, "found", name, "export", "params.safetensors"), params,
-                            sn.Architecture.from_dict(found["evolution"]["arch"]), net.model_config)
+        scaled = hand_scaled(net.space, measure, budgets[name])
+        found.update({kind: {"arch": None} if arch is None else
+                      {"arch": arch.as_dict(), "inherited_loss": inherited_loss(net, params, arch, batches)}
+                      for kind, arch in scaled.items()})
+        for kind in ("evolution", "random", "layers", "narrow"):
+            if found[kind]["arch"] is not None:
+                arch = sn.Architecture.from_dict(found[kind]["arch"])
+                found[kind].update(costs(arch), predicted_latency_ms=model.predict(arch))
+                if kind in FOUND:
+                    exports[f"{name}_{kind}"] = found[kind]
+    # HAT's rank check: architectures drawn from the whole space, whose inherited losses are set
+    # against their losses once retrained (Kendall's tau, in the report).
+    rng = np.random.default_rng((seed, 19))
+    samples = []
+    while len(samples) < int(nas_config.get("rank_samples", 0)):
+        arch = net.space.sample(rng)
+        if arch not in samples:
+            samples.append(arch)
+    for i, arch in enumerate(samples):
+        exports[f"sample_{i}"] = {"arch": arch.as_dict(), "inherited_loss": inherited_loss(net, params, arch, batches),
+                                  **costs(arch), "predicted_latency_ms": model.predict(arch)}
+    for name, entry in exports.items():
+        export_architecture(found_export(workdir, name), params, sn.Architecture.from_dict(entry["arch"]),
+                            net.model_config)
+    metrics = {f"inherited_loss_{name}": entry["inherited_loss"] for name, entry in exports.items()}
     results = {
-        "config": config.to_dict(), "space": dataclasses.asdict(net.space),
+        "config": config.to_dict(), "space": dataclasses.asdict(net.space), "metrics": metrics,
+        "compression": {"params_total": costs(largest)["params"], "flops_per_example": costs(largest)["flops"]},
+        "timing": {"wall_s": time.time() - begin, "supernet_s": trained["wall_s"], "latency_s": latency_s,
+                   "search_s": search_s, "compiles": trained["compiles"]},
         "supernet": {"steps": int(config.train.num_steps), "compiles": trained["compiles"],
                      "wall_s": trained["wall_s"], "sampling": str(nas_config.get("sampling", "uniform"))},
         "latency": {"device_kind": device, "measurements": model.measurements, "heldout_mape": model.heldout_mape,
@@ -415,8 +465,51 @@ def run_hat(config: Any, workdir: str, progress: bool = True) -> dict:
                     "largest_ms": float(np.median([r["latency_ms"] for r in table if r["arch"] == largest.as_dict()]))},
         "budget": {"by": "latency" if by_latency else "flops", "reference": reference,
                    "fractions": list(nas_config.budget_fractions)},
-        "searches": searches, "search_wall_s": search_s, "wall_s": time.time() - begin,
+        "searches": searches, "exports": exports, "search_wall_s": search_s, "wall_s": time.time() - begin,
         "versions": train.versions(),
     }
+    train.write_results(os.path.join(workdir, "results.json"), results)
+    return results
+
+
+def run(config: Any, workdir: str, progress: bool = True) -> dict:
+    """config.runner "nas": the search (config.nas.export empty), or the export of one model it found.
+
+    config.nas.export = NAME (BUDGET_KIND, KIND one of FOUND, or sample_I) copies that model of the search run in
+    config.nas.search (runs/NAME_search/seed_{seed}, searched first if it has not finished) to
+    WORKDIR/export/params.safetensors, so a retraining config reads it through `model_from`.
+    """
+    import copy
+    import shutil
+
+    from experiments import provenance
+
+    chosen = str(config.nas.get("export", ""))
+    if not chosen:
+        done = os.path.join(workdir, "results.json")
+        if os.path.exists(done):
+            import json
+            with open(done) as f:
+                previous = json.load(f)
+            if previous.get("config") == config.to_dict():
+                return previous  # finished: a rerun (or a model export needing it) reads it back
+        return run_hat(config, workdir, progress)
+    search_config = copy.deepcopy(config)
+    search_config.nas.export = ""
+    search_dir = provenance.seeded_path(str(config.nas.search), int(config.seed))
+    searched = run(search_config, search_dir, progress)
+    if chosen not in searched["exports"]:
+        raise ValueError(f"nas.export {chosen!r} is not one of the search's models {sorted(searched['exports'])} "
+                         f"(a hand-scaled baseline that no budget admits is not exported; see "
+                         f"{search_dir}/results.json)")
+    found = searched["exports"][chosen]
+    target = os.path.join(workdir, "export", "params.safetensors")
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    shutil.copyfile(found_export(search_dir, chosen), target)
+    results = {"config": config.to_dict(), "architecture": found["arch"],
+               "metrics": {"inherited_loss": found["inherited_loss"],
+                           "predicted_latency_ms": found["predicted_latency_ms"]},
+               "compression": {"params_total": found["params"], "flops_per_example": found["flops"]},
+               "timing": {"wall_s": searched["timing"]["wall_s"]}, "versions": train.versions()}
     train.write_results(os.path.join(workdir, "results.json"), results)
     return results

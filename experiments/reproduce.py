@@ -61,7 +61,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # Results folders inside this one are the paper's: they need a committed tree.
 PAPER_DIR = "paper"
 # The config fields that name another run's export, the way train.py reads them.
-EXPORT_FIELDS: tuple[str, ...] = ("init_from", "teacher.export")
+EXPORT_FIELDS: tuple[str, ...] = ("init_from", "teacher.export", "model_from")
 LISTED_CHANGES = 10
 
 

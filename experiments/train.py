@@ -444,6 +444,20 @@ def _put_batch(batch: dict, sharding: NamedSharding) -> dict:
     return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
 
 
+def resolve_model_from(config: Any) -> None:
+    """Sets config.model to the model config recorded in config.model_from's export header, if it names one."""
+    path = provenance.seeded_path(config.get("model_from", ""), config.get("seed", 0))
+    if not path:
+        return
+    path = provenance.export_file(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"model_from {path!r} does not exist: run the config that writes it first")
+    model = export.read_header(path)["metadata"].get("model")
+    if not model:
+        raise ValueError(f"model_from {path!r} records no model config in its header")
+    config.model = model
+
+
 def build_run(config: Any, dataset: Optional[data_lib.Dataset] = None) -> Run:
     """Builds the run `config` describes, with freshly initialized parameters placed on the mesh.
 
@@ -451,6 +465,7 @@ def build_run(config: Any, dataset: Optional[data_lib.Dataset] = None) -> Run:
     (`check_settings`), the mesh's, and each technique's when it is built.
     """
     check_settings(config)
+    resolve_model_from(config)
     dataset = dataset or data_lib.load_dataset(config.dataset, config.get("data_dir", ".data"))
     # The precision policy: the train and eval steps compute in precision.compute; parameters,
     # gradients, the optimizer state and the techniques' transforms stay float32, and so do the
@@ -1138,6 +1153,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, progress
     config.json is stored only once every setting has passed its checks and
     the workdir's newest checkpoint has been restored with it.
     """
+    runner = config.get("runner", "train")
+    if runner != "train":
+        if runner != "nas":
+            raise ValueError(f"config.runner {runner!r} is not one of ['train', 'nas']")
+        from experiments import nas
+        return nas.run(config, workdir, progress)
     start_time = time.time()
     with workdir_lib.hold(workdir, jax.process_index()):
         workdir_lib.check_config(workdir, config.to_dict(), default_config.get_config().to_dict())

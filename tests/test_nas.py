@@ -91,7 +91,7 @@ def test_the_latency_model_fits_a_linear_cost_and_refuses_a_table_from_another_d
 def hat_config():
     c = config(num_steps=4)
     c.nas.update(latency_samples=10, latency_repeats=2, budget_fractions=[0.5, 0.9], score_batches=1,
-                 population=4, generations=2, parents=2, mutations=1, mutation_probability=0.5)
+                 population=4, generations=2, parents=2, mutations=1, mutation_probability=0.5, rank_samples=3)
     return c
 
 
@@ -102,24 +102,57 @@ def test_hat_end_to_end_finds_architectures_within_budget_whose_exports_reload_a
     space = sn.SearchSpace(**{k: tuple(v) for k, v in SPACE.items()})
     for name, fraction in (("50", 0.5), ("90", 0.9)):
         found = results["searches"][name]
-        for kind in ("evolution", "random"):
+        for kind in ("evolution", "random", "layers", "narrow"):
+            if found[kind]["arch"] is None:
+                continue
             arch = sn.Architecture.from_dict(found[kind]["arch"])
             assert space.contains(arch)
             measure = found[kind]["predicted_latency_ms"] if results["budget"]["by"] == "latency" else found[kind]["flops"]
             assert measure <= fraction * results["budget"]["reference"] + 1e-9
         assert found["random"]["evaluations"] == found["evolution"]["evaluations"]
         # The export is the standalone model, and it predicts as the supernet sliced to it.
-        path = tmp_path / "found" / name / "export" / "params.safetensors"
-        header = export.read_header(str(path))
+        assert set(found) == {"evolution", "random", "layers", "narrow"}
+        path = nas.found_export(str(tmp_path), f"{name}_evolution")
+        header = export.read_header(path)
         model = models.build_model(header["metadata"]["model"], 32)
-        loaded = export.load_params(str(path))
+        loaded = export.load_params(path)
         tokens = np.arange(16).reshape(2, 8) % 32
         arch = sn.Architecture.from_dict(found["evolution"]["arch"])
         assert header["metadata"]["architecture"] == arch.as_dict()
         assert model.apply({"params": loaded}, tokens).shape == (2, 8, 32)
+    assert {f"sample_{i}" for i in range(3)} <= set(results["exports"])
+    assert len({str(results["exports"][f"sample_{i}"]["arch"]) for i in range(3)}) == 3
     # Rerun in the same workdir: every stage resumes (the latency table is reused), the same result.
     again = nas.run_hat(hat_config(), str(tmp_path), progress=False)
     for name, found in results["searches"].items():
         for kind in ("evolution", "random"):
             assert again["searches"][name][kind]["arch"] == found[kind]["arch"]
             assert again["searches"][name][kind]["inherited_loss"] == found[kind]["inherited_loss"]
+
+
+def test_hand_scaled_baselines_are_the_deepest_full_layers_and_the_widest_uniform_model_within_budget():
+    space = sn.SearchSpace(**{k: tuple(v) for k, v in SPACE.items()})
+    size = lambda a: sum(a.width * (h + f) for h, f in zip(a.heads, a.ffn))
+    budget = size(sn.Architecture(32, (4, 4), (32, 32)))
+    scaled = nas.hand_scaled(space, size, budget)
+    assert scaled["layers"] == sn.Architecture(32, (4, 4), (32, 32))
+    assert scaled["narrow"] == sn.Architecture(16, (2, 2, 2), (16, 16, 16))
+    assert nas.hand_scaled(space, size, 0) == {"layers": None, "narrow": None}
+
+
+def test_model_from_reads_the_model_an_export_records_and_a_bad_runner_is_refused(tmp_path):
+    net = nas.build_supernet(config())
+    arch = sn.Architecture(16, (2,), (16,))
+    path = nas.export_architecture(str(tmp_path / "found" / "export" / "params.safetensors"),
+                                   nas.init_state(net)["params"], arch, SUPERNET)
+    c = tiny_lm_config(dict(SUPERNET), num_steps=0)
+    c.model_from = path
+    run = train.build_run(c)
+    assert c.model.width == 16 and list(c.model.num_heads) == [2]
+    assert run.state["trainable"]["params"]["block_0"]["ffn_in"]["kernel"].shape == (16, 16)
+    c.model_from = str(tmp_path / "missing" / "export" / "params.safetensors")
+    with pytest.raises(FileNotFoundError, match="model_from .* does not exist"):
+        train.build_run(c)
+    c.runner = "search"
+    with pytest.raises(ValueError, match="config.runner 'search' is not one of"):
+        train.train_and_evaluate(c, str(tmp_path / "run"))
