@@ -56,6 +56,7 @@ FAMILIES: tuple[str, ...] = (
     "quantization_benchmark",
     "distillation",
     "one_shot",
+    "architecture_search",
 )
 
 Section = tuple[str, Callable[[ReportInputs], str]]

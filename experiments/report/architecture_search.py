@@ -1,0 +1,184 @@
+"""The report's Architecture search section: HAT's SuperTransformer, latency model and evolutionary search.
+
+A family module of experiments/report (see builder.py). The search run
+(`wang2020_hat_char_transformer_search`, one per seed) records its latency
+model, its searches at each budget (evolution and the random-search control)
+and the models it exported; the `retrain_*` runs train each exported model
+from scratch. The claims: the searched model beats the best hand-scaled
+baseline of its budget (fewer layers, or uniformly narrower) at two of three
+budgets, after the same retraining; evolution beats random search at the same
+evaluation count; the inherited-weight loss ranks architectures as retraining
+does (Kendall's tau). Verdicts by common.compare (the separation rule).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Mapping, Sequence
+
+from matplotlib.figure import Figure
+
+from experiments.report.common import (MISSING, Group, References, ReportInputs, column, compare,
+                                       finish_line_figure, format_published, format_seconds, format_stat,
+                                       is_number, loss_text, markdown_table, mean_or_none, recorded_commands,
+                                       val_losses)
+
+SECTION = "Architecture search"
+RESULTS_NAME = "architecture-search"
+HAT = "wang2020_hat_char_transformer"
+SEARCH = f"{HAT}_search"
+PREFIXES = (f"{HAT}_",)
+BUDGETS = ("25", "50", "75")
+KINDS = (("evolution", "searched"), ("layers", "fewer layers"), ("narrow", "narrower"))
+FIGURE = "architecture_search_hat.png"
+PUBLISHED = ("wang2020_speedup", "wang2020_size_reduction", "wang2020_search_cost_reduction")
+INTRO = (
+    "A SuperTransformer at the baseline Transformer's size is trained once, sampling a "
+    "sub-architecture every step; every sub-architecture is a slice of its weights "
+    "(`compression/supernet.py`). Latencies measured on this machine fit a cost model the "
+    "search reads instead of the clock; evolution and random search score candidates by "
+    "their loss with inherited weights on the selection works; the models found, and the "
+    "hand-scaled baselines of the same budget, are then retrained from scratch the same way "
+    "(`configs/wang2020_hat_char_transformer.py`). Validation loss in nats per character.",
+)
+
+
+def _search_runs(groups: Mapping[str, Group]) -> Group:
+    return groups.get(SEARCH, [])
+
+
+def _retrained(groups: Mapping[str, Group], name: str) -> Group:
+    return groups.get(f"{HAT}_retrain_{name}", [])
+
+
+def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
+    """Kendall's tau-a of two equally long sequences: (concordant - discordant) pairs over all pairs."""
+    pairs = list(itertools.combinations(range(len(a)), 2))
+    if not pairs:
+        raise ValueError("Kendall's tau needs at least two values")
+    sign = lambda x: (x > 0) - (x < 0)
+    return sum(sign(a[i] - a[j]) * sign(b[i] - b[j]) for i, j in pairs) / len(pairs)
+
+
+def budgets_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: References) -> str:
+    """Per budget: the searched model and the two hand-scaled baselines, retrained; the verdict."""
+    searches = _search_runs(groups)
+    if not searches:
+        return f"No search yet: `python -m experiments.reproduce --configs={HAT}:search --seeds=0,1,2`."
+    rows, wins, decided, shown = [], 0, 0, []
+    points = []  # (latency, loss, label) for the figure
+    for budget in BUDGETS:
+        cells = []
+        arms = {}
+        for kind, label in KINDS:
+            members = _retrained(groups, f"{budget}_{kind}")
+            shown.append(members)
+            latencies = [r["exports"].get(f"{budget}_{kind}", {}).get("predicted_latency_ms")
+                         for _, r in searches if isinstance(r.get("exports"), Mapping)]
+            cells.append(f"{loss_text(members) if members else MISSING} "
+                         f"({format_stat([v for v in latencies if is_number(v)], '{:.0f}', collapse_equal=True)} ms)")
+            arms[kind] = val_losses(members)
+            if members and (lat := mean_or_none([v for v in latencies if is_number(v)])) is not None:
+                points.append((lat, mean_or_none(val_losses(members)), label))
+        best_baseline = min((k for k in ("layers", "narrow") if arms[k]),
+                            key=lambda k: mean_or_none(arms[k]), default=None)
+        c = compare(arms["evolution"], arms[best_baseline], "nats") if best_baseline else None
+        if c:
+            decided += 1
+            wins += c.sign < 0
+        rows.append([f"{budget} %", *cells, c.verdict("worse", "better") + f" than {dict(KINDS)[best_baseline]}"
+                     if c else MISSING])
+    claim = (f"The searched model beats the best hand-scaled baseline at {wins} of {decided} budgets with results "
+             f"(the claim: at least 2 of 3): {'holds' if wins >= 2 else 'fails' if decided == 3 else 'open'}.")
+    figure = _figure(inputs, points)
+    published = ", ".join(f"{refs.cite(e)}: {e.get('setting', '')}: {format_published(e)}"
+                          for e in inputs.published if e["id"] in PUBLISHED)
+    return "\n\n".join(part for part in [
+        "Validation loss after retraining from scratch (mean ± std over seeds), with each model's latency "
+        "as the cost model predicts it, per budget (a fraction of the largest model's measured latency, or of "
+        "its FLOPs where the cost model's held-out error is over 10 %: see below):",
+        markdown_table(["budget", "searched", "fewer layers", "narrower", "searched against the best baseline"],
+                       rows),
+        claim, figure, f"Published: {published}." if published else "",
+        recorded_commands([m for m in shown if m] + [searches])] if part)
+
+
+def _figure(inputs: ReportInputs, points: list[tuple[float, float, str]]) -> str:
+    if not points:
+        return ""
+    fig = Figure(figsize=(6.0, 3.8))
+    ax = fig.add_subplot()
+    for label in dict.fromkeys(p[2] for p in points):
+        mine = sorted(p for p in points if p[2] == label)
+        ax.plot([p[0] for p in mine], [p[1] for p in mine], marker="o", linestyle="", label=label)
+    front, best = [], float("inf")
+    for lat, loss, _ in sorted(points):
+        if loss < best:
+            front.append((lat, loss))
+            best = loss
+    ax.plot([p[0] for p in front], [p[1] for p in front], color="black", linewidth=1, label="Pareto front")
+    finish_line_figure(fig, ax, "predicted latency (ms)", "validation loss (nats)",
+                       "HAT on Shakespeare: loss against latency", inputs.figures_dir / FIGURE)
+    return f"![Loss against latency, with the Pareto front]({inputs.figure_link(FIGURE)})"
+
+
+def search_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: References) -> str:
+    """Evolution against random search (inherited loss), the latency model's error, and the search's cost."""
+    searches = _search_runs(groups)
+    if not searches:
+        return ""
+    rows = []
+    for budget in BUDGETS:
+        evolved = [r["searches"][budget]["evolution"]["inherited_loss"] for _, r in searches
+                   if budget in r.get("searches", {})]
+        sampled = [r["searches"][budget]["random"]["inherited_loss"] for _, r in searches
+                   if budget in r.get("searches", {})]
+        count = column(searches, f"searches.{budget}.evolution.evaluations")
+        c = compare(evolved, sampled, "nats")
+        rows.append([f"{budget} %", format_stat(evolved, "{:.3f}"), format_stat(sampled, "{:.3f}"),
+                     format_stat(count, "{:.0f}", collapse_equal=True),
+                     c.verdict("worse", "better") if c else MISSING])
+    cost = markdown_table(
+        ["what", "on this machine"],
+        [["device", ", ".join(sorted({str(v) for v in column(searches, "latency.device_kind")}))],
+         ["latency measurements", format_stat(column(searches, "latency.measurements"), "{:.0f}", collapse_equal=True)],
+         ["cost model's held-out error (MAPE)", format_stat([100 * v for v in column(searches, "latency.heldout_mape")
+                                                              if is_number(v)], "{:.1f}", collapse_equal=True) + " %"],
+         ["budgets measured by", ", ".join(sorted({str(v) for v in column(searches, "budget.by")}))],
+         ["supernet training", format_seconds(column(searches, "timing.supernet_s"))],
+         ["latency table", format_seconds(column(searches, "timing.latency_s"))],
+         ["searches (3 budgets, evolution and random)", format_seconds(column(searches, "timing.search_s"))],
+         ["the whole search", format_seconds(column(searches, "timing.wall_s"))]])
+    return "\n\n".join([
+        "Best inherited-weight loss on the selection works, evolution against random search with as many "
+        "evaluations, one search per seed:",
+        markdown_table(["budget", "evolution", "random", "evaluations", "evolution against random"], rows),
+        cost])
+
+
+def rank_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: References) -> str:
+    """Kendall's tau between inherited-weight and retrained losses of the sampled architectures."""
+    searches = _search_runs(groups)
+    taus = []
+    for run, result in searches:
+        samples = sorted(k for k in result.get("exports", {}) if k.startswith("sample_"))
+        inherited, retrained = [], []
+        seed = run.rsplit("seed_", 1)[-1] if "seed_" in run else None
+        for name in samples:
+            members = [r for n, r in _retrained(groups, name) if seed is None or n.endswith(f"seed_{seed}")]
+            if members and is_number(loss := members[0]["metrics"].get("val_loss_nats")):
+                inherited.append(result["exports"][name]["inherited_loss"])
+                retrained.append(loss)
+        if len(inherited) >= 2:
+            taus.append((kendall_tau(inherited, retrained), len(inherited)))
+    if not taus:
+        return (f"Not run yet: the sampled architectures' retraining (`python -m experiments.reproduce "
+                f"--configs={HAT}:retrain_sample_0,... --seeds=0,1,2`).")
+    return ("Kendall's tau between each sampled architecture's inherited-weight loss and its loss once "
+            "retrained (1: the same ranking): " + "; ".join(f"{t:.2f} over {n} architectures" for t, n in taus)
+            + ".")
+
+
+PARTS = (("Searched against hand-scaled models", budgets_part),
+         ("The search and its cost", search_part),
+         ("Inherited weights against retraining", rank_part))
