@@ -12,7 +12,9 @@ largest and smallest) on this machine's device, a fitted cost model on them
 (experiments/nas.py); evolution (population 10, 20 generations, 5 parents, 3
 mutations; random search as the control with as many evaluations) at budgets of
 25, 50 and 75 % of the largest model's latency, each candidate scored by its
-inherited-weight loss on SCORE_BATCHES batches of the selection works. Each
+inherited-weight loss on SCORE_BATCHES batches of the selection works
+(`nas.budget_by`: "latency" through the cost model, falling back to exact
+FLOPs if its held-out error is over 10 %; "flops" or "params" exactly). Each
 budget exports three models: the searched one (`evolution`), the deepest
 full-size-layer model within it (`layers`) and the largest uniformly narrower
 full-depth one (`narrow`), the hand-scaled baselines.
@@ -24,6 +26,8 @@ Variants [_quick]:
   evolution, layers or narrow;
 - `retrain_BUDGET_KIND`: that model trained from scratch with the baseline's
   recipe for RETRAIN_STEPS steps (half the baseline's 4,000: 27 runs at 3 seeds);
+- `tune_BUDGET_KIND`: that model fine-tuned from its inherited weights for
+  FINETUNE_STEPS steps instead;
 - `found_sample_I` / `retrain_sample_I` (I < RANK_SAMPLES): architectures drawn
   from the whole space, retrained for RANK_STEPS, for HAT's check that the
   inherited-weight loss ranks architectures as retraining does (Kendall's tau).
@@ -44,7 +48,8 @@ FOUND = "runs/wang2020_hat_char_transformer_found_{chosen}{quick}/seed_{seed}/ex
 RANK_SAMPLES = 10  # architectures retrained for the inherited-vs-retrained rank check (Kendall's tau)
 RANK_STEPS = 1000
 EXPORTS = (*(f"{b}_{k}" for b in BUDGETS for k in KINDS), *(f"sample_{i}" for i in range(RANK_SAMPLES)))
-VARIANTS = ("search", *(f"{stage}_{name}" for stage in ("found", "retrain") for name in EXPORTS))
+FINETUNE_STEPS = 500
+VARIANTS = ("search", *(f"{stage}_{name}" for stage in ("found", "retrain", "tune") for name in EXPORTS))
 
 
 def get_config(arg: str = "search"):
@@ -53,9 +58,12 @@ def get_config(arg: str = "search"):
     config.dataset.selection_offset = SELECTION_OFFSET
     stage, _, chosen = arg.variant.partition("_")
     quick = "_quick" if arg.quick else ""
-    if stage == "retrain":
+    if stage in ("retrain", "tune"):
         config.model_from = FOUND.replace("{chosen}", chosen).replace("{quick}", quick)
         config.train.num_steps = 30 if arg.quick else (RANK_STEPS if chosen.startswith("sample") else RETRAIN_STEPS)
+        if stage == "tune":  # from the inherited weights, a short fine-tune at the baseline's peak rate
+            config.init_from = config.model_from
+            config.train.num_steps = 30 if arg.quick else FINETUNE_STEPS
         return config
     config.runner = "nas"
     config.train.num_steps = 60 if arg.quick else SUPERNET_STEPS
@@ -63,7 +71,7 @@ def get_config(arg: str = "search"):
                   "latency_repeats": 3 if arg.quick else 20, "budget_fractions": [b / 100 for b in BUDGETS],
                   "score_batches": 1 if arg.quick else SCORE_BATCHES, "population": 4 if arg.quick else 10,
                   "generations": 3 if arg.quick else 20, "parents": 2 if arg.quick else 5,
-                  "mutations": 1 if arg.quick else 3, "mutation_probability": 0.3, "export": "",
+                  "mutations": 1 if arg.quick else 3, "mutation_probability": 0.3, "export": "", "budget_by": "latency",
                   "rank_samples": 3 if arg.quick else RANK_SAMPLES,
                   "search": SEARCH.replace("{quick}", quick)}
     if stage == "found":

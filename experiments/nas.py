@@ -124,6 +124,9 @@ def build_supernet(config: Any, dataset: Optional[data_lib.Dataset] = None) -> S
     """The SuperTransformer of config.model with config.nas.space, checked; its data; its optimizer."""
     model_config = dict(config.model.to_dict() if hasattr(config.model, "to_dict") else config.model)
     space = sn.SearchSpace.from_config(dict(config.nas.space), model_config)
+    budget_by = config.nas.get("budget_by", "latency")
+    if budget_by not in BUDGET_KINDS:
+        raise ValueError(f"nas.budget_by {budget_by!r} is not one of {list(BUDGET_KINDS)}")
     dataset = dataset or data_lib.load_dataset(config.dataset, config.get("data_dir", ".data"))
     if dataset.kind != "language_model":
         raise ValueError(f"architecture search runs on a language model's data; dataset {dataset.name!r} is "
@@ -276,6 +279,7 @@ class LatencyModel:
 
 
 MAX_MAPE = 0.10
+BUDGET_KINDS = ("latency", "flops", "params")  # what a budget limits; latency through the fitted cost model
 
 
 def fit_latency_model(table: Sequence[Mapping[str, Any]], device_kind: str, batch_size: int, seq_len: int,
@@ -413,13 +417,15 @@ def run_hat(config: Any, workdir: str, progress: bool = True) -> dict:
     largest = net.space.largest()
     seq_len, vocab = int(config.dataset.seq_len), net.dataset.num_classes
     costs = lambda arch: exact_costs(arch, net.model_config, vocab, seq_len)
-    by_latency = model.heldout_mape <= MAX_MAPE
-    if by_latency:
+    budget_by = str(nas_config.get("budget_by", "latency"))
+    if budget_by == "latency" and model.heldout_mape > MAX_MAPE:
+        budget_by = "flops"  # the predictor is not good enough here: exact FLOPs instead, as the issue allows
+    if budget_by == "latency":
         reference = float(np.median([r["latency_ms"] for r in table if r["arch"] == largest.as_dict()]))
         measure = model.predict
-    else:  # the predictor is not good enough here: search under exact FLOPs, as the issue allows, and say so
-        reference = float(costs(largest)["flops"])
-        measure = lambda arch: float(costs(arch)["flops"])
+    else:
+        reference = float(costs(largest)[budget_by])
+        measure = lambda arch: float(costs(arch)[budget_by])
     budgets = {f"{int(round(100 * f))}": f * reference for f in nas_config.budget_fractions}
     within = {name: (lambda arch, b=b: measure(arch) <= b) for name, b in budgets.items()}
     batches = fixed_batches(net, int(nas_config.score_batches))
@@ -463,7 +469,7 @@ def run_hat(config: Any, workdir: str, progress: bool = True) -> dict:
         "latency": {"device_kind": device, "measurements": model.measurements, "heldout_mape": model.heldout_mape,
                     "coefficients": model.coefficients, "wall_s": latency_s,
                     "largest_ms": float(np.median([r["latency_ms"] for r in table if r["arch"] == largest.as_dict()]))},
-        "budget": {"by": "latency" if by_latency else "flops", "reference": reference,
+        "budget": {"by": budget_by, "asked": str(nas_config.get("budget_by", "latency")), "reference": reference,
                    "fractions": list(nas_config.budget_fractions)},
         "searches": searches, "exports": exports, "search_wall_s": search_s, "wall_s": time.time() - begin,
         "versions": train.versions(),

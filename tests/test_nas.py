@@ -28,6 +28,10 @@ def test_architectures_follow_seed_and_step_and_sandwich_cycles_largest_smallest
     assert len({nas.architecture_at(space, 0, s, "uniform") for s in range(30)}) > 10
     with pytest.raises(ValueError, match="sampling 'random' is not one of"):
         nas.architecture_at(space, 0, 0, "random")
+    bad = config()
+    bad.nas.budget_by = "energy"
+    with pytest.raises(ValueError, match="nas.budget_by 'energy' is not one of"):
+        nas.build_supernet(bad)
 
 
 def test_the_supernet_trains_one_compile_per_width_and_resumes_to_the_same_weights(tmp_path):
