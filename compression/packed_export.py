@@ -7,7 +7,8 @@ turning codes back into real values:
 
 - affine (uniform, fixed point, LSQ, GPTQ): value = (code + qmin - zero_point) * scale,
   with `scale` (and a zero point unless it is 0 everywhere) stored as float32
-  per tensor or per channel; or, for scales that change along the inputs
+  per tensor or per channel (a zero point in the smallest unsigned
+  integer type that holds it exactly); or, for scales that change along the inputs
   (GPTQ's groups of input columns, Frantar et al. 2023), given at the
   weight's full shape with `row_axes` (how many leading axes are the
   inputs) and stored once per run of equal input rows, with the rows where
@@ -57,6 +58,15 @@ def unpack_bits(packed: np.ndarray, bits: int, count: int) -> np.ndarray:
     planes = np.unpackbits(packed, count=count * bits, bitorder="little")
     weights = (np.uint32(1) << np.arange(bits, dtype=np.uint32))
     return planes.reshape(count, bits).astype(np.uint32) @ weights
+
+
+def _smallest_exact(values: np.ndarray) -> np.ndarray:
+    """`values` as uint8 or uint16 when they are whole numbers in range (zero points are), else float32."""
+    for dtype in (np.uint8, np.uint16):
+        info = np.iinfo(dtype)
+        if np.all(values == np.round(values)) and values.min(initial=0) >= 0 and values.max(initial=0) <= info.max:
+            return values.astype(dtype)
+    return values
 
 
 def row_runs(arrays: Sequence[np.ndarray], row_axes: int) -> np.ndarray:
@@ -139,7 +149,7 @@ def encode_packed(values: np.ndarray, *, codes: np.ndarray, bits: int, scale: Op
             tensors.update(row_tensors)
             tensors["scale"] = np.asarray(scale, np.float32)
             if zero_point is not None and np.any(np.asarray(zero_point) != 0):
-                tensors["zero_point"] = np.asarray(zero_point, np.float32)
+                tensors["zero_point"] = _smallest_exact(np.asarray(zero_point, np.float32))
         decoded = decode_packed(tensors, {**record, "shape": list(values.shape), "dtype": "float32"})
         return tensors, record, decoded
 

@@ -162,8 +162,8 @@ def test_a_coded_leaf_is_exported_with_its_own_codec_and_loads_back_exactly(tmp_
     record = export.read_header(path)["params"]["Dense_0/kernel"]
     assert record["codec"] == "packed" and record["bits"] == 3 and record["shape"] == [5, 2]
     report = export.payload_report(path)
-    # codes ceil(10 * 3 / 8) = 4 bytes, scale and zero point 2 float32 each = 16, bias 2 float32 = 8.
-    assert report["bytes_payload"] == 4 + 16 + 8
+    # codes ceil(10 * 3 / 8) = 4 bytes, scale 2 float32 = 8, zero point 2 uint8 = 2, bias 2 float32 = 8.
+    assert report["bytes_payload"] == 4 + 8 + 2 + 8
     stored = load_file(path)
     assert sorted(stored) == ["Dense_0/bias", "Dense_0/kernel:codes", "Dense_0/kernel:scale",
                               "Dense_0/kernel:zero_point"]
@@ -199,20 +199,21 @@ SCHEMES = (
        dict(scheme="ttq")])
 
 
-def _kernel_bits_and_floats(settings):
-    """The kernel's code width and its count of float32 scales / zero points / codebook entries, from shapes."""
+def _kernel_bits_and_table_bytes(settings):
+    """The kernel's code width and the bytes of its float32 scales and codebook entries and its uint8 zero
+    points (whole numbers below 256 at these widths), from shapes."""
     channels = SHAPE[1]
     scheme = settings["scheme"]
     if scheme == "binary":
         tables = channels if settings["binary_scale"] == "mean" else 1  # 'none': scale 1, per tensor
-        return 1, 2 * tables  # [-a, a]
+        return 1, 4 * 2 * tables  # [-a, a]
     if scheme == "ternary":  # TWN: per layer by default (Li et al. 2016)
-        return 2, 3 * (channels if settings.get("per_channel", False) else 1)  # [-a, 0, a]
+        return 2, 4 * 3 * (channels if settings.get("per_channel", False) else 1)  # [-a, 0, a]
     if scheme == "ttq":
-        return 2, 3 * channels  # [-n, 0, p] per channel
+        return 2, 4 * 3 * channels  # [-n, 0, p] per channel
     scales = 1 if scheme == "fixed_point" or not settings.get("per_channel", True) else channels
     has_zero_point = scheme == "uniform" and not settings["symmetric"]
-    return settings["bits"], scales * (2 if has_zero_point else 1)
+    return settings["bits"], scales * (4 + (1 if has_zero_point else 0))
 
 
 @pytest.mark.parametrize("settings", SCHEMES, ids=lambda s: "-".join(f"{v}" for v in s.values()))
@@ -237,8 +238,8 @@ def test_a_quantized_export_loads_back_the_effective_params_in_the_expected_byte
     distinct = max(len(np.unique(back["Dense_0"]["kernel"][:, c])) for c in range(SHAPE[1]))
     assert distinct <= 2 ** kernel_bits
     n = SHAPE[0] * SHAPE[1]
-    bits, floats = _kernel_bits_and_floats(settings)
-    dense_payload = math.ceil(n * bits / 8) + 4 * floats + 4 * SHAPE[1]  # codes + scales + the float32 bias
+    bits, table = _kernel_bits_and_table_bytes(settings)
+    dense_payload = math.ceil(n * bits / 8) + table + 4 * SHAPE[1]  # codes + scales + the float32 bias
     payload = export.payload_report(path)["bytes_payload"]
     index = export.read_header(path)["params"]["Dense_0/kernel"].get("index")
     if index is None:
@@ -249,7 +250,7 @@ def test_a_quantized_export_loads_back_the_effective_params_in_the_expected_byte
         nonzero = int(np.count_nonzero(back["Dense_0"]["kernel"]))
         assert payload < dense_payload
         if index == "bitmap":
-            assert payload == math.ceil(n / 8) + math.ceil(nonzero * bits / 8) + 4 * floats + 4 * SHAPE[1]
+            assert payload == math.ceil(n / 8) + math.ceil(nonzero * bits / 8) + table + 4 * SHAPE[1]
 
 
 def test_unpacking_a_truncated_stream_is_an_error_not_silent_zeros():
@@ -289,3 +290,16 @@ def test_scales_that_change_along_the_inputs_are_stored_once_per_run_of_equal_ro
         assert tensors["scale"].shape == (len(starts), 4)
         decoded = decode_packed(tensors, {**record, "shape": list(values[rows].shape), "dtype": "float32"})
         np.testing.assert_array_equal(decoded, values[rows])
+
+
+def test_whole_zero_points_are_stored_in_the_smallest_unsigned_type_and_decode_exactly():
+    scale = np.full((1, 4), 0.5, np.float32)
+    for zero, dtype in ((np.array([[0, 3, 7, 255]], np.float32), np.uint8),
+                        (np.array([[0, 3, 7, 300]], np.float32), np.uint16),
+                        (np.array([[0, 3.5, 7, 1]], np.float32), np.float32)):
+        codes = np.arange(8).reshape(2, 4) % 4
+        values = ((codes - zero) * scale).astype(np.float32)
+        tensors, record = encode_packed(values, codes=codes, bits=2, scale=scale, zero_point=zero)
+        assert tensors["zero_point"].dtype == dtype
+        decoded = decode_packed(tensors, {**record, "shape": [2, 4], "dtype": "float32"})
+        np.testing.assert_array_equal(decoded, values)
