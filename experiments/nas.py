@@ -71,9 +71,11 @@ class Supernet:
 
     def masks(self, params: Any, arch: sn.Architecture) -> dict:
         """The nested masks of `arch` at its width bucket's shapes (numpy; arguments, never constants)."""
-        bucket = jax.eval_shape(functools.partial(sn.slice_params,
-                                                  arch=bucket_architecture(self.model_config, arch.width)), params)
-        return nest_paths(sn.supernet_masks(bucket, arch))
+        key = ("shapes", arch.width)
+        if key not in self.compiled:  # the bucket's shapes, traced once per width
+            self.compiled[key] = jax.eval_shape(functools.partial(
+                sn.slice_params, arch=bucket_architecture(self.model_config, arch.width)), params)
+        return nest_paths(sn.supernet_masks(self.compiled[key], arch))
 
     def _forward(self, width: int):
         """logits(params, masks, inputs) of the full-size `params` sliced to `width` and masked."""
@@ -117,7 +119,7 @@ class Supernet:
         return self.compiled[key]
 
     def compiles(self) -> int:
-        return sum(int(f._cache_size()) for f in self.compiled.values())
+        return sum(int(f._cache_size()) for key, f in self.compiled.items() if key[0] != "shapes")
 
 
 def build_supernet(config: Any, dataset: Optional[data_lib.Dataset] = None) -> Supernet:
