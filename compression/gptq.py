@@ -17,8 +17,10 @@ group's columns share them in any order.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Mapping
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -91,27 +93,46 @@ def quantize_layer(kernel: Any, xtx: Any, bits: int = 4, *, group_size: int = 0,
     w, scale, zero, kept = w[:, order], scale[:, order], zero[:, order], kept[:, order]
     u, _ = inverse_hessian_factor(h[np.ix_(order, order)], dampening)
     qmax = 2 ** bits - 1
-    codes = np.zeros_like(w)
-    for start in range(0, d_in, block_size):
-        end = min(start + block_size, d_in)
-        block, u_block = w[:, start:end].copy(), u[start:end, start:end]
-        errors = np.zeros_like(block)
-        for i in range(end - start):
-            j = start + i
-            column = block[:, i]
-            code = np.where(kept[:, j], np.clip(np.round(column / scale[:, j]) + zero[:, j], 0, qmax), zero[:, j])
-            q = (code - zero[:, j]) * scale[:, j]
-            codes[:, j] = code
-            error = (column - q) / u_block[i, i] if error_feedback else np.zeros_like(q)
-            block[:, i:] -= np.outer(error, u_block[i, i:])
-            block[:, i] = q
-            errors[:, i] = error
-        w[:, start:end] = block
-        w[:, end:] -= errors @ u[start:end, end:]
+    codes = np.asarray(_quantize_columns(w, u, scale, zero, kept, qmax=qmax, block_size=block_size,
+                                         error_feedback=error_feedback), np.float64)
     inverse = np.argsort(order)
     codes, scale, zero = codes[:, inverse], scale[:, inverse], zero[:, inverse]
     return {"kernel": ((codes - zero) * scale).T, "codes": codes.T.astype(np.uint32), "scale": scale.T,
             "zero_point": zero.T}
+
+
+def _quantize_columns(w, u, scale, zero, kept, *, qmax: int, block_size: int, error_feedback: bool):
+    """The codes (d_out, d_in) of GPTQ's column loop, on the device: each column rounded on its grid, its
+    error fed back through row i of U to the columns not yet quantized (lazily: within a block by
+    `_quantize_block`, jitted once per block shape, then to the later blocks at once)."""
+    dtype = jnp.result_type(float)
+    w, u, scale, zero, kept = (jnp.asarray(a, t) for a, t in ((w, dtype), (u, dtype), (scale, dtype), (zero, dtype),
+                                                               (kept, bool)))
+    d_in = w.shape[1]
+    codes = []
+    for start in range(0, d_in, block_size):
+        end = min(start + block_size, d_in)
+        block, errors, block_codes = _quantize_block(w[:, start:end], u[start:end, start:end], scale[:, start:end],
+                                                     zero[:, start:end], kept[:, start:end], qmax=qmax,
+                                                     error_feedback=error_feedback)
+        w = w.at[:, end:].add(-errors @ u[start:end, end:])
+        codes.append(block_codes)
+    return jnp.concatenate(codes, axis=1)
+
+
+@functools.partial(jax.jit, static_argnames=("qmax", "error_feedback"))
+def _quantize_block(block, u_block, s, z, k, *, qmax: int, error_feedback: bool):
+    def column(i, carry):
+        block, errors, codes = carry
+        col = block[:, i]
+        code = jnp.where(k[:, i], jnp.clip(jnp.round(col / s[:, i]) + z[:, i], 0, qmax), z[:, i])
+        q = (code - z[:, i]) * s[:, i]
+        error = (col - q) / u_block[i, i] if error_feedback else jnp.zeros_like(q)
+        # Row i of the upper-triangular U is zero left of i: the update reaches columns i.. only.
+        block = (block - jnp.outer(error, u_block[i])).at[:, i].set(q)
+        return block, errors.at[:, i].set(error), codes.at[:, i].set(code)
+
+    return jax.lax.fori_loop(0, block.shape[1], column, (block, jnp.zeros_like(block), jnp.zeros_like(block)))
 
 
 def _grouped(w: Any, path: str, groups: int) -> Any:

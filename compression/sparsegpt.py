@@ -13,14 +13,19 @@ paper), as the entries with the smallest w^2 / U_ii^2 over the block, from
 the weights as updated so far; with n:m, n of every m consecutive inputs of
 each output are pruned instead.
 
-`prune_layer` is the solver on one layer, in float64 on the host; the
+`prune_layer` is the solver on one layer: the Cholesky factor in float64 on
+the host, the column loop (the cost) jitted on the default device in JAX's
+default float (float32; float64 with jax_enable_x64); the
 `sparsegpt` transform runs it over a model with sequential calibration (each
 block solved on the inputs the already pruned blocks produce), from the
 calibration statistics (`compression.calibration`, "xtx") the driver gathers.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Optional
+
+import jax
 
 import jax.numpy as jnp
 import numpy as np
@@ -53,7 +58,9 @@ def prune_layer(kernel: Any, xtx: Any, sparsity: float = 0.5, *, n: int = 0, m: 
     `sparsity` is the fraction pruned in each block (ignored with n:m, which
     prunes n of every m consecutive inputs of each output). `quantize`, if
     given, maps one input's column of kept weights (d_out,) to its quantized
-    values, for joint sparsification and quantization (the paper's Section 3.5).
+    values (a jnp function: it runs inside the jitted loop; a fixed function
+    object, as it is a static argument), for joint sparsification and
+    quantization (the paper's Section 3.5).
     Inputs that no calibration row reached (a zero diagonal of X^T X) are
     pruned: no output can depend on them.
     """
@@ -61,36 +68,63 @@ def prune_layer(kernel: Any, xtx: Any, sparsity: float = 0.5, *, n: int = 0, m: 
     w = np.array(np.asarray(kernel, np.float64).T)  # (d_out, d_in): a row per output, a column per input
     u, dead = inverse_hessian_factor(xtx, dampening)
     w[:, dead] = 0.0
-    d_out, d_in = w.shape
-    keep = np.ones_like(w, bool)
-    keep[:, dead] = False
+    d_in = w.shape[1]
+    if (n or m) and d_in % m:
+        raise ValueError(f"sparsegpt n:m prunes groups of m={m} inputs; this layer has {d_in} inputs, not a "
+                         f"multiple of {m}: leave it out of sparsegpt.select")
+    new, keep = _prune_columns(w, u, ~dead, sparsity=float(sparsity), n=n, m=m, block_size=block_size,
+                               quantize=quantize)
+    new, keep = np.asarray(new, np.float64), np.asarray(keep, bool)
+    new[~keep] = 0.0
+    return new.T, keep.T
+
+
+def _prune_columns(w, u, alive, *, sparsity: float, n: int, m: int, block_size: int, quantize):
+    """(updated weights, keep mask), both (d_out, d_in): SparseGPT's column loop on the device, one block at a
+    time (`_prune_block`, jitted once per block shape), each block's errors then fed to the later ones at once."""
+    dtype = jnp.result_type(float)
+    w, u = jnp.asarray(w, dtype), jnp.asarray(u, dtype)
+    d_in = w.shape[1]
+    keeps = []
     for start in range(0, d_in, block_size):
         end = min(start + block_size, d_in)
-        block, u_block = w[:, start:end].copy(), u[start:end, start:end]
-        errors = np.zeros_like(block)
-        block_keep = np.ones_like(block, bool)
-        if not (n or m):
-            saliency = block ** 2 / np.diag(u_block)[None, :] ** 2
-            lowest = np.argsort(saliency, axis=None, kind="stable")[:int(round(saliency.size * sparsity))]
-            block_keep.reshape(-1)[lowest] = False
-        for i in range(end - start):
-            if (n or m) and i % m == 0:
-                group = block[:, i:i + m] ** 2 / np.diag(u_block)[None, i:i + m] ** 2
-                lowest = np.argsort(group, axis=1, kind="stable")[:, :n]
-                np.put_along_axis(block_keep[:, i:i + m], lowest, False, axis=1)
-            column = block[:, i]
-            new = np.where(block_keep[:, i], column, 0.0)
-            if quantize is not None:
-                new = np.where(block_keep[:, i], quantize(new), 0.0)
-            error = (column - new) / u_block[i, i]
-            block[:, i:] -= np.outer(error, u_block[i, i:])
-            block[:, i] = new
-            errors[:, i] = error
-        w[:, start:end] = block
-        keep[:, start:end] &= block_keep
-        w[:, end:] -= errors @ u[start:end, end:]
-    w[~keep] = 0.0
-    return w.T, keep.T
+        block, errors, block_keep = _prune_block(w[:, start:end], u[start:end, start:end], sparsity=sparsity,
+                                                 n=n, m=m, quantize=quantize)
+        w = w.at[:, start:end].set(block).at[:, end:].add(-errors @ u[start:end, end:])
+        keeps.append(block_keep)
+    keep = jnp.concatenate(keeps, axis=1) & jnp.asarray(alive)[None, :]
+    return jnp.where(keep, w, 0.0), keep
+
+
+@functools.partial(jax.jit, static_argnames=("sparsity", "n", "m", "quantize"))
+def _prune_block(block, u_block, *, sparsity: float, n: int, m: int, quantize):
+    diag = jnp.diag(u_block)
+    block_keep = jnp.ones(block.shape, bool)
+    if not (n or m):
+        # The block's mask from the weights as updated so far: its lowest w^2 / U_ii^2.
+        saliency = (block ** 2 / diag[None, :] ** 2).reshape(-1)
+        lowest = jnp.argsort(saliency, stable=True)[:int(round(saliency.size * sparsity))]
+        block_keep = block_keep.reshape(-1).at[lowest].set(False).reshape(block.shape)
+
+    def column(i, carry):
+        block, errors, block_keep = carry
+        if n or m:
+            def choose(mask):  # at a group's first input: its n lowest w^2 / U_ii^2 per output pruned
+                group = jax.lax.dynamic_slice_in_dim(block, i, m, axis=1) ** 2 \
+                    / jax.lax.dynamic_slice_in_dim(diag, i, m)[None, :] ** 2
+                ranks = jnp.argsort(jnp.argsort(group, axis=1, stable=True), axis=1)
+                return jax.lax.dynamic_update_slice_in_dim(mask, ranks >= n, i, axis=1)
+            block_keep = jax.lax.cond(i % m == 0, choose, lambda mask: mask, block_keep)
+        col = block[:, i]
+        new = jnp.where(block_keep[:, i], col, 0.0)
+        if quantize is not None:
+            new = jnp.where(block_keep[:, i], quantize(new), 0.0)
+        error = (col - new) / u_block[i, i]
+        # Row i of the upper-triangular U is zero left of i: the update reaches columns i.. only.
+        block = (block - jnp.outer(error, u_block[i])).at[:, i].set(new)
+        return block, errors.at[:, i].set(error), block_keep
+
+    return jax.lax.fori_loop(0, block.shape[1], column, (block, jnp.zeros_like(block), block_keep))
 
 
 @register("sparsegpt")
