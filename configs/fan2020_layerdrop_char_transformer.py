@@ -28,7 +28,7 @@ from experiments import structures
 
 RATE = 0.2
 SELECTION_OFFSET = 5  # Cymbeline, Julius Caesar, Othello, The Tempest
-LAYERDROP = "runs/fan2020_layerdrop_char_transformer_train/seed_{seed}/export/params.safetensors"
+LAYERDROP = "runs/fan2020_layerdrop_char_transformer_train{quick}/seed_{seed}/export/params.safetensors"
 DROPPED = {"even": [1, 3], "bottom": [2, 3], "all": []}
 VARIANTS = ("train", "shallow", *(f"{s}_{k}" for s in ("layerdrop", "baseline") for k in DROPPED))
 
@@ -46,7 +46,7 @@ def get_config(arg: str = "train"):
     source, _, keep = arg.variant.partition("_")
     config = transformer_pruning_common.pretrained_config(False, arg.quick)
     if source == "layerdrop":
-        config.init_from = LAYERDROP
+        config.init_from = LAYERDROP.replace("{quick}", "_quick" if arg.quick else "")
         config.dataset.selection_offset = SELECTION_OFFSET
     config.compression.stages = [{"technique": "layer_drop",
                                   "layers": structures.transformer_layers(config.model.num_layers),
