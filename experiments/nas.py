@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 import time
 from typing import Any, Iterable, Mapping, Optional, Sequence
@@ -210,8 +211,6 @@ def _standalone(arch: sn.Architecture, supernet: Mapping[str, Any], vocab_size: 
 
 @functools.lru_cache(maxsize=4096)
 def _exact_costs(arch: sn.Architecture, supernet_json: str, vocab_size: int, seq_len: int) -> tuple[int, int]:
-    import json
-
     from compression.accounting import count_flops
 
     model = _standalone(arch, json.loads(supernet_json), vocab_size)
@@ -225,8 +224,6 @@ def _exact_costs(arch: sn.Architecture, supernet_json: str, vocab_size: int, seq
 def exact_costs(arch: sn.Architecture, supernet: Mapping[str, Any], vocab_size: int, seq_len: int) -> dict:
     """{"params", "flops"} of the standalone model of `arch`: its parameter count and the matmul FLOPs
     (2 per multiply-add, `compression.accounting.count_flops`) of one sequence of `seq_len` tokens."""
-    import json
-
     params, flops = _exact_costs(arch, json.dumps(dict(supernet), sort_keys=True), int(vocab_size), int(seq_len))
     return {"params": params, "flops": flops}
 
@@ -332,8 +329,6 @@ def latency_table(net: Supernet, params: Any, path: str, count: int, seed: int, 
                   progress: bool = True) -> list[dict]:
     """Measured latency of `count` sampled architectures (plus the largest and the smallest), resumable:
     the rows already in `path` are kept and the rest measured and appended."""
-    import json
-
     rng = np.random.default_rng((seed, 11))
     archs = [net.space.largest(), net.space.smallest()] + [net.space.sample(rng) for _ in range(count)]
     rows = json.load(open(path)) if os.path.exists(path) else []
@@ -496,11 +491,11 @@ def run(config: Any, workdir: str, progress: bool = True) -> dict:
     if not chosen:
         done = os.path.join(workdir, "results.json")
         if os.path.exists(done):
-            import json
             with open(done) as f:
                 previous = json.load(f)
-            if previous.get("config") == config.to_dict():
-                return previous  # finished: a rerun (or a model export needing it) reads it back
+            # Compared as JSON stores it (tuples become lists): a finished search is read back, not redone.
+            if previous.get("config") == json.loads(json.dumps(config.to_dict())):
+                return previous
         return run_hat(config, workdir, progress)
     search_config = copy.deepcopy(config)
     search_config.nas.export = ""

@@ -1,4 +1,6 @@
 """Architecture search (experiments/nas.py): the SuperTransformer's training and the inherited-weight score."""
+import json
+
 import jax
 import numpy as np
 import pytest
@@ -160,3 +162,20 @@ def test_model_from_reads_the_model_an_export_records_and_a_bad_runner_is_refuse
     c.runner = "search"
     with pytest.raises(ValueError, match="config.runner 'search' is not one of"):
         train.train_and_evaluate(c, str(tmp_path / "run"))
+
+
+def test_a_finished_search_is_read_back_by_the_models_that_need_it(tmp_path, monkeypatch):
+    c = hat_config()
+    c.runner = "nas"
+    c.nas.update(export="", search=str(tmp_path / "search"))
+    first = nas.run(c, str(tmp_path / "search"), progress=False)
+    monkeypatch.setattr(nas, "run_hat", lambda *a, **k: (_ for _ in ()).throw(AssertionError("searched again")))
+    again = nas.run(c, str(tmp_path / "search"), progress=False)
+    assert again["searches"] == json.loads(json.dumps(first["searches"]))
+    c.nas.export = "90_evolution"
+    exported = nas.run(c, str(tmp_path / "found"), progress=False)
+    assert exported["architecture"] == first["exports"]["90_evolution"]["arch"]
+    assert (tmp_path / "found" / "export" / "params.safetensors").exists()
+    c.nas.export = "90_bigger"
+    with pytest.raises(ValueError, match="nas.export '90_bigger' is not one of the search's models"):
+        nas.run(c, str(tmp_path / "found2"), progress=False)
