@@ -71,7 +71,7 @@ def test_every_family_declares_its_section_and_parts():
         if hasattr(family, "PREFIXES"):
             assert family.RESULTS_NAME, family.__name__
     titles = [title for title, _ in builder.sections()]
-    assert titles == ["Baselines", "Pruning", "Quantization", "Distillation", "One-shot compression",
+    assert titles == ["Baselines", "Pruning", "Quantization", "Distillation", "Factorization and sharing", "One-shot compression",
                       "Architecture search"]
 
 

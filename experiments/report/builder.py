@@ -55,6 +55,7 @@ FAMILIES: tuple[str, ...] = (
     "quantization_bits",
     "quantization_benchmark",
     "distillation",
+    "factorization",
     "one_shot",
     "architecture_search",
 )

@@ -1,0 +1,160 @@
+"""The report's Factorization and sharing section: Deep Compression, ALBERT, DRONE, MobileNet.
+
+A family module of experiments/report (see builder.py). Each table reads the
+runs of one configuration (configs/han2016_deep_compression_*.py,
+lan2020_albert_char_transformer.py, chen2021_drone_char_transformer.py,
+howard2017_mobilenet_cnn.py): bytes on disk and accuracy stage by stage for
+Deep Compression; parameters and validation loss for ALBERT's sharing and
+factorized embeddings; DRONE against truncated SVD at each rank; full against
+separable convolutions. Verdicts by common.compare (the separation rule).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from experiments.report.common import (MISSING, Group, References, ReportInputs, accuracy_percents, column,
+                                       compare, format_published, format_stat, loss_text, markdown_table,
+                                       mean_or_none, not_run_yet, recorded_commands, val_losses)
+
+SECTION = "Factorization and sharing"
+RESULTS_NAME = "factorization and sharing"
+DEEP_COMPRESSION = "han2016_deep_compression"
+ALBERT = "lan2020_albert_char_transformer"
+DRONE = "chen2021_drone_char_transformer"
+MOBILENET = "howard2017_mobilenet_cnn"
+PREFIXES = (f"{DEEP_COMPRESSION}_", f"{ALBERT}_", f"{DRONE}_", f"{MOBILENET}_")
+DRONE_RANKS = (8, 16, 32, 48)
+INTRO = (
+    "Reparameterizations whose export stores only what they need: k-means centroids and "
+    "Huffman-coded indices (Deep Compression), one copy of a shared layer (ALBERT), two thin "
+    "factors (SVD, DRONE), a depthwise and a pointwise convolution (MobileNet). Bytes are the "
+    "export file's size on disk; accuracy and loss are mean ± sample std over the seeds.",
+)
+
+
+def _cite(inputs: ReportInputs, refs: References, *ids: str) -> str:
+    entries = [inputs.published_by_id(i) for i in ids]
+    return f"{refs.cite(entries[0])}: " + ", ".join(f"{e.get('label', e['metric'])} {format_published(e)}"
+                                                    for e in entries)
+
+
+def _bytes(members: Group) -> float | None:
+    return mean_or_none(column(members, "compression.bytes_exported"))
+
+
+def deep_compression_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: References) -> str:
+    """Han et al. 2016's stage-by-stage table: dense, pruned, clustered, Huffman-coded."""
+    out, shown = [], []
+    for model in ("lenet300", "lenet5"):
+        stages = (("dense (SGD)", f"han2015_{model}_sgd_dense"), ("pruned", f"han2015_{model}_sgd"),
+                  ("+ k-means sharing", f"{DEEP_COMPRESSION}_{model}_clustered"),
+                  ("+ Huffman coding", f"{DEEP_COMPRESSION}_{model}_huffman"))
+        dense = _bytes(groups.get(stages[0][1], []))
+        rows = []
+        for label, name in stages:
+            members = groups.get(name, [])
+            shown.append(members)
+            size = _bytes(members)
+            rows.append([label, f"`{name}` ({len(members)})" if members else MISSING,
+                         format_stat(accuracy_percents(members)),
+                         format_stat(column(members, "compression.bytes_exported"), "{:,.0f}", collapse_equal=True),
+                         f"{dense / size:.1f}×" if dense and size else MISSING])
+        out += [f"**{'LeNet-300-100' if model == 'lenet300' else 'LeNet-5'}** (Fashion-MNIST):",
+                markdown_table(["stage", "runs", "test accuracy (%)", "bytes", "against dense"], rows),
+                "Published (MNIST): " + _cite(inputs, refs, f"han2016_{model}_dense_size",
+                                              f"han2016_{model}_compressed_size", f"han2016_{model}_compression",
+                                              f"han2016_{model}_pq_compression") + "."]
+    if not any(shown):
+        return (f"Not run yet: `python -m experiments.reproduce --configs={DEEP_COMPRESSION}_lenet300:huffman "
+                f"--seeds=0,1,2` (it trains han2015_lenet300:sgd first), and the same for LeNet-5.")
+    return "\n\n".join(out + [recorded_commands([m for m in shown if m])])
+
+
+ALBERT_ROWS = (("none", "not shared"), ("all", "all shared"), ("attention", "attention shared"),
+               ("ffn", "FFN shared"))
+EMBED_ROWS = (("embed_128", "E = 128 (= width, not factorized)"), ("embed_64", "E = 64"), ("embed_32", "E = 32"))
+
+
+def albert_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: References) -> str:
+    """ALBERT's Table 4 on the character Transformer, and the factorized embeddings at word level."""
+    runs = {v: groups.get(f"{ALBERT}_{v}", []) for v, _ in ALBERT_ROWS + EMBED_ROWS}
+    if not any(runs.values()):
+        return not_run_yet(ALBERT, [v for v, _ in ALBERT_ROWS + EMBED_ROWS], groups)
+
+    def row(variant, label):
+        members = runs[variant]
+        c = compare(val_losses(members), val_losses(runs["none"]), "nats") if variant in ("all", "attention",
+                                                                                          "ffn") else None
+        return [label, format_stat(column(members, "compression.params_exported"), "{:,.0f}", collapse_equal=True),
+                loss_text(members) if members else MISSING, str(len(members)),
+                c.verdict("worse", "better") if c else ""]
+    headers = ["sharing", "parameters", "val loss (nats)", "runs", "against not shared"]
+    return "\n\n".join(part for part in [
+        "Cross-layer sharing (character level, 4 blocks):",
+        markdown_table(headers, [row(v, label) for v, label in ALBERT_ROWS]),
+        "Factorized, tied embeddings (word level, 8,193 tokens, no sharing):",
+        markdown_table(["embedding", "parameters", "val loss (nats)", "runs", ""],
+                       [row(v, label) for v, label in EMBED_ROWS]),
+        "Published (ALBERT-base, E = 768, average of its downstream tasks): " + _cite(
+            inputs, refs, "lan2020_albert_e768_not_shared", "lan2020_albert_e768_all_shared",
+            "lan2020_albert_e768_attention_shared", "lan2020_albert_e768_ffn_shared") + ".",
+        not_run_yet(ALBERT, [v for v, _ in ALBERT_ROWS + EMBED_ROWS], groups),
+        recorded_commands([m for m in runs.values() if m])] if part)
+
+
+def drone_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: References) -> str:
+    """DRONE against SVD at each rank, without and with the fine-tune."""
+    rows, shown = [], []
+    for rank in DRONE_RANKS:
+        cells = [str(rank)]
+        for suffix in ("", "_ft"):
+            svd, drone = (groups.get(f"{DRONE}_{m}_{rank}{suffix}", []) for m in ("svd", "drone"))
+            shown += [svd, drone]
+            c = compare(val_losses(drone), val_losses(svd), "nats")
+            cells += [loss_text(svd) if svd else MISSING, loss_text(drone) if drone else MISSING,
+                      c.verdict("worse", "better") if c else MISSING]
+        members = next((m for m in shown[-4:] if m), [])
+        cells.append(format_stat(column(members, "compression.params_exported"), "{:,.0f}", collapse_equal=True))
+        rows.append(cells)
+    if not any(shown):
+        return not_run_yet(DRONE, [f"{m}_{r}{s}" for r in DRONE_RANKS for s in ("", "_ft") for m in ("svd", "drone")],
+                           groups, total=16)
+    dense = loss_text(groups.get("baseline_char_transformer", [])) if groups.get("baseline_char_transformer") else MISSING
+    return "\n\n".join([
+        f"Validation loss (nats; the unfactored model: {dense}) with every attention projection and FFN matrix at "
+        "rank r, without fine-tuning and after it (`_ft`); DRONE against SVD:",
+        markdown_table(["rank", "SVD", "DRONE", "DRONE against SVD", "SVD, fine-tuned", "DRONE, fine-tuned",
+                        "DRONE against SVD", "parameters"], rows),
+        "Published: " + _cite(inputs, refs, "chen2021_mrpc_speedup", "chen2021_mrpc_accuracy_drop") + ".",
+        recorded_commands([m for m in shown if m])])
+
+
+def mobilenet_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: References) -> str:
+    """Full against depthwise-separable convolutions, and a trained model converted."""
+    rows_spec = (("full", "full 3x3 convolutions"), ("separable", "depthwise-separable, from scratch"),
+                 ("converted", "full, converted to separable pairs and fine-tuned"))
+    runs = {k: groups.get(f"{MOBILENET}_{k}", []) for k, _ in rows_spec}
+    if not any(runs.values()):
+        return not_run_yet(MOBILENET, [k for k, _ in rows_spec], groups)
+    rows = []
+    for kind, label in rows_spec:
+        members = runs[kind]
+        c = compare(accuracy_percents(members), accuracy_percents(runs["full"]), "points") if kind != "full" else None
+        rows.append([label, format_stat(accuracy_percents(members)),
+                     format_stat(column(members, "compression.params_exported"), "{:,.0f}", collapse_equal=True),
+                     format_stat([v / 1e6 for v in column(members, "compression.flops_per_example") if v is not None],
+                                 "{:.2f}", collapse_equal=True),
+                     c.verdict("above", "below") if c else ""])
+    return "\n\n".join(part for part in [
+        markdown_table(["model", "test accuracy (%)", "parameters", "MFLOPs per image", "against full"], rows),
+        "Published (ImageNet): " + _cite(inputs, refs, "howard2017_full_accuracy", "howard2017_separable_accuracy",
+                                         "howard2017_full_params", "howard2017_separable_params") + ".",
+        not_run_yet(MOBILENET, [k for k, _ in rows_spec], groups),
+        recorded_commands([m for m in runs.values() if m])] if part)
+
+
+PARTS = (("Deep Compression: pruning, k-means sharing, Huffman coding", deep_compression_part),
+         ("ALBERT: cross-layer sharing and factorized embeddings", albert_part),
+         ("DRONE against SVD", drone_part),
+         ("MobileNet: depthwise-separable convolutions", mobilenet_part))

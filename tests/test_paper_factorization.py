@@ -1,0 +1,41 @@
+"""The report's Factorization and sharing section (experiments/report/factorization.py) from hand-made results."""
+from __future__ import annotations
+
+from tests.test_build_paper import build, cells, make_result, table_row, write
+
+
+def section(report: str) -> str:
+    return report.split("## Factorization and sharing\n\n", 1)[1].split("\n\n## ", 1)[0]
+
+
+def lm(loss: float, params: int) -> dict:
+    data = make_result(metrics={"val_loss_nats": loss}, model="char_transformer", dataset="shakespeare",
+                       params=params)
+    data["compression"]["params_exported"] = params
+    return data
+
+
+def test_deep_compression_stages_albert_drone_and_mobilenet_tables(tmp_path):
+    results = tmp_path / "results"
+    for seed in range(3):
+        for name, acc, size in (("han2015_lenet300_sgd_dense", 0.89, 1_066_000), ("han2015_lenet300_sgd", 0.888, 120_000),
+                                ("han2016_deep_compression_lenet300_clustered", 0.887, 42_640),
+                                ("han2016_deep_compression_lenet300_huffman", 0.887, 32_800)):
+            write(results, f"{name}/seed_{seed}", make_result(acc + 0.001 * seed, bytes_exported=size))
+        for variant, loss, params in (("none", 1.48, 875_520), ("all", 1.60, 280_704), ("attention", 1.481, 676_608),
+                                      ("ffn", 1.55, 479_616)):
+            write(results, f"lan2020_albert_char_transformer_{variant}/seed_{seed}", lm(loss + 0.002 * seed, params))
+        for rank, svd, drone in ((16, 5.85, 3.29), (48, 2.66, 1.76)):
+            write(results, f"chen2021_drone_char_transformer_svd_{rank}/seed_{seed}", lm(svd, 500_000))
+            write(results, f"chen2021_drone_char_transformer_drone_{rank}/seed_{seed}", lm(drone + 0.01 * seed, 500_000))
+    text = section(build(results, tmp_path / "paper"))
+    lenet300 = text.split("**LeNet-5**")[0]
+    assert cells(table_row(lenet300, "+ Huffman coding"))[2:] == ["88.80 ± 0.10", "32,800", "32.5×"]
+    assert cells(table_row(lenet300, "dense (SGD)"))[4] == "1.0×"
+    assert "Han et al. 2016" in text
+    # 1.483 against 1.482 nats, std 0.002 each: a difference inside twice its standard error.
+    assert cells(table_row(text, "attention shared"))[1:] == ["676,608", "1.483 ± 0.002", "3", "≈ (not separated)"]
+    assert cells(table_row(text, "all shared"))[4] == "worse"
+    assert cells(table_row(text, "16"))[1:4] == ["5.850 ± 0.000", "3.300 ± 0.010", "better"]
+    assert cells(table_row(text, "16"))[4] == "—"
+    assert "Not run yet" in text and "howard2017_mobilenet_cnn_full" in text
