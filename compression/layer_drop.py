@@ -178,4 +178,14 @@ def layer_drop(layers: Sequence[str], drop: Any, *, zero: Sequence[str] = DEFAUL
         gone = [i for i, k in enumerate(np.asarray(state["kept"])) if not k]
         return drop_layers_params(params, layers, gone), drop_layers_config(model_config, gone, layers=layers)
 
-    return Transform(init, apply, update, project, export=export, name="layer_drop")
+    def check(params, state):
+        # A later stage that rebuilds a dropped layer's zeroed leaves in its own apply (clustering's
+        # centroids, a factorization) would switch the layer back on: its effective leaves must be zero.
+        kept = np.asarray(state["kept"])
+        for p, leaf in leaves_by_path(params).items():
+            i = layer_of(p)
+            if i is not None and not kept[i] and np.any(np.asarray(leaf) != 0):
+                raise ValueError(f"layer_drop: {p} of dropped layer {layers[i]!r} is not zero once every stage "
+                                 f"has applied, so the layer is not an identity")
+
+    return Transform(init, apply, update, project, export=export, name="layer_drop", check=check)

@@ -37,6 +37,9 @@ nor a driver tests for their absence:
                                              (dropped units, fewer layers) and the config that
                                              reads it; it passes `Coded` leaves through
                                              (`compression.export.take`)
+    check(params, state) -> None             raises ValueError when the effective params break
+                                             what the stage guarantees (a dropped layer not an
+                                             identity); `chain` runs it after every stage's init
 
 `export_model(t, params, state, config)` runs every encoding, then every
 structural export; see `chain` for the order across stages.
@@ -171,6 +174,7 @@ class Transform(NamedTuple):
     encode: Callable[[PyTree, PyTree], PyTree] = no_encoding
     export: Callable[[PyTree, PyTree, dict], tuple[PyTree, dict]] = same_structure
     name: str = "transform"
+    check: Callable[[PyTree, PyTree], None] = lambda params, state: None
 
 
 def split_trainable(trainable: PyTree) -> tuple[PyTree, dict]:
@@ -323,6 +327,14 @@ def named_chain(*stages: tuple[str, Transform]) -> Transform:
             trainable_i, states[i] = transforms[i].init(x, keys[i], stage_batches)
             x, added[i] = split_trainable(trainable_i)
         _check_reach(x, added, states)
+        effective = forward(x, added, dict(zip(names, states)), n)
+        for i in range(n):
+            try:
+                transforms[i].check(effective, states[i])
+            except ValueError as e:
+                raise ValueError(f"chain: stage {names[i]!r} does not hold on the effective parameters after "
+                                 f"stage(s) {names[i + 1:]} ({e}); put {names[i]!r} after the stage that "
+                                 f"restructures its parameters") from e
         trainable = {PARAMS: x, **{names[i]: added[i] for i in range(n) if added[i]}}
         return trainable, {names[i]: states[i] for i in range(n)}
 
@@ -390,4 +402,5 @@ def named_chain(*stages: tuple[str, Transform]) -> Transform:
                                  f"changed the model ({e}); try the stages in the other order") from e
         return params, model_config
 
-    return Transform(init, apply, update, project, keep, encode, export, name="chain")
+    return Transform(init, apply, update, project, keep, encode, export, name="chain",
+                     check=lambda params, state: None)

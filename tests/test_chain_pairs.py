@@ -177,3 +177,20 @@ def test_binary_connect_clip_reaches_the_stored_weights_after_pruning_in_either_
     grads = jax.tree_util.tree_map(np.zeros_like, trainable)
     trainable, state = t.update(trainable, state, grads, 0)
     np.testing.assert_array_equal(trainable["params"]["Dense_0"]["kernel"], np.array([[1.0, -1.0]], np.float32))
+
+
+def test_layer_drop_before_a_stage_that_rebuilds_the_leaves_it_zeroes_is_refused_when_built(tmp_path):
+    # Clustering ffn_out stores its kernels as centroids and assignments, and rebuilds them in its own
+    # apply, after layer_drop's: the dropped block would train with its FFN on. In the other order the
+    # dropped kernel reaches clustering all zero, which it refuses: select the kept layers' kernels.
+    config = pair_config("layer_drop", "cluster")
+    config.compression.stages[1] = {"technique": "cluster", "select": ".*ffn_out/kernel", "bits": 2}
+    with pytest.raises(ValueError, match="stage 'layer_drop' does not hold on the effective parameters after "
+                                         r"stage\(s\) \['cluster'\] .*block_1/ffn_out/kernel of dropped layer"):
+        train.build_run(config)
+    config.compression.stages = config.compression.stages[::-1]
+    with pytest.raises(ValueError, match="every weight of block_1/ffn_out/kernel is zero .* narrow cluster.select"):
+        train.build_run(config)
+    config.compression.stages[0]["select"] = "block_0/ffn_out/kernel"
+    config.train.num_steps = 0
+    assert train_and_export(config, tmp_path)["export_max_abs_logit_diff"] <= 1e-4
