@@ -150,8 +150,8 @@ def cost_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Reference
         "On this machine's CPU (results.json `calibration`): the init's wall time includes gathering "
         "the statistics, one forward pass over the calibration batches per block, and the solve; the "
         "peak is the largest set of statistics held at once (one block's X^T X for SparseGPT and GPTQ, "
-        "its inputs' squared norms for Wanda). Magnitude pruning and RTN read no data, but the runs "
-        "still gather it; RTN through the GPTQ stage with error feedback off.",
+        "its inputs' squared norms for Wanda). Magnitude pruning reads no data (no statistics); RTN runs "
+        "through the GPTQ stage with error feedback off, so it still gathers X^T X, unused.",
         markdown_table(["method", "batches", "init wall time", "statistics peak (KiB)"], rows),
         f"Published, on GPUs at the scale of 175 billion parameters: {published}.",
         recorded_commands([m for m in shown if m])])
