@@ -1,6 +1,8 @@
 """The report's One-shot section (experiments/report/one_shot.py) from hand-made results."""
 from __future__ import annotations
 
+import json
+
 from tests.test_build_paper import build, cells, make_result, table_row, write
 
 GPTQ = "frantar2023_gptq_char_transformer"
@@ -44,6 +46,13 @@ def test_gptq_against_rtn_and_the_pruning_ordering_by_the_separation_rule(tmp_pa
     cost = cells(table_row(text, "GPTQ, 4 bits, groups of 32"))
     assert cost[1] == "—"  # the cost table reads the 4-bit runs, which have not run here
     assert "Not run yet: `fan2020_layerdrop_char_transformer_layerdrop_all`" in text
+    assert "seconds per layer at GPT-2 small's shapes have not been measured yet" in text
+    (results / "benchmark_one_shot").mkdir()
+    (results / "benchmark_one_shot" / "benchmark.json").write_text(json.dumps({"device": "cpu", "results": [
+        {"solver": "gptq 4 bits, groups of 128", "layer": "ffn_out (3072 x 768)", "median_s": 2.0,
+         "layers_in_gpt2_small": 12, "gpt2_small_s": 24.0}]}))
+    text = section(build(results, tmp_path / "paper2"))
+    assert cells(table_row(text, "gptq 4 bits, groups of 128"))[1:] == ["ffn_out (3072 x 768)", "2.00", "12", "24"]
 
 
 def test_without_one_shot_results_the_section_is_one_line(tmp_path):

@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping, Sequence
 from experiments.report.common import (MISSING, Group, References, ReportInputs, accuracy_percents, column,
                                        compare, format_published, format_seconds, format_stat, is_number,
                                        loss_text, markdown_table, mean_or_none, not_run_yet, ordering,
-                                       recorded_commands, val_losses)
+                                       read_json, recorded_commands, val_losses)
 
 SECTION = "One-shot compression"
 RESULTS_NAME = "one-shot"
@@ -153,8 +153,31 @@ def cost_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Reference
         "its inputs' squared norms for Wanda). Magnitude pruning reads no data (no statistics); RTN runs "
         "through the GPTQ stage with error feedback off, so it still gathers X^T X, unused.",
         markdown_table(["method", "batches", "init wall time", "statistics peak (KiB)"], rows),
+        _solver_timing(inputs),
         f"Published, on GPUs at the scale of 175 billion parameters: {published}.",
         recorded_commands([m for m in shown if m])])
+
+
+SOLVER_BENCHMARK = "benchmark_one_shot/benchmark.json"
+
+
+def _solver_timing(inputs: ReportInputs) -> str:
+    """The solvers' seconds per layer at GPT-2 small's shapes (experiments/benchmark_one_shot.py), if measured."""
+    if inputs.results_dir is None or not (inputs.results_dir / SOLVER_BENCHMARK).exists():
+        return ("The solvers' seconds per layer at GPT-2 small's shapes have not been measured yet "
+                "(`python -m experiments.benchmark_one_shot --out=paper/results/" + SOLVER_BENCHMARK + "`).")
+    bench = read_json(inputs.results_dir / SOLVER_BENCHMARK)
+    rows = [[r["solver"], r["layer"], f"{r['median_s']:.2f}", str(r["layers_in_gpt2_small"]), f"{r['gpt2_small_s']:.0f}"]
+            for r in bench["results"]]
+    totals = {}
+    for r in bench["results"]:
+        totals[r["solver"]] = totals.get(r["solver"], 0.0) + r["gpt2_small_s"]
+    return "\n\n".join([
+        f"The solvers alone, on random layers of GPT-2 small's shapes (device: {bench['device']}; "
+        "`experiments/benchmark_one_shot.py`, median of 3 solves, the Cholesky factor on the host in float64 and "
+        "the column loop jitted):",
+        markdown_table(["solver", "layer", "s per layer", "layers in GPT-2 small", "s in all"], rows),
+        "GPT-2 small's 72 kernels: " + "; ".join(f"{k} {v:.0f} s" for k, v in totals.items()) + "."])
 
 
 LAYERDROP_ROWS = (("layerdrop_all", "LayerDrop (p = 0.2), all 4 layers"),
