@@ -14,13 +14,13 @@ does (Kendall's tau). Verdicts by common.compare (the separation rule).
 from __future__ import annotations
 
 import itertools
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 from matplotlib.figure import Figure
 
 from experiments.report.common import (MISSING, Group, References, ReportInputs, column, compare,
-                                       finish_line_figure, format_published, format_seconds, format_stat,
-                                       is_number, loss_text, markdown_table, mean_or_none, recorded_commands,
+                                       finish_line_figure, format_seconds, format_stat,
+                                       is_number, loss_text, markdown_table, mean_or_none, published_text, recorded_commands,
                                        val_losses)
 
 SECTION = "Architecture search"
@@ -91,8 +91,7 @@ def budgets_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Refere
     claim = (f"The searched model beats the best hand-scaled baseline at {wins} of {decided} budgets with results "
              f"(the claim: at least 2 of 3): {'holds' if wins >= 2 else 'fails' if decided == 3 else 'open'}.")
     figure = _figure(inputs, points)
-    published = ", ".join(f"{refs.cite(e)}: {e.get('setting', '')}: {format_published(e)}"
-                          for e in inputs.published if e["id"] in PUBLISHED)
+    published = published_text(inputs, refs, *PUBLISHED)
     return "\n\n".join(part for part in [
         "Validation loss after retraining from scratch (mean ± std over seeds), with each model's latency "
         "as the cost model predicts it, per budget (a fraction of the largest model's measured latency, or of "

@@ -448,6 +448,15 @@ def format_published(entry: Mapping[str, Any]) -> str:
     return text if entry.get("checked", True) else f"{text} (unchecked)"
 
 
+def published_text(inputs: "ReportInputs", refs: "References", *ids: str) -> str:
+    """`Sun et al. 2024 [2]: dense 5.12 perplexity, ...`: the entries' labels and values, each paper cited once."""
+    by_paper: dict[str, list[Mapping[str, Any]]] = {}
+    for entry in (inputs.published_by_id(i) for i in ids):
+        by_paper.setdefault(refs.cite(entry), []).append(entry)
+    return "; ".join(f"{cite}: " + ", ".join(f"{e.get('label', e['setting'])} {format_published(e)}" for e in entries)
+                     for cite, entries in by_paper.items())
+
+
 class References:
     """Numbers citations in order of first use, for a section's reference list."""
 

@@ -11,10 +11,10 @@ separable convolutions. Verdicts by common.compare (the separation rule).
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Mapping
 
 from experiments.report.common import (MISSING, Group, References, ReportInputs, accuracy_percents, column,
-                                       compare, format_published, format_stat, loss_text, markdown_table,
+                                       compare, format_stat, loss_text, markdown_table, published_text,
                                        mean_or_none, not_run_yet, recorded_commands, val_losses)
 
 SECTION = "Factorization and sharing"
@@ -31,12 +31,6 @@ INTRO = (
     "factors (SVD, DRONE), a depthwise and a pointwise convolution (MobileNet). Bytes are the "
     "export file's size on disk; accuracy and loss are mean ± sample std over the seeds.",
 )
-
-
-def _cite(inputs: ReportInputs, refs: References, *ids: str) -> str:
-    entries = [inputs.published_by_id(i) for i in ids]
-    return f"{refs.cite(entries[0])}: " + ", ".join(f"{e.get('label', e['metric'])} {format_published(e)}"
-                                                    for e in entries)
 
 
 def _bytes(members: Group) -> float | None:
@@ -62,7 +56,7 @@ def deep_compression_part(inputs: ReportInputs, groups: Mapping[str, Group], ref
                          f"{dense / size:.1f}×" if dense and size else MISSING])
         out += [f"**{'LeNet-300-100' if model == 'lenet300' else 'LeNet-5'}** (Fashion-MNIST):",
                 markdown_table(["stage", "runs", "test accuracy (%)", "bytes", "against dense"], rows),
-                "Published (MNIST): " + _cite(inputs, refs, f"han2016_{model}_dense_size",
+                "Published (MNIST): " + published_text(inputs, refs, f"han2016_{model}_dense_size",
                                               f"han2016_{model}_compressed_size", f"han2016_{model}_compression",
                                               f"han2016_{model}_pq_compression") + "."]
     if not any(shown):
@@ -96,7 +90,7 @@ def albert_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Referen
         "Factorized, tied embeddings (word level, 8,193 tokens, no sharing):",
         markdown_table(["embedding", "parameters", "val loss (nats)", "runs", ""],
                        [row(v, label) for v, label in EMBED_ROWS]),
-        "Published (ALBERT-base, E = 768, average of its downstream tasks): " + _cite(
+        "Published (ALBERT-base, E = 768, average of its downstream tasks): " + published_text(
             inputs, refs, "lan2020_albert_e768_not_shared", "lan2020_albert_e768_all_shared",
             "lan2020_albert_e768_attention_shared", "lan2020_albert_e768_ffn_shared") + ".",
         not_run_yet(ALBERT, [v for v, _ in ALBERT_ROWS + EMBED_ROWS], groups),
@@ -126,7 +120,7 @@ def drone_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Referenc
         "rank r, without fine-tuning and after it (`_ft`); DRONE against SVD:",
         markdown_table(["rank", "SVD", "DRONE", "DRONE against SVD", "SVD, fine-tuned", "DRONE, fine-tuned",
                         "DRONE against SVD", "parameters"], rows),
-        "Published: " + _cite(inputs, refs, "chen2021_mrpc_speedup", "chen2021_mrpc_accuracy_drop") + ".",
+        "Published: " + published_text(inputs, refs, "chen2021_mrpc_speedup", "chen2021_mrpc_accuracy_drop") + ".",
         recorded_commands([m for m in shown if m])])
 
 
@@ -148,7 +142,7 @@ def mobilenet_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Refe
                      c.verdict("above", "below") if c else ""])
     return "\n\n".join(part for part in [
         markdown_table(["model", "test accuracy (%)", "parameters", "MFLOPs per image", "against full"], rows),
-        "Published (ImageNet): " + _cite(inputs, refs, "howard2017_full_accuracy", "howard2017_separable_accuracy",
+        "Published (ImageNet): " + published_text(inputs, refs, "howard2017_full_accuracy", "howard2017_separable_accuracy",
                                          "howard2017_full_params", "howard2017_separable_params") + ".",
         not_run_yet(MOBILENET, [k for k, _ in rows_spec], groups),
         recorded_commands([m for m in runs.values() if m])] if part)

@@ -14,11 +14,11 @@ trained from scratch.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from typing import Callable, Mapping
 
 from experiments.report.common import (MISSING, Group, References, ReportInputs, accuracy_percents, column,
-                                       compare, format_published, format_seconds, format_stat, is_number,
-                                       loss_text, markdown_table, mean_or_none, not_run_yet, ordering,
+                                       compare, format_seconds, format_stat, is_number,
+                                       loss_text, markdown_table, not_run_yet, ordering, published_text,
                                        read_json, recorded_commands, val_losses)
 
 SECTION = "One-shot compression"
@@ -45,15 +45,6 @@ INTRO = (
     "std over the seeds; a Transformer row's seeds draw different calibration batches for the "
     "one trained model, a LeNet-300-100 row's also start from that seed's trained model.",
 )
-
-
-def _published(inputs: ReportInputs, refs: References, *ids: str) -> str:
-    """`Sun et al. 2024 [n]: dense 5.12 perplexity, ...`: the entries' values, each with its label, cited once."""
-    by_paper: dict[str, list[Mapping[str, Any]]] = {}
-    for entry in (inputs.published_by_id(i) for i in ids):
-        by_paper.setdefault(refs.cite(entry), []).append(entry)
-    return "; ".join(f"{cite}: " + ", ".join(f"{e.get('label', e['setting'])} {format_published(e)}" for e in entries)
-                     for cite, entries in by_paper.items())
 
 
 def _name(config: str, variant: str) -> str:
@@ -85,7 +76,7 @@ def pruning_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Refere
     if not any(shown + shown_lenet):
         return (f"No runs yet: `python -m experiments.reproduce --configs={SPARSEGPT}:sparsegpt_50,"
                 f"{WANDA}:wanda_50,{SPARSEGPT}:magnitude_50 --seeds=0,1,2` (and the other levels).")
-    published = _published(inputs, refs, "frantar2023_sparsegpt_sparsity", *(
+    published = published_text(inputs, refs, "frantar2023_sparsegpt_sparsity", *(
         f"wanda2024_llama2_7b_{m}_ppl" for m in ("dense", "magnitude_50", "sparsegpt_50", "wanda_50", "magnitude_2of4",
                                                  "sparsegpt_2of4", "wanda_2of4")))
     dense_lenet = format_stat(accuracy_percents(groups.get(LENET300_DENSE, [])), "{:.2f}")
@@ -115,7 +106,7 @@ def gptq_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Reference
                      format_stat(column(gptq, "compression.bits_per_weight"), "{:.2f}", collapse_equal=True)])
     if not any(shown):
         return f"No runs yet: `python -m experiments.reproduce --configs={GPTQ}:gptq_4_pc,{GPTQ}:rtn_4_pc --seeds=0,1,2`."
-    published = _published(inputs, refs, "frantar2023_gptq_bits")
+    published = published_text(inputs, refs, "frantar2023_gptq_bits")
     return "\n\n".join([
         f"Validation loss of the Transformer (dense: {_dense_loss(groups)} nats) with every block "
         "kernel at the given width, asymmetric min-max codes per output or per group of 32 inputs; "
@@ -145,7 +136,7 @@ def cost_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Reference
                                   if is_number(v)], "{:,.0f}", collapse_equal=True)])
     if not any(shown):
         return "No runs yet."
-    published = _published(inputs, refs, "frantar2023_sparsegpt_hours", "frantar2023_gptq_gpu_hours")
+    published = published_text(inputs, refs, "frantar2023_sparsegpt_hours", "frantar2023_gptq_gpu_hours")
     return "\n\n".join([
         "On this machine's CPU (results.json `calibration`): the init's wall time includes gathering "
         "the statistics, one forward pass over the calibration batches per block, and the solve; the "
@@ -205,7 +196,7 @@ def layerdrop_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Refe
                 verdicts.append(f"LayerDrop with layers {'0 and 2' if kept == 'even' else '0 and 1'} kept is "
                                 f"{c.verdict('worse', 'better')} than {what} ({c.mean_a:.3f} against "
                                 f"{c.mean_b:.3f} nats)")
-    published = _published(inputs, refs, "fan2020_layerdrop_rate")
+    published = published_text(inputs, refs, "fan2020_layerdrop_rate")
     return "\n\n".join([
         "Validation loss (nats) of 2-layer models cut from 4-layer ones with no training step, beside "
         "the 4-layer models and a 2-layer model trained alone:",
