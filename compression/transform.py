@@ -151,6 +151,11 @@ def keep_everything(trainable: PyTree, state: PyTree) -> PyTree:
     return jax.tree_util.tree_map(lambda leaf: jnp.ones((), jnp.float32), trainable)
 
 
+def no_check(params: PyTree, state: PyTree) -> None:
+    """The default `check`: a stage that guarantees nothing about the effective params beyond its apply."""
+    del params, state
+
+
 def no_encoding(params: PyTree, state: PyTree) -> PyTree:
     """The default `encode`: every parameter is written by the codec the export config names."""
     del state
@@ -174,7 +179,7 @@ class Transform(NamedTuple):
     encode: Callable[[PyTree, PyTree], PyTree] = no_encoding
     export: Callable[[PyTree, PyTree, dict], tuple[PyTree, dict]] = same_structure
     name: str = "transform"
-    check: Callable[[PyTree, PyTree], None] = lambda params, state: None
+    check: Callable[[PyTree, PyTree], None] = no_check
 
 
 def split_trainable(trainable: PyTree) -> tuple[PyTree, dict]:
@@ -402,5 +407,5 @@ def named_chain(*stages: tuple[str, Transform]) -> Transform:
                                  f"changed the model ({e}); try the stages in the other order") from e
         return params, model_config
 
-    return Transform(init, apply, update, project, keep, encode, export, name="chain",
-                     check=lambda params, state: None)
+    # Its stages' checks run inside its own init, with their names in the message.
+    return Transform(init, apply, update, project, keep, encode, export, name="chain")
