@@ -608,8 +608,9 @@ def _measured(statistics: Callable[..., Any], record: dict) -> Callable[..., Any
     peak memory the calibration statistics took (SparseGPT, GPTQ, DRONE:
     one group's X^T X; Wanda: its norms).
     """
-    def nbytes(stats):
-        return sum(int(np.asarray(a).nbytes) for a in jax.tree_util.tree_leaves(stats))
+    def nbytes(stats):  # an array's own nbytes: no copy to the host
+        return sum(int(a.nbytes if hasattr(a, "nbytes") else np.asarray(a).nbytes)
+                   for a in jax.tree_util.tree_leaves(stats))
 
     def call(*args, **kwargs):
         record["statistics_calls"] += 1
