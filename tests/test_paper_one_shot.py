@@ -42,6 +42,8 @@ def test_gptq_against_rtn_and_the_pruning_ordering_by_the_separation_rule(tmp_pa
     assert cells(table_row(transformer, "50 %"))[1:] == ["1.601 ± 0.001 (3)", "1.710 ± 0.010 (3)",
                                                          "1.700 ± 0.010 (3)", "SparseGPT > magnitude ≈ Wanda"]
     assert cells(table_row(transformer, "2:4"))[4] == "—" and cells(table_row(lenet, "50 %"))[1] == "—"
+    assert ("each one-shot method better than magnitude pruning: SparseGPT better at 1, not separated at 0, worse at 0 "
+            "of 1 levels (holds); Wanda better at 0, not separated at 1, worse at 0 of 1 levels (not separated).") in transformer
     assert "(dense: 1.477 nats)" in text and "Sun et al. 2024" in text
     cost = cells(table_row(text, "GPTQ, 4 bits, groups of 32"))
     assert cost[1] == "—"  # the cost table reads the 4-bit runs, which have not run here

@@ -58,6 +58,7 @@ def _dense_loss(groups: Mapping[str, Group]) -> str:
 def _pruning_table(groups: Mapping[str, Group], suffix: str, values: Callable[[Group], list], fmt: str,
                    unit: str, sign: float) -> tuple[str, list[Group]]:
     rows, shown = [], []
+    beats = {"SparseGPT": [0, 0, 0], "Wanda": [0, 0, 0]}  # levels it is better, not separated, worse than magnitude
     for level, label in LEVELS:
         arms, cells = [], []
         for name, config, method in PRUNERS:
@@ -66,7 +67,18 @@ def _pruning_table(groups: Mapping[str, Group], suffix: str, values: Callable[[G
             cells.append(f"{format_stat(values(members), fmt)} ({len(members)})" if members else MISSING)
             arms.append((name, [sign * v for v in values(members) if is_number(v)]))
         rows.append([label, *cells, ordering(arms, unit)])
-    return markdown_table(["pruned", *(p[0] for p in PRUNERS), "ordering (best first)"], rows), shown
+        scores = dict(arms)
+        for name in beats:
+            c = compare(scores[name], scores["magnitude"], unit)
+            if c:
+                beats[name][1 - c.sign] += 1
+    table = markdown_table(["pruned", *(p[0] for p in PRUNERS), "ordering (best first)"], rows)
+    if any(sum(counts) for counts in beats.values()):
+        table += ("\n\nThe published claim, each one-shot method better than magnitude pruning: " + "; ".join(
+            f"{name} better at {better}, not separated at {tied}, worse at {worse} of {better + tied + worse} levels "
+            f"({'holds' if better == better + tied + worse else 'fails' if worse else 'not separated'})"
+            for name, (better, tied, worse) in beats.items() if better + tied + worse) + ".")
+    return table, shown
 
 
 def pruning_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: References) -> str:
