@@ -65,6 +65,7 @@ class Supernet:
     model_config: dict
     optimizer: optax.GradientTransformation
     compiled: dict = dataclasses.field(default_factory=dict)  # (kind, width) -> jitted function
+    shapes: dict = dataclasses.field(default_factory=dict)  # width -> the bucket's parameter shapes
 
     def bucket_model(self, width: int):
         return models.build_model(bucket_architecture(self.model_config, width).model_config(self.model_config),
@@ -72,11 +73,10 @@ class Supernet:
 
     def masks(self, params: Any, arch: sn.Architecture) -> dict:
         """The nested masks of `arch` at its width bucket's shapes (numpy; arguments, never constants)."""
-        key = ("shapes", arch.width)
-        if key not in self.compiled:  # the bucket's shapes, traced once per width
-            self.compiled[key] = jax.eval_shape(functools.partial(
+        if arch.width not in self.shapes:  # traced once per width
+            self.shapes[arch.width] = jax.eval_shape(functools.partial(
                 sn.slice_params, arch=bucket_architecture(self.model_config, arch.width)), params)
-        return nest_paths(sn.supernet_masks(self.compiled[key], arch))
+        return nest_paths(sn.supernet_masks(self.shapes[arch.width], arch))
 
     def _forward(self, width: int):
         """logits(params, masks, inputs) of the full-size `params` sliced to `width` and masked."""
@@ -120,7 +120,7 @@ class Supernet:
         return self.compiled[key]
 
     def compiles(self) -> int:
-        return sum(int(f._cache_size()) for key, f in self.compiled.items() if key[0] != "shapes")
+        return sum(int(f._cache_size()) for f in self.compiled.values())
 
 
 def build_supernet(config: Any, dataset: Optional[data_lib.Dataset] = None) -> Supernet:
@@ -147,7 +147,7 @@ def init_state(net: Supernet) -> dict:
 def train_supernet(net: Supernet, workdir: str, progress: bool = True) -> dict:
     """Trains the SuperTransformer for config.train.num_steps (resuming from workdir's checkpoints).
 
-    Returns {"state", "architectures": the per-step widths seen, "compiles", "wall_s"}.
+    Returns {"state", "widths": the width bucket of each step run, "compiles", "wall_s"}.
     """
     config = net.config
     num_steps = int(config.train.num_steps)
@@ -412,13 +412,14 @@ def run_hat(config: Any, workdir: str, progress: bool = True) -> dict:
     model.check_device(device)
     latency_s = time.time() - table_start
     largest = net.space.largest()
+    largest_ms = float(np.median([r["latency_ms"] for r in table if r["arch"] == largest.as_dict()]))
     seq_len, vocab = int(config.dataset.seq_len), net.dataset.num_classes
     costs = lambda arch: exact_costs(arch, net.model_config, vocab, seq_len)
     budget_by = str(nas_config.get("budget_by", "latency"))
     if budget_by == "latency" and model.heldout_mape > MAX_MAPE:
         budget_by = "flops"  # the predictor is not good enough here: exact FLOPs instead, as the issue allows
     if budget_by == "latency":
-        reference = float(np.median([r["latency_ms"] for r in table if r["arch"] == largest.as_dict()]))
+        reference = largest_ms
         measure = model.predict
     else:
         reference = float(costs(largest)[budget_by])
@@ -461,15 +462,12 @@ def run_hat(config: Any, workdir: str, progress: bool = True) -> dict:
         "compression": {"params_total": costs(largest)["params"], "flops_per_example": costs(largest)["flops"]},
         "timing": {"wall_s": time.time() - begin, "supernet_s": trained["wall_s"], "latency_s": latency_s,
                    "search_s": search_s, "compiles": trained["compiles"]},
-        "supernet": {"steps": int(config.train.num_steps), "compiles": trained["compiles"],
-                     "wall_s": trained["wall_s"], "sampling": str(nas_config.get("sampling", "uniform"))},
+        "supernet": {"steps": int(config.train.num_steps), "sampling": str(nas_config.get("sampling", "uniform"))},
         "latency": {"device_kind": device, "measurements": model.measurements, "heldout_mape": model.heldout_mape,
-                    "coefficients": model.coefficients, "wall_s": latency_s,
-                    "largest_ms": float(np.median([r["latency_ms"] for r in table if r["arch"] == largest.as_dict()]))},
+                    "coefficients": model.coefficients, "largest_ms": largest_ms},
         "budget": {"by": budget_by, "asked": str(nas_config.get("budget_by", "latency")), "reference": reference,
                    "fractions": list(nas_config.budget_fractions)},
-        "searches": searches, "exports": exports, "search_wall_s": search_s, "wall_s": time.time() - begin,
-        "versions": train.versions(),
+        "searches": searches, "exports": exports, "versions": train.versions(),
     }
     train.write_results(os.path.join(workdir, "results.json"), results)
     return results

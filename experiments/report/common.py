@@ -911,6 +911,14 @@ def loss_text(members: Group) -> str:
     return format_stat(val_losses(members), "{:.3f}")
 
 
+TRANSFORMER_BASELINE = "baseline_char_transformer"  # the trained Transformer the Transformer sections start from
+
+
+def transformer_baseline_loss(groups: Mapping[str, Group]) -> str:
+    """The trained baseline Transformer's validation loss text (mean ± std), MISSING when it has not run."""
+    return loss_text(groups[TRANSFORMER_BASELINE]) if groups.get(TRANSFORMER_BASELINE) else MISSING
+
+
 def loss_change(members: Group, dense: float | None) -> float | None:
     """Mean val loss minus the dense model's, in nats (positive: worse)."""
     loss = mean_or_none(val_losses(members))

@@ -15,7 +15,8 @@ from typing import Mapping
 
 from experiments.report.common import (MISSING, Group, References, ReportInputs, accuracy_percents, column,
                                        compare, format_stat, loss_text, markdown_table, published_text,
-                                       mean_or_none, not_run_yet, recorded_commands, val_losses)
+                                       mean_or_none, not_run_yet, recorded_commands, transformer_baseline_loss,
+                                       val_losses)
 
 SECTION = "Factorization and sharing"
 RESULTS_NAME = "factorization and sharing"
@@ -114,7 +115,7 @@ def drone_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Referenc
     if not any(shown):
         return not_run_yet(DRONE, [f"{m}_{r}{s}" for r in DRONE_RANKS for s in ("", "_ft") for m in ("svd", "drone")],
                            groups, total=16)
-    dense = loss_text(groups.get("baseline_char_transformer", [])) if groups.get("baseline_char_transformer") else MISSING
+    dense = transformer_baseline_loss(groups)
     return "\n\n".join([
         f"Validation loss (nats; the unfactored model: {dense}) with every attention projection and FFN matrix at "
         "rank r, without fine-tuning and after it (`_ft`); DRONE against SVD:",

@@ -19,7 +19,7 @@ from typing import Callable, Mapping
 from experiments.report.common import (MISSING, Group, References, ReportInputs, accuracy_percents, column,
                                        compare, format_seconds, format_stat, is_number,
                                        loss_text, markdown_table, not_run_yet, ordering, published_text,
-                                       read_json, recorded_commands, val_losses)
+                                       read_json, recorded_commands, transformer_baseline_loss, val_losses)
 
 SECTION = "One-shot compression"
 RESULTS_NAME = "one-shot"
@@ -28,7 +28,6 @@ WANDA = "sun2024_wanda_char_transformer"
 GPTQ = "frantar2023_gptq_char_transformer"
 LAYERDROP = "fan2020_layerdrop_char_transformer"
 PREFIXES = (f"{SPARSEGPT}_", f"{WANDA}_", f"{GPTQ}_", f"{LAYERDROP}_")
-TRANSFORMER_DENSE = "baseline_char_transformer"
 LENET300_DENSE = "baseline_lenet300"
 LEVELS = (("50", "50 %"), ("60", "60 %"), ("70", "70 %"), ("80", "80 %"), ("2of4", "2:4"))
 # (label, config, variant method)
@@ -49,10 +48,6 @@ INTRO = (
 
 def _name(config: str, variant: str) -> str:
     return f"{config}_{variant}"
-
-
-def _dense_loss(groups: Mapping[str, Group]) -> str:
-    return loss_text(groups[TRANSFORMER_DENSE]) if TRANSFORMER_DENSE in groups else MISSING
 
 
 def _pruning_table(groups: Mapping[str, Group], suffix: str, values: Callable[[Group], list], fmt: str,
@@ -93,7 +88,7 @@ def pruning_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Refere
                                                  "sparsegpt_2of4", "wanda_2of4")))
     dense_lenet = format_stat(accuracy_percents(groups.get(LENET300_DENSE, [])), "{:.2f}")
     return "\n\n".join([
-        f"The Shakespeare Transformer (dense: {_dense_loss(groups)} nats), validation loss, "
+        f"The Shakespeare Transformer (dense: {transformer_baseline_loss(groups)} nats), validation loss, "
         "runs in brackets:", transformer,
         f"LeNet-300-100 on Fashion-MNIST (dense: {dense_lenet} %), test accuracy in %:", lenet,
         f"Published (perplexity: LLaMA-2-7B on WikiText): {published}. "
@@ -120,7 +115,7 @@ def gptq_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Reference
         return f"No runs yet: `python -m experiments.reproduce --configs={GPTQ}:gptq_4_pc,{GPTQ}:rtn_4_pc --seeds=0,1,2`."
     published = published_text(inputs, refs, "frantar2023_gptq_bits")
     return "\n\n".join([
-        f"Validation loss of the Transformer (dense: {_dense_loss(groups)} nats) with every block "
+        f"Validation loss of the Transformer (dense: {transformer_baseline_loss(groups)} nats) with every block "
         "kernel at the given width, asymmetric min-max codes per output or per group of 32 inputs; "
         "GPTQ in column order and in activation order (`act`), RTN rounding each weight to nearest on "
         "the same grid. Bytes: the whole export (codes at their width, scales once per group, the "
