@@ -62,26 +62,26 @@ def unpack_bits(packed: np.ndarray, bits: int, count: int) -> np.ndarray:
 
 def _smallest_exact(values: np.ndarray) -> np.ndarray:
     """`values` as uint8 or uint16 when they are whole numbers in range (zero points are), else float32."""
-    for dtype in (np.uint8, np.uint16):
-        info = np.iinfo(dtype)
-        if np.all(values == np.round(values)) and values.min(initial=0) >= 0 and values.max(initial=0) <= info.max:
-            return values.astype(dtype)
+    if np.all(values == np.round(values)) and values.min(initial=0) >= 0:
+        for dtype in (np.uint8, np.uint16):
+            if values.max(initial=0) <= np.iinfo(dtype).max:
+                return values.astype(dtype)
     return values
+
+
+def _as_rows(a: np.ndarray, row_axes: int) -> np.ndarray:
+    # `a` as (inputs, rest): its first `row_axes` axes flattened into rows.
+    return np.asarray(a).reshape(int(np.prod(np.shape(a)[:row_axes])), -1)
 
 
 def row_runs(arrays: Sequence[np.ndarray], row_axes: int) -> np.ndarray:
     """Where the runs of equal rows start, rows being the first `row_axes` axes flattened, equal in every array."""
-    starts = [0]
     change = None
     for a in arrays:
-        rows = np.asarray(a).reshape(int(np.prod(np.shape(a)[:row_axes])), -1)
+        rows = _as_rows(a, row_axes)
         differs = np.any(rows[1:] != rows[:-1], axis=1)
         change = differs if change is None else change | differs
-    return np.concatenate([starts, np.flatnonzero(change) + 1]).astype(np.uint32)
-
-
-def _rows(a: np.ndarray, row_axes: int, starts: np.ndarray) -> np.ndarray:
-    return np.asarray(a).reshape(int(np.prod(np.shape(a)[:row_axes])), -1)[starts]
+    return np.concatenate([[0], np.flatnonzero(change) + 1]).astype(np.uint32)
 
 
 def _expand_rows(compact: np.ndarray, starts: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -137,7 +137,7 @@ def encode_packed(values: np.ndarray, *, codes: np.ndarray, bits: int, scale: Op
         full = [np.broadcast_to(np.asarray(a, np.float32), values.shape)
                 for a in (scale, np.zeros((), np.float32) if zero_point is None else zero_point)]
         starts = row_runs(full, row_axes)
-        scale, zero_point = (_rows(a, row_axes, starts) for a in full)
+        scale, zero_point = (_as_rows(a, row_axes)[starts] for a in full)
         row_tensors = {"row_starts": starts}
 
     def finish(tensors, sparse_record):
