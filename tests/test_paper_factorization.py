@@ -1,7 +1,7 @@
 """The report's Factorization and sharing section (experiments/report/factorization.py) from hand-made results."""
 from __future__ import annotations
 
-from tests.test_build_paper import build, cells, make_result, table_row, write
+from tests.test_build_paper import build, cells, latency_row, make_latency, make_result, table_row, write, write_latency
 
 
 def section(report: str) -> str:
@@ -39,3 +39,29 @@ def test_deep_compression_stages_albert_drone_and_mobilenet_tables(tmp_path):
     assert cells(table_row(text, "16"))[1:4] == ["5.850 ± 0.000", "3.300 ± 0.010", "better"]
     assert cells(table_row(text, "16"))[4] == "—"
     assert "Not run yet" in text and "howard2017_mobilenet_cnn_full" in text
+
+
+def test_drone_and_mobilenet_exports_are_timed_beside_the_unfactored_model(tmp_path):
+    results = tmp_path / "results"
+    write(results, "baseline_char_transformer/seed_0", lm(1.48, 875_520))
+    for rank in (16, 48):
+        for method in ("svd", "drone"):
+            write(results, f"chen2021_drone_char_transformer_{method}_{rank}_ft/seed_0", lm(1.6, 400_000))
+    write(results, "howard2017_mobilenet_cnn_full/seed_0", make_result(0.91))
+    sizes = dict(params_total=0, weights_nonzero=0, bytes_exported=0)
+    rows = [latency_row("baseline_char_transformer/seed_0", **sizes, flops=1000, ms1=1.0, ms128=40.0),
+            # rank 16: only the SVD export was timed (either one stands for the rank); 20 % faster
+            # at batch 1 but inside the reference's spread at batch 128.
+            latency_row("chen2021_drone_char_transformer_svd_16_ft/seed_0", **sizes, flops=400, ms1=0.8, ms128=39.5)]
+    write_latency(results, "drone_latency", make_latency(rows))
+    text = section(build(results, tmp_path / "paper"))
+    assert cells(table_row(text, "unfactored"))[1:] == ["`baseline_char_transformer`", "0", "1,000", "1.000", "40.000",
+                                                        "1.00× (no difference)", "1.00× (no difference)"]
+    assert cells(table_row(text, "rank 16"))[1:] == ["`chen2021_drone_char_transformer_svd_16_ft`", "0", "400", "0.800",
+                                                     "39.500", "1.25× (faster)", "1.01× (no difference)"]
+    assert "Not in the latency run: rank 8, rank 32, rank 48." in text
+    assert "drone_latency/latency.json" in text and "timed side by side in one run" in text
+    # MobileNet has no latency JSON: the command that measures it, the full model first.
+    assert ("No latency measurement (`" + (results / "mobilenet_latency" / "latency.json").as_posix() + "`) yet: run "
+            "`python -m experiments.benchmark_inference --runs=runs/howard2017_mobilenet_cnn_full/seed_0,"
+            "runs/howard2017_mobilenet_cnn_separable/seed_0,runs/howard2017_mobilenet_cnn_converted/seed_0 --out=") in text

@@ -1024,3 +1024,134 @@ def not_run_yet(config: str, variants: Sequence[str], groups: Mapping[str, Group
         names = (f"{len(missing)} of {total} runs (after `{config}_`: "
                  + ", ".join(f"`{v}`" for v in missing) + ")")
     return f"Not run yet: {names}; each runs with `{REPRODUCE} --configs={config}:VARIANT`."
+
+
+# --------------------------------------------------------------------------
+# Inference latency, as experiments/benchmark_inference.py's --out JSON holds it:
+# RESULTS/<latency_dir>/latency.json, one side-by-side timing run whose first
+# export is the reference.
+
+LATENCY_FILE = "latency.json"
+LATENCY_BATCHES = (1, 128)
+# A row's timing against the reference's (compare_repeats over their
+# repetitions); NOT_JUDGED where a side recorded fewer than two.
+FASTER, SLOWER, NOT_JUDGED = "faster", "slower", "not judged (fewer than two repetitions)"
+
+
+def load_latency(path: Path) -> dict[str, Any] | None:
+    """A benchmark_inference JSON, None when the file does not exist.
+
+    One that is not JSON, or lacks a `rows` list of objects each naming its
+    `run`, raises `ResultsError` naming the path (nothing is skipped silently).
+    """
+    if not path.is_file():
+        return None
+    data = read_json(path)
+    rows = data.get("rows") if isinstance(data, dict) else None
+    if not isinstance(rows, list) or not all(
+            isinstance(r, dict) and isinstance(r.get("run"), str) for r in rows):
+        raise ResultsError(f"{path}: expected an object with a 'rows' list of objects "
+                           "that each name their 'run' (experiments/benchmark_inference.py)")
+    return data
+
+
+def read_latency(inputs: ReportInputs, latency_dir: str) -> tuple[str, dict[str, Any] | None]:
+    """(the path as the report names it, the JSON or None) of RESULTS/latency_dir/latency.json."""
+    if inputs.results_dir is None:
+        return f"{latency_dir}/{LATENCY_FILE}", None
+    path = inputs.results_dir / latency_dir / LATENCY_FILE
+    return path.as_posix(), load_latency(path)
+
+
+def latency_by_group(latency: Mapping[str, Any] | None) -> dict[str, Mapping[str, Any]]:
+    """{group: row} of a latency JSON; `baseline_lenet5/seed_0` is `baseline_lenet5`, first wins."""
+    found: dict[str, Mapping[str, Any]] = {}
+    for row in (latency or {}).get("rows", []):
+        found.setdefault(split_seed(row["run"])[0], row)
+    return found
+
+
+def latency_ms(row: Mapping[str, Any] | None, batch: int) -> float | None:
+    """A latency row's median ms per call at `batch`, None when not timed there."""
+    value = get_path(row or {}, f"ms_median.{batch}")
+    return float(value) if is_number(value) else None
+
+
+def latency_reference_row(latency: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The row of the export the timing run compared every other against."""
+    return next((r for r in latency.get("rows", []) if r["run"] == latency.get("reference")), None)
+
+
+def latency_speedup(latency: Mapping[str, Any], row: Mapping[str, Any] | None,
+                    batch: int) -> float | None:
+    """The JSON's speedup (reference ms / this ms), else computed from the two medians."""
+    value = get_path(row or {}, f"speedup.{batch}")
+    if is_number(value):
+        return float(value)
+    ref_ms, ms = latency_ms(latency_reference_row(latency), batch), latency_ms(row, batch)
+    return ref_ms / ms if ref_ms is not None and ms else None
+
+
+def speed_class(latency: Mapping[str, Any], row: Mapping[str, Any] | None, batch: int) -> str:
+    """FASTER / SLOWER / NO_DIFFERENCE than the reference: compare_repeats of the row's
+    repetitions against the reference's (overlapping ranges are no difference)."""
+    reference = latency_reference_row(latency)
+    c = compare_repeats(get_path(row or {}, f"ms_per_repeat.{batch}") or [],
+                        get_path(reference or {}, f"ms_per_repeat.{batch}") or [])
+    return NOT_JUDGED if c is None else c.verdict(SLOWER, FASTER)
+
+
+def latency_line(path_text: str, latency: Mapping[str, Any]) -> str:
+    """Where the timings come from: the one side-by-side run, its device and command."""
+    def field(key: str) -> str:
+        value = latency.get(key)
+        return MISSING if value in (None, "") else str(value)
+
+    load = [latency.get(k) for k in ("load_average_before", "load_average_after")]
+    load_text = (f"load {load[0][0]:.1f} → {load[1][0]:.1f}"
+                 if all(isinstance(l, list) and l and is_number(l[0]) for l in load)
+                 else f"load {MISSING}")
+    return (f"Latency: every export above was timed side by side in one run, "
+            f"`{field('command')}`, on device {field('device')} (backend {field('backend')}, "
+            f"{field('cpu_count')} CPUs, {load_text}, jax {field('jax')}), recorded in "
+            f"`{path_text}`: the median over {field('repeats')} interleaved repetitions of the "
+            f"median time of one jitted forward pass on {field('input')}, per call at each batch "
+            f"size; speedup is the reference `{field('reference')}`'s ms over the row's "
+            f"(> 1 is faster).")
+
+
+def latency_table(inputs: ReportInputs, latency_dir: str,
+                  rows: Sequence[tuple[str, Sequence[str]]]) -> str:
+    """Exports timed side by side: one row per (label, candidate groups), timed as the first
+    candidate the latency JSON holds, with its parameters, FLOPs, ms per call and speedup
+    at each of LATENCY_BATCHES and whether that is faster than the reference by the
+    repetitions' ranges (speed_class). Without the JSON: the command that measures it,
+    timing seed 0 of each row's first candidate."""
+    path_text, latency = read_latency(inputs, latency_dir)
+    if latency is None:
+        runs = ",".join(f"runs/{candidates[0]}/seed_0" for _, candidates in rows)
+        return (f"No latency measurement (`{path_text}`) yet: run `python -m "
+                f"experiments.benchmark_inference --runs={runs} --out={path_text}` "
+                "(the first run is the reference).")
+    timed = latency_by_group(latency)
+    cells, untimed = [], []
+    for label, candidates in rows:
+        group = next((g for g in candidates if g in timed), None)
+        if group is None:
+            untimed.append(label)
+            continue
+        row = timed[group]
+        cells.append([label, f"`{group}`",
+                      *(f"{row[k]:,.0f}" if is_number(row.get(k)) else MISSING
+                        for k in ("params_total", "flops_per_example")),
+                      *(MISSING if (ms := latency_ms(row, b)) is None else f"{ms:.3f}"
+                        for b in LATENCY_BATCHES),
+                      *(MISSING if (x := latency_speedup(latency, row, b)) is None
+                        else f"{x:.2f}× ({speed_class(latency, row, b)})" for b in LATENCY_BATCHES)])
+    parts = [markdown_table(["export", "timed run", "parameters", "FLOPs / example",
+                             *[f"ms / call, b={b}" for b in LATENCY_BATCHES],
+                             *[f"speedup, b={b}" for b in LATENCY_BATCHES]], cells)] if cells else []
+    if untimed:
+        parts.append("Not in the latency run: " + ", ".join(untimed) + ".")
+    parts.append(latency_line(path_text, latency))
+    return "\n\n".join(parts)

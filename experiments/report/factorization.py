@@ -6,17 +6,21 @@ lan2020_albert_char_transformer.py, chen2021_drone_char_transformer.py,
 howard2017_mobilenet_cnn.py): bytes on disk and accuracy stage by stage for
 Deep Compression; parameters and validation loss for ALBERT's sharing and
 factorized embeddings; DRONE against truncated SVD at each rank; full against
-separable convolutions. Verdicts by common.compare (the separation rule).
+separable convolutions, the DRONE and MobileNet exports timed side by side
+by experiments/benchmark_inference.py (its --out JSON at
+RESULTS/drone_latency/latency.json and RESULTS/mobilenet_latency/latency.json).
+Verdicts by common.compare (the separation rule); faster or slower by the
+timing repetitions' ranges (common.speed_class).
 """
 
 from __future__ import annotations
 
 from typing import Mapping
 
-from experiments.report.common import (MISSING, Group, References, ReportInputs, accuracy_percents, column,
-                                       compare, format_stat, loss_text, markdown_table, published_text,
-                                       mean_or_none, not_run_yet, recorded_commands, transformer_baseline_loss,
-                                       val_losses)
+from experiments.report.common import (MISSING, TRANSFORMER_BASELINE, Group, References, ReportInputs,
+                                       accuracy_percents, column, compare, format_stat, latency_table,
+                                       loss_text, markdown_table, mean_or_none, not_run_yet, published_text,
+                                       recorded_commands, transformer_baseline_loss, val_losses)
 
 SECTION = "Factorization and sharing"
 RESULTS_NAME = "factorization and sharing"
@@ -26,6 +30,9 @@ DRONE = "chen2021_drone_char_transformer"
 MOBILENET = "howard2017_mobilenet_cnn"
 PREFIXES = (f"{DEEP_COMPRESSION}_", f"{ALBERT}_", f"{DRONE}_", f"{MOBILENET}_")
 DRONE_RANKS = (8, 16, 32, 48)
+# RESULTS/<dir>/latency.json, written by experiments/benchmark_inference.py --out.
+DRONE_LATENCY = "drone_latency"
+MOBILENET_LATENCY = "mobilenet_latency"
 INTRO = (
     "Reparameterizations whose export stores only what they need: k-means centroids and "
     "Huffman-coded indices (Deep Compression), one copy of a shared layer (ALBERT), two thin "
@@ -121,6 +128,11 @@ def drone_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Referenc
         "rank r, without fine-tuning and after it (`_ft`); DRONE against SVD:",
         markdown_table(["rank", "SVD", "DRONE", "DRONE against SVD", "SVD, fine-tuned", "DRONE, fine-tuned",
                         "DRONE against SVD", "parameters"], rows),
+        "Latency of the factored export (x·U·V, two thin matmuls per matrix; SVD and DRONE exports of one "
+        "rank have the same shapes, so one of them is timed) beside the unfactored one:",
+        latency_table(inputs, DRONE_LATENCY, [("unfactored", [TRANSFORMER_BASELINE])] + [
+            (f"rank {r}", [f"{DRONE}_{m}_{r}{s}" for s in ("_ft", "") for m in ("drone", "svd")])
+            for r in DRONE_RANKS]),
         "Published: " + published_text(inputs, refs, "chen2021_mrpc_speedup", "chen2021_mrpc_accuracy_drop") + ".",
         recorded_commands([m for m in shown if m])])
 
@@ -143,6 +155,8 @@ def mobilenet_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Refe
                      c.verdict("above", "below") if c else ""])
     return "\n\n".join(part for part in [
         markdown_table(["model", "test accuracy (%)", "parameters", "MFLOPs per image", "against full"], rows),
+        "Latency of the exports, side by side:",
+        latency_table(inputs, MOBILENET_LATENCY, [(label, [f"{MOBILENET}_{k}"]) for k, label in rows_spec]),
         "Published (ImageNet): " + published_text(inputs, refs, "howard2017_full_accuracy", "howard2017_separable_accuracy",
                                          "howard2017_full_params", "howard2017_separable_params") + ".",
         not_run_yet(MOBILENET, [k for k, _ in rows_spec], groups),

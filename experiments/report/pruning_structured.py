@@ -16,25 +16,20 @@ difference).
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from experiments.report.common import (MISSING, NO_DIFFERENCE, Comparison, Group, References,
-                                       ReportInputs, ResultsError, accuracy_percents, column,
-                                       compare, compare_repeats, format_stat, get_path,
-                                       is_number, markdown_table, mean_accuracy, mean_or_none,
-                                       read_json, signed_points, split_seed)
+from experiments.report.common import (FASTER, LATENCY_BATCHES, MISSING, NO_DIFFERENCE, NOT_JUDGED,
+                                       SLOWER, Comparison, Group, References, ReportInputs,
+                                       accuracy_percents, column, compare, format_stat,
+                                       is_number, latency_by_group, latency_line, latency_speedup,
+                                       markdown_table, mean_accuracy, mean_or_none, latency_ms,
+                                       read_latency, signed_points, speed_class)
 
 SECTION = "Pruning"
 RESULTS_NAME = "pruning"
 
 STRUCTURED_LEVELS = (25, 50, 75)
 UNSTRUCTURED_KIND = "unstructured"
-LATENCY_FILE = "latency.json"
-LATENCY_BATCHES = (1, 128)
-# What a row's timing is against the dense reference's (common.compare_repeats
-# over their repetitions); NOT_JUDGED where a side recorded fewer than two.
-FASTER, SLOWER, NOT_JUDGED = "faster", "slower", "not judged (fewer than two repetitions)"
 LI2017_REFERENCE = "li2017_vgg16_flops_reduction"
 
 
@@ -70,23 +65,6 @@ STRUCTURED_ABLATIONS: tuple[StructuredAblation, ...] = (
 PREFIXES = tuple(s.prefix for s in STRUCTURED_ABLATIONS)
 
 
-def load_latency(path: Path) -> dict[str, Any] | None:
-    """A benchmark_inference JSON, None when the file does not exist.
-
-    One that is not JSON, or lacks a `rows` list of objects each naming its
-    `run`, raises `ResultsError` naming the path (nothing is skipped silently).
-    """
-    if not path.is_file():
-        return None
-    data = read_json(path)
-    rows = data.get("rows") if isinstance(data, dict) else None
-    if not isinstance(rows, list) or not all(
-            isinstance(r, dict) and isinstance(r.get("run"), str) for r in rows):
-        raise ResultsError(f"{path}: expected an object with a 'rows' list of objects "
-                           "that each name their 'run' (experiments/benchmark_inference.py)")
-    return data
-
-
 @dataclasses.dataclass(frozen=True)
 class _AblationRow:
     """One table row: its runs, their latency row (None: not timed) and derived numbers."""
@@ -99,31 +77,6 @@ class _AblationRow:
     flops_from_results: bool  # no latency row: FLOPs as results.json has them
 
 
-def _latency_by_group(latency: Mapping[str, Any] | None) -> dict[str, Mapping[str, Any]]:
-    """{group: row} of a latency JSON; `baseline_lenet5/seed_0` is `baseline_lenet5`, first wins."""
-    found: dict[str, Mapping[str, Any]] = {}
-    for row in (latency or {}).get("rows", []):
-        found.setdefault(split_seed(row["run"])[0], row)
-    return found
-
-
-def _latency_ms(row: Mapping[str, Any] | None, batch: int) -> float | None:
-    value = get_path(row or {}, f"ms_median.{batch}")
-    return float(value) if is_number(value) else None
-
-
-def _latency_speedup(latency: Mapping[str, Any], row: Mapping[str, Any] | None,
-                     batch: int) -> float | None:
-    """The JSON's speedup (reference ms / this ms), else computed from the two medians."""
-    value = get_path(row or {}, f"speedup.{batch}")
-    if is_number(value):
-        return float(value)
-    reference = next((r for r in latency.get("rows", []) if r["run"] == latency.get("reference")),
-                     None)
-    ref_ms, ms = _latency_ms(reference, batch), _latency_ms(row, batch)
-    return ref_ms / ms if ref_ms is not None and ms else None
-
-
 def _first_number(*values: Any) -> float | None:
     return next((float(v) for v in values if is_number(v)), None)
 
@@ -131,7 +84,7 @@ def _first_number(*values: Any) -> float | None:
 def _ablation_rows(groups: Mapping[str, Group], study: StructuredAblation,
                    latency: Mapping[str, Any] | None) -> list[_AblationRow]:
     """The dense reference (when run or timed), then each level's kinds that have results."""
-    timed = _latency_by_group(latency)
+    timed = latency_by_group(latency)
     wanted: list[tuple[int | None, str, str]] = [(None, "dense", study.dense_group)]
     wanted += [(p, k, study.group(k, p)) for p in STRUCTURED_LEVELS for k in study.kinds]
     rows = []
@@ -163,9 +116,9 @@ def _ablation_cells(row: _AblationRow, dense: float | None,
     change = None if row.accuracy is None or dense is None else row.accuracy - dense
     flops = MISSING if row.flops is None else f"{row.flops:,.0f}" + (
         "†" if row.flops_from_results else "")
-    ms = [_latency_ms(row.latency, b) for b in LATENCY_BATCHES]
+    ms = [latency_ms(row.latency, b) for b in LATENCY_BATCHES]
     speed = [None if latency is None or row.latency is None
-             else _latency_speedup(latency, row.latency, b) for b in LATENCY_BATCHES]
+             else latency_speedup(latency, row.latency, b) for b in LATENCY_BATCHES]
     return [
         "0" if row.level is None else f"{row.level}",
         row.kind,
@@ -182,35 +135,12 @@ def _ablation_cells(row: _AblationRow, dense: float | None,
     ]
 
 
-def _latency_line(path_text: str, latency: Mapping[str, Any]) -> str:
-    """Where the timings come from: the one side-by-side run, its device and command."""
-    def field(key: str) -> str:
-        value = latency.get(key)
-        return MISSING if value in (None, "") else str(value)
-
-    load = [latency.get(k) for k in ("load_average_before", "load_average_after")]
-    load_text = (f"load {load[0][0]:.1f} → {load[1][0]:.1f}"
-                 if all(isinstance(l, list) and l and is_number(l[0]) for l in load)
-                 else f"load {MISSING}")
-    return (f"Latency: every export above was timed side by side in one run, "
-            f"`{field('command')}`, on device {field('device')} (backend {field('backend')}, "
-            f"{field('cpu_count')} CPUs, {load_text}, jax {field('jax')}), recorded in "
-            f"`{path_text}`: the median over {field('repeats')} interleaved repetitions of the "
-            f"median time of one jitted forward pass on {field('input')}, per call at each batch "
-            f"size; speedup is the reference `{field('reference')}`'s ms over the row's "
-            f"(> 1 is faster).")
-
-
 def _ablation_table(inputs: ReportInputs, groups: Mapping[str, Group],
                     study: StructuredAblation
                     ) -> tuple[str, list[_AblationRow], Mapping[str, Any] | None]:
     """The model's sub-part (table and notes), its rows and latency JSON, for the finding."""
     kinds = f"{{{','.join(study.kinds)}}}"
-    path = (inputs.results_dir / study.latency_dir / LATENCY_FILE
-            if inputs.results_dir is not None else None)
-    path_text = (path.as_posix() if path is not None
-                 else f"{study.latency_dir}/{LATENCY_FILE}")
-    latency = load_latency(path) if path is not None else None
+    path_text, latency = read_latency(inputs, study.latency_dir)
     rows = _ablation_rows(groups, study, latency)
     pruned = [r for r in rows if r.level is not None]
     title = f"#### {study.label}"
@@ -253,25 +183,12 @@ def _ablation_table(inputs: ReportInputs, groups: Mapping[str, Group],
                      "full-size model, not the smaller export.")
     parts.append(" ".join(notes))
     if latency is not None:
-        parts.append(_latency_line(path_text, latency))
+        parts.append(latency_line(path_text, latency))
     return "\n\n".join(parts), rows, latency
 
 
 def _levels_text(levels: Sequence[int]) -> str:
     return f"P = {', '.join(map(str, levels))}"
-
-
-def _reference_row(latency: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    return next((r for r in latency.get("rows", []) if r["run"] == latency.get("reference")), None)
-
-
-def _speed_class(latency: Mapping[str, Any], row: Mapping[str, Any] | None, batch: int) -> str:
-    """FASTER / SLOWER / NO_DIFFERENCE than the reference: common.compare_repeats of the row's
-    repetitions against the reference's (overlapping ranges are no difference)."""
-    reference = _reference_row(latency)
-    c = compare_repeats(get_path(row or {}, f"ms_per_repeat.{batch}") or [],
-                        get_path(reference or {}, f"ms_per_repeat.{batch}") or [])
-    return NOT_JUDGED if c is None else c.verdict(SLOWER, FASTER)
 
 
 def _speed_text(kind: str, values: Mapping[int, float], classes: Mapping[int, str]) -> str:
@@ -341,14 +258,14 @@ def _ablation_finding(inputs: ReportInputs, study: StructuredAblation,
 
     def speedup(level: int, kind: str, batch: int) -> float | None:
         row = by[level, kind].latency
-        return None if latency is None or row is None else _latency_speedup(latency, row, batch)
+        return None if latency is None or row is None else latency_speedup(latency, row, batch)
 
     # Speed is compared where both kinds were timed at every batch size.
     timed = [p for p in both if all(speedup(p, k, b) is not None
                                     for k in study.kinds for b in LATENCY_BATCHES)]
     speeds = {b: {k: {p: speedup(p, k, b) for p in timed} for k in study.kinds}
               for b in LATENCY_BATCHES}
-    classes = ({b: {k: {p: _speed_class(latency, by[p, k].latency, b) for p in timed}
+    classes = ({b: {k: {p: speed_class(latency, by[p, k].latency, b) for p in timed}
                     for k in study.kinds} for b in LATENCY_BATCHES} if latency is not None else {})
     if timed:
         sentences.append(
@@ -464,9 +381,8 @@ def _width_control_part(inputs: ReportInputs, groups: Mapping[str, Group]) -> st
     plain, rounded, latency_dir = WIDTH_CONTROL
     if not groups.get(rounded):
         return ""
-    latency = (load_latency(inputs.results_dir / latency_dir / "latency.json")
-               if inputs.results_dir is not None else None)
-    timed = _latency_by_group(latency)
+    _, latency = read_latency(inputs, latency_dir)
+    timed = latency_by_group(latency)
 
     def described(group: str) -> str:
         members = groups.get(group, [])
@@ -476,10 +392,10 @@ def _width_control_part(inputs: ReportInputs, groups: Mapping[str, Group]) -> st
                  f"{model['dense_features']} neurons"
                  if "conv_features" in model and "dense_features" in model else "its widths")
         accuracy = format_stat(accuracy_percents(members)) if members else MISSING
-        speeds = [(_latency_speedup(latency, row, b) if latency is not None and row is not None else None)
+        speeds = [(latency_speedup(latency, row, b) if latency is not None and row is not None else None)
                   for b in LATENCY_BATCHES]
         speed = ", ".join(f"{'n/a' if x is None else f'{x:.2f}×'} at batch {b}"
-                          + ("" if x is None else f" ({_speed_class(latency, row, b)})")
+                          + ("" if x is None else f" ({speed_class(latency, row, b)})")
                           for x, b in zip(speeds, LATENCY_BATCHES))
         return f"`{group}` keeps {shape}: {accuracy} % test accuracy, speed against dense {speed}"
 
