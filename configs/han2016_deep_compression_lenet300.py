@@ -17,10 +17,14 @@ disk at each stage:
    (compression/huffman.py).
 
 Training holds out the selection split, as the pruned model's did, so the
-bits can be chosen there (`bits=B` sets them, e.g. `clustered,bits=4`;
-python -m experiments.select --config=han2016_deep_compression_lenet300:clustered
---grid=compression.stages.0.bits=3,4,5,6). Append `_quick` for a CPU check
-(it starts from han2015_lenet300:sgd_quick).
+bits are chosen there (`bits=B` sets them, e.g. `clustered,bits=4`): the
+fewest bytes on disk among the bit widths whose selection accuracy is within
+half a point of the best width's,
+    python -m experiments.select --config=han2016_deep_compression_lenet300:huffman \
+        --grid=compression.stages.0.bits=2,3,4,5,6,8 \
+        --smallest=compression.bytes_exported --within=0.005
+(seed 0; paper/selection/han2016_deep_compression_lenet300_huffman.json).
+Append `_quick` for a CPU check (it starts from han2015_lenet300:sgd_quick).
 """
 from configs import common, han2015_lenet300, pruning_common
 

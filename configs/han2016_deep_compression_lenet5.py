@@ -4,9 +4,13 @@ Paper (MNIST): 1,720 KB -> 44 KB (39x) at 0.74 % error; pruning and
 quantization alone 33x; 8-bit conv and 5-bit FC weights. Ours (Fashion-MNIST):
 the stages of configs/han2016_deep_compression_lenet300.py on the pruned
 han2015_lenet5:sgd model, with CONV_BITS for the convolutions and FC_BITS
-for the dense layers (`conv_bits=`, `fc_bits=` set them; chosen on the
-selection split with --grid=compression.stages.0.bits=... and
-compression.stages.1.bits=...). Variants `clustered`, `huffman`, `_quick`.
+for the dense layers (`conv_bits=`, `fc_bits=` set them), chosen on the
+selection split as LeNet-300-100's bits are (the fewest bytes within half a
+point of the best selection accuracy):
+    python -m experiments.select --config=han2016_deep_compression_lenet5:huffman \
+        --grid=compression.stages.0.bits=4,5,6,8 --grid=compression.stages.1.bits=3,4,5,6 \
+        --smallest=compression.bytes_exported --within=0.005
+Variants `clustered`, `huffman`, `_quick`.
 """
 from configs import common, han2015_lenet5
 from configs.han2016_deep_compression_lenet300 import KINDS, deep_compression

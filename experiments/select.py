@@ -24,9 +24,18 @@ say): each point is trained under every one of them and scored by the mean
 over configs and seeds, so the choice cannot favour one of them alone (a
 recipe that barely moves the weights keeps the control but teaches the
 quantized model nothing). NAME is then `--name`.
+
+Where a choice trades size against quality (bits or a pruning rate, say),
+the best score alone would always pick the largest model. `--smallest=FIELD
+--within=X` chooses instead the point whose mean FIELD (a dotted results.json
+path, e.g. compression.bytes_exported) is smallest among the points whose
+score is within X of the best score (X in the metric's units: 0.005 is half
+a point of selection_accuracy); the rule is stated before the grid runs and
+recorded in the table.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -51,6 +60,10 @@ def define_flags() -> None:
     flags.DEFINE_multi_string("grid", [], "key=v1,v2,... : a config field and the values to try (repeatable).")
     flags.DEFINE_list("seeds", ["0"], "Seeds each point is trained with; the metric is their mean.")
     flags.DEFINE_enum("metric", "selection_accuracy", sorted(METRICS), "What the choice maximises/minimises.")
+    flags.DEFINE_string("smallest", "", "A results.json field (e.g. compression.bytes_exported): choose the point "
+                        "with its smallest mean among those scoring within --within of the best.")
+    flags.DEFINE_float("within", None, "With --smallest: how far from the best score (metric units) a point may "
+                       "be and still be chosen.")
     flags.DEFINE_string("out", "paper/selection", "Where NAME.json goes (inside paper/: a committed tree only).")
     flags.DEFINE_string("runs", "runs/select", "Where the points' workdirs go.")
     flags.mark_flags_as_required(["config"])
@@ -105,16 +118,40 @@ def point_name(point: Mapping[str, Any]) -> str:
         "/", "_").replace('"', "")
 
 
-def choose(scored: Sequence[Mapping[str, Any]], higher_is_better: bool) -> int:
-    """The index of the best mean (the first of equal ones, in grid order); diverged points (mean None) never."""
+@dataclasses.dataclass(frozen=True)
+class SmallestWithin:
+    """The choice rule for a size/quality trade: the smallest mean `field` among points scoring within
+    `within` of the best."""
+    field: str
+    within: float
+
+    def __post_init__(self) -> None:
+        if not self.field:
+            raise ValueError("--smallest needs a results.json field, e.g. compression.bytes_exported")
+        if self.within is None or not self.within >= 0:
+            raise ValueError(f"--within must be a distance from the best score >= 0 (metric units), "
+                             f"got {self.within!r}")
+
+
+def choose(scored: Sequence[Mapping[str, Any]], higher_is_better: bool,
+           rule: Optional[SmallestWithin] = None) -> int:
+    """The index of the best mean (the first of equal ones, in grid order); diverged points (mean None) never.
+
+    With `rule`: among the points whose mean is within rule.within of the best, the one with the smallest
+    "size" (the mean of rule.field), the first of equal ones.
+    """
     best = max if higher_is_better else min
     target = best(s["mean"] for s in scored if s["mean"] is not None)
-    return next(i for i, s in enumerate(scored) if s["mean"] == target)
+    if rule is None:
+        return next(i for i, s in enumerate(scored) if s["mean"] == target)
+    # CLAIM-style slack: 0.9 - 0.895 must count as within 0.005.
+    near = [i for i, s in enumerate(scored) if s["mean"] is not None and abs(s["mean"] - target) <= rule.within + 1e-12]
+    return min(near, key=lambda i: scored[i]["size"])
 
 
 def select(configs: Mapping[str, Callable[[], Any]], name: str, grid: Mapping[str, Sequence[Any]],
            seeds: Sequence[int], metric: str, runs_dir: str, out_path: Optional[str] = None,
-           command: str = "") -> dict:
+           command: str = "", rule: Optional[SmallestWithin] = None) -> dict:
     """Trains every grid point under every config and seed; returns (and writes to `out_path`) the scored grid.
 
     `configs` maps each config's folder name to a function making it; a
@@ -122,6 +159,8 @@ def select(configs: Mapping[str, Callable[[], Any]], name: str, grid: Mapping[st
     holds the per-seed means over configs, "per_config" each config's values).
     Each point also keeps its runs' reported-split metrics ("reported": per
     config, per seed), for a figure of the sweep; the choice never reads them.
+    With `rule` (SmallestWithin) each point's "size" is the mean of rule.field
+    over its runs, and the choice is the rule's.
     """
     from experiments import train
 
@@ -133,14 +172,17 @@ def select(configs: Mapping[str, Callable[[], Any]], name: str, grid: Mapping[st
     for point in points(grid):
         per_config: dict[str, list[float]] = {}
         reported: dict[str, list[dict]] = {}
+        sizes: list[float] = []
         diverged = []
         for folder, make_config in configs.items():
-            runs = [_run(make_config, folder, point, int(seed), metric, runs_dir) for seed in seeds]
+            runs = [_run(make_config, folder, point, int(seed), metric, runs_dir, rule) for seed in seeds]
             diverged += [m[DIVERGED] for m in runs if DIVERGED in m]
             if diverged:
                 break
             per_config[folder] = [float(m[metric]) for m in runs]
-            reported[folder] = [{k: v for k, v in m.items() if not k.startswith("selection")} for m in runs]
+            reported[folder] = [{k: v for k, v in m.items() if not k.startswith("selection") and k != SIZE}
+                                for m in runs]
+            sizes += [float(m[SIZE]) for m in runs if SIZE in m]
         if diverged:
             # A setting whose training diverges cannot be chosen; it stays in the table as such.
             scored.append({"point": point, "seeds": [int(s) for s in seeds], "values": None, "mean": None,
@@ -150,17 +192,21 @@ def select(configs: Mapping[str, Callable[[], Any]], name: str, grid: Mapping[st
         values = [sum(v[i] for v in per_config.values()) / len(per_config) for i in range(len(seeds))]
         entry = {"point": point, "seeds": [int(s) for s in seeds], "values": values,
                  "mean": sum(values) / len(values), "reported": reported}
+        if rule is not None:
+            entry["size"] = sum(sizes) / len(sizes)
         if len(configs) > 1:
             entry["per_config"] = per_config
         scored.append(entry)
-        print(f"{point}: {metric} {entry['mean']:.4f}")
+        print(f"{point}: {metric} {entry['mean']:.4f}" + (f", {rule.field} {entry['size']:,.0f}" if rule else ""))
     if all(DIVERGED in s for s in scored):
         raise FloatingPointError(f"every point of the grid diverged ({scored[0][DIVERGED]}): lower the learning "
                                  f"rates tried")
-    chosen = choose(scored, METRICS[metric])
+    chosen = choose(scored, METRICS[metric], rule)
     report = {"config": name, "metric": metric, "higher_is_better": METRICS[metric], "grid": dict(grid),
               "points": scored, "chosen": scored[chosen]["point"], "versions": train.versions(),
               "command": command}
+    if rule is not None:
+        report["rule"] = {"smallest": rule.field, "within": rule.within}
     if len(configs) > 1:
         report["configs"] = list(configs)
     print(f"chosen: {scored[chosen]['point']} ({metric} {scored[chosen]['mean']:.4f})")
@@ -170,10 +216,15 @@ def select(configs: Mapping[str, Callable[[], Any]], name: str, grid: Mapping[st
     return report
 
 
+SIZE = "size"  # the key _run adds to a run's metrics: the value of the rule's results.json field
+
+
 def _run(make_config: Callable[[], Any], folder: str, point: Mapping[str, Any], seed: int, metric: str,
-         runs_dir: str) -> dict[str, Any]:
-    """The metrics of one config at one grid point and seed, trained in runs_dir/folder/POINT/seed_K (resumable)."""
+         runs_dir: str, rule: Optional[SmallestWithin] = None) -> dict[str, Any]:
+    """The metrics of one config at one grid point and seed, trained in runs_dir/folder/POINT/seed_K (resumable);
+    with `rule`, also its results.json's rule.field under SIZE."""
     from experiments import reproduce, train
+    from experiments.report.common import get_path, is_number
 
     config = make_config()
     for key, value in point.items():
@@ -193,7 +244,13 @@ def _run(make_config: Callable[[], Any], folder: str, point: Mapping[str, Any], 
     if metric not in results["metrics"]:
         raise ValueError(f"{folder} reports no {metric}: choices need a selection split "
                          f"(dataset.selection_size > 0, or dataset.selection_offset for text)")
-    return dict(results["metrics"])
+    if rule is None:
+        return dict(results["metrics"])
+    size = get_path(results, rule.field)
+    if not is_number(size):
+        raise ValueError(f"{workdir}/results.json has no number at {rule.field!r} (--smallest): name a field "
+                         f"every run writes, e.g. compression.bytes_exported")
+    return {**results["metrics"], SIZE: float(size)}
 
 
 def choice_name(config_names: Sequence[str], name: str = "") -> str:
@@ -211,10 +268,11 @@ def main(argv: list[str]) -> None:
     from experiments import reproduce
 
     reproduce.check_committed(FLAGS.out)
+    rule = SmallestWithin(FLAGS.smallest, FLAGS.within) if FLAGS.smallest or FLAGS.within is not None else None
     name = choice_name(FLAGS.config, FLAGS.name)
     configs = {c.replace(":", "_"): (lambda c=c: reproduce.load_config(c)) for c in FLAGS.config}
     select(configs, name, parse_grid(FLAGS.grid), [int(s) for s in FLAGS.seeds], FLAGS.metric, FLAGS.runs,
-           os.path.join(FLAGS.out, f"{name}.json"), " ".join(["python -m experiments.select"] + sys.argv[1:]))
+           os.path.join(FLAGS.out, f"{name}.json"), " ".join(["python -m experiments.select"] + sys.argv[1:]), rule)
 
 
 if __name__ == "__main__":

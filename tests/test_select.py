@@ -74,3 +74,42 @@ def test_a_point_whose_training_diverges_is_kept_as_diverged_and_never_chosen(tm
     with pytest.raises(FloatingPointError, match="every point of the grid diverged"):
         select.select({"tiny": config}, "tiny", {"optimizer.learning_rate": [1e12]}, [1], "selection_accuracy",
                       str(tmp_path / "runs"))
+
+
+def test_the_smallest_point_within_a_distance_of_the_best_is_chosen_when_asked():
+    scored = [{"mean": 0.90, "size": 400}, {"mean": 0.895, "size": 300}, {"mean": 0.88, "size": 200},
+              {"mean": None, "size": None}, {"mean": 0.895, "size": 300}]
+    assert select.choose(scored, True) == 0
+    # 0.9 - 0.895 is within half a point; 0.88 is not; equal sizes: the first in grid order.
+    assert select.choose(scored, True, select.SmallestWithin("compression.bytes_exported", 0.005)) == 1
+    assert select.choose(scored, True, select.SmallestWithin("compression.bytes_exported", 0.02)) == 2
+    assert select.choose(scored, True, select.SmallestWithin("compression.bytes_exported", 0.0)) == 0
+    with pytest.raises(ValueError, match="--within must be a distance"):
+        select.SmallestWithin("compression.bytes_exported", -0.1)
+    with pytest.raises(ValueError, match="--within must be a distance"):
+        select.SmallestWithin("compression.bytes_exported", None)
+    with pytest.raises(ValueError, match="--smallest needs a results.json field"):
+        select.SmallestWithin("", 0.01)
+
+
+def test_select_records_each_points_size_and_chooses_by_the_rule(tmp_path):
+    def config():
+        c = tiny_config(num_steps=2)
+        c.dataset.selection_size = 64
+        return c
+
+    grid = {"train.num_steps": [4, 2]}
+    loose = select.select({"tiny": config}, "tiny", grid, [0], "selection_loss", str(tmp_path / "runs"),
+                          rule=select.SmallestWithin("timing.steps_trained", 100.0))
+    assert [p["size"] for p in loose["points"]] == [4.0, 2.0]
+    assert loose["chosen"] == {"train.num_steps": 2} and loose["rule"] == {"smallest": "timing.steps_trained",
+                                                                           "within": 100.0}
+    assert "size" not in loose["points"][0]["reported"]["tiny"][0]
+    # The same finished runs, read back: within 0 of the best is the best.
+    strict = select.select({"tiny": config}, "tiny", grid, [0], "selection_loss", str(tmp_path / "runs"),
+                           rule=select.SmallestWithin("timing.steps_trained", 0.0))
+    losses = [p["mean"] for p in strict["points"]]
+    assert strict["chosen"] == strict["points"][losses.index(min(losses))]["point"]
+    with pytest.raises(ValueError, match="has no number at 'compression.no_such_field'"):
+        select.select({"tiny": config}, "tiny", grid, [0], "selection_loss", str(tmp_path / "runs"),
+                      rule=select.SmallestWithin("compression.no_such_field", 0.0))
