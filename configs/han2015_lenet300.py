@@ -25,6 +25,9 @@ Variants (append `_quick` for a CPU check):
       python -m experiments.select --config=han2015_lenet300:sgd_dense \
           --grid=optimizer.learning_rate=0.01,0.03,0.1 --grid=optimizer.weight_decay=0,0.0001,0.0005
   whose table is paper/selection/han2015_lenet300_sgd_dense.json.
+`kept_scale=K` (default 1, the paper's rates) has each layer keep K times the
+paper's kept fraction (at most all of it): configs/han2016_deep_compression_*
+choose K on the selection split.
 """
 from configs import baseline_lenet300, common, pruning_common
 
@@ -47,6 +50,16 @@ def use_sgd_recipe(config, learning_rate: float, weight_decay: float) -> None:
     config.dataset.selection_size = SELECTION_SIZE
 
 
+def scaled_sparsity(final_sparsity: dict, kept_scale: float) -> dict:
+    """Each layer's final sparsity when it keeps `kept_scale` times the kept fraction 1 - s (at most everything)."""
+    if not kept_scale > 0:
+        raise ValueError(f"kept_scale={kept_scale!r}: each layer keeps kept_scale times the paper's kept "
+                         "fraction, so it must be > 0 (1 is the paper's rates)")
+    if kept_scale == 1:
+        return dict(final_sparsity)
+    return {path: round(max(0.0, 1.0 - kept_scale * (1.0 - s)), 4) for path, s in final_sparsity.items()}
+
+
 def add_prune_retrain(config, dense_steps: int, final_sparsity: dict, scale: int = 1,
                       retrain_lr_scale: float = RETRAIN_LR_SCALE) -> None:
     """Appends ROUNDS prune-and-retrain rounds after `dense_steps` of dense training to `config`."""
@@ -66,7 +79,7 @@ def add_prune_retrain(config, dense_steps: int, final_sparsity: dict, scale: int
 
 
 def get_config(arg: str = ""):
-    arg = common.parse_arg(arg, __file__, recipe=("", RECIPES), quick=False)
+    arg = common.parse_arg(arg, __file__, recipe=("", RECIPES), quick=False, kept_scale=1.0)
     scale = 10 if arg.quick else 1
     config = baseline_lenet300.get_config()
     dense_steps = 20 * pruning_common.STEPS_PER_EPOCH // scale
@@ -75,6 +88,6 @@ def get_config(arg: str = ""):
     if arg.recipe == "sgd_dense":
         config.train.num_steps = dense_steps
         return config
-    add_prune_retrain(config, dense_steps, FINAL_SPARSITY, scale,
+    add_prune_retrain(config, dense_steps, scaled_sparsity(FINAL_SPARSITY, arg.kept_scale), scale,
                       RETRAIN_LR_SCALE_SGD if arg.recipe == "sgd" else RETRAIN_LR_SCALE)
     return config

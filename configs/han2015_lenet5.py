@@ -9,7 +9,7 @@ every phase 10x.
 
 Variants as configs/han2015_lenet300.py: `` (Adam, the committed rows, an ablation),
 `sgd` (the paper's SGD + momentum + L2 recipe, retraining at 1/10 of the rate) and
-`sgd_dense` (its dense reference, 15 epochs). Their learning rate and L2 weight were
+`sgd_dense` (its dense reference, 15 epochs), and its `kept_scale=K`. Their learning rate and L2 weight were
 chosen on the selection split by
     python -m experiments.select --config=han2015_lenet5:sgd_dense \
         --grid=optimizer.learning_rate=0.01,0.03,0.1 --grid=optimizer.weight_decay=0,0.0001,0.0005
@@ -26,7 +26,7 @@ SGD_WEIGHT_DECAY = 5e-4
 
 
 def get_config(arg: str = ""):
-    arg = common.parse_arg(arg, __file__, recipe=("", han2015_lenet300.RECIPES), quick=False)
+    arg = common.parse_arg(arg, __file__, recipe=("", han2015_lenet300.RECIPES), quick=False, kept_scale=1.0)
     scale = 10 if arg.quick else 1
     config = baseline_lenet5.get_config()
     dense_steps = 15 * pruning_common.STEPS_PER_EPOCH // scale
@@ -36,6 +36,6 @@ def get_config(arg: str = ""):
         config.train.num_steps = dense_steps
         return config
     han2015_lenet300.add_prune_retrain(
-        config, dense_steps, FINAL_SPARSITY, scale,
+        config, dense_steps, han2015_lenet300.scaled_sparsity(FINAL_SPARSITY, arg.kept_scale), scale,
         han2015_lenet300.RETRAIN_LR_SCALE_SGD if arg.recipe == "sgd" else han2015_lenet300.RETRAIN_LR_SCALE)
     return config

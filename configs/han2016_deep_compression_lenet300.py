@@ -6,38 +6,51 @@ quantization alone 32x; 6-bit weights and 5-bit relative indices. Ours
 disk at each stage:
 
 1. dense: configs/han2015_lenet300.py:sgd_dense (its export, float32);
-2. pruned: han2015_lenet300:sgd, the paper's iterative prune-retrain with SGD
-   and L2 to its per-layer rates (its export: values + indices);
-3. `clustered`: that pruned model (runs/han2015_lenet300_sgd, the same seed)
-   with each kernel's nonzero weights shared by 2^BITS k-means centroids from
-   a linear initialisation (compression/weight_clustering.py), the centroids
-   fine-tuned for FINETUNE_EPOCHS with the assignments and the zeros fixed;
-   exported as BITS-bit codes, the codebook and the sparse positions;
+2. `pruned`: han2015_lenet300:sgd, the paper's iterative prune-retrain with SGD
+   and L2, each layer keeping KEPT_SCALE times the paper's kept fraction (its
+   export: values + indices);
+3. `clustered`: that pruned model (runs/han2016_deep_compression_lenet300_pruned,
+   the same seed) with each kernel's nonzero weights shared by 2^BITS k-means
+   centroids from a linear initialisation (compression/weight_clustering.py),
+   the centroids fine-tuned for FINETUNE_EPOCHS with the assignments and the
+   zeros fixed; exported as BITS-bit codes, the codebook and the sparse positions;
 4. `huffman`: the same run's codes and relative indices Huffman-coded
    (compression/huffman.py).
 
-Training holds out the selection split, as the pruned model's did, so the
-bits are chosen there (`bits=B` sets them, e.g. `clustered,bits=4`): the
-fewest bytes on disk among the bit widths whose selection accuracy is within
-half a point of the best width's,
+Training holds out the selection split, as the pruned model's did, and the
+pruning rate, then the bits, are chosen there by one rule: the fewest bytes on
+disk among the settings whose selection accuracy is within half a point of the
+best setting's (`kept_scale=K`, `bits=B` set them, e.g. `clustered,bits=4`):
+    python -m experiments.select --config=han2016_deep_compression_lenet300:pruned \
+        --grid=arg.kept_scale=0.5,0.75,1,1.5,2 --smallest=compression.bytes_exported --within=0.005
     python -m experiments.select --config=han2016_deep_compression_lenet300:huffman \
         --grid=compression.stages.0.bits=2,3,4,5,6,8 \
         --smallest=compression.bytes_exported --within=0.005
-(seed 0; paper/selection/han2016_deep_compression_lenet300_huffman.json).
-Append `_quick` for a CPU check (it starts from han2015_lenet300:sgd_quick).
+(seed 0; paper/selection/han2016_deep_compression_lenet300_{pruned,huffman}.json;
+the second on the `pruned` runs at the chosen KEPT_SCALE, trained first by
+`python -m experiments.reproduce --configs=han2016_deep_compression_lenet300:pruned --seeds=0,1,2`).
+Append `_quick` for a CPU check (it starts from `pruned_quick`).
 """
 from configs import common, han2015_lenet300, pruning_common
 
-KINDS = ("clustered", "huffman")
+KINDS = ("clustered", "huffman", "pruned")
 BITS = 6  # the paper's, for every layer of LeNet-300-100
+KEPT_SCALE = 1.0  # the paper's per-layer rates (han2015_lenet300.FINAL_SPARSITY)
 FINETUNE_EPOCHS = 2
-# {quick} is "" or "_quick"; {seed} is left for the driver (experiments.provenance.seeded_path).
-PRUNED_EXPORT = "runs/han2015_lenet300_sgd{quick}/seed_{{seed}}/export/params.safetensors"
+NAME = "han2016_deep_compression_lenet300"
+
+
+def pruned_export(name: str, quick: bool, kept_scale: float, default_scale: float) -> str:
+    """The export of `name`'s `pruned` run at `kept_scale`: the folder experiments.reproduce gives
+    --configs=NAME:pruned[_quick][,kept_scale=K] ({seed} is left for the driver, provenance.seeded_path)."""
+    folder = f"{name}_pruned" + ("_quick" if quick else "") + (
+        f",kept_scale={kept_scale:g}" if kept_scale != default_scale else "")
+    return f"runs/{folder}/seed_{{seed}}/export/params.safetensors"
 
 
 def deep_compression(config, pruned_export: str, bit_rules, huffman: bool, quick: bool) -> None:
     """Turns `config` (the pruned run's) into the clustering stage on `pruned_export`: one `cluster` per (select, bits)."""
-    config.init_from = pruned_export.format(quick="_quick" if quick else "")
+    config.init_from = pruned_export
     config.train.num_steps = FINETUNE_EPOCHS * pruning_common.STEPS_PER_EPOCH // (10 if quick else 1)
     config.optimizer.update(name="adam", learning_rate=1e-4, schedule="cosine", weight_decay=0.0, momentum=0.0)
     for key in ("restarts", "restart_scale"):  # the pruned run's cosine restarts
@@ -48,8 +61,16 @@ def deep_compression(config, pruned_export: str, bit_rules, huffman: bool, quick
     config.export.codecs = ((".*", "dense"),)
 
 
+def pruned_config(han2015_module, quick: bool, kept_scale: float):
+    """The pruning stage: `han2015_module`'s SGD pipeline at `kept_scale` times the paper's kept fractions."""
+    return han2015_module.get_config(("sgd_quick" if quick else "sgd") + f",kept_scale={kept_scale}")
+
+
 def get_config(arg: str = "clustered"):
-    arg = common.parse_arg(arg, __file__, kind=("clustered", KINDS), quick=False, bits=BITS)
-    config = han2015_lenet300.get_config("sgd_quick" if arg.quick else "sgd")
-    deep_compression(config, PRUNED_EXPORT, [(".*kernel", arg.bits)], arg.kind == "huffman", arg.quick)
+    arg = common.parse_arg(arg, __file__, kind=("clustered", KINDS), quick=False, bits=BITS, kept_scale=KEPT_SCALE)
+    config = pruned_config(han2015_lenet300, arg.quick, arg.kept_scale)
+    if arg.kind == "pruned":
+        return config
+    deep_compression(config, pruned_export(NAME, arg.quick, arg.kept_scale, KEPT_SCALE), [(".*kernel", arg.bits)],
+                     arg.kind == "huffman", arg.quick)
     return config

@@ -4,7 +4,10 @@ python -m experiments.select --config=han2015_lenet300:sgd_dense \
     --grid=optimizer.learning_rate=0.01,0.03,0.1 --grid=optimizer.weight_decay=0,0.0001,0.0005
 
 A value may be a JSON list or object (`--grid=compression.stages.0.drop=[0,1],[1,3]`):
-commas inside brackets do not split the values.
+commas inside brackets do not split the values. A key `arg.NAME` sets the
+config's own argument NAME (what `--configs=CONFIG:VARIANT,NAME=value` sets,
+for a setting the config derives other fields from, e.g.
+`--grid=arg.kept_scale=0.5,1,2`) instead of a config field.
 
 Every choice a reproduction makes is made on the selection split
 (`dataset.selection_size` held-out training examples, or held-out works for
@@ -133,6 +136,15 @@ class SmallestWithin:
                              f"got {self.within!r}")
 
 
+ARG = "arg."  # a grid key naming the config's own argument (common.parse_arg), not a config field
+
+
+def config_spec(name: str, args: Sequence[str]) -> str:
+    """`han2016_x:pruned` with args ["kept_scale=0.5"] -> `han2016_x:pruned,kept_scale=0.5` (load_config's NAME:ARG)."""
+    module, _, variant = name.partition(":")
+    return f"{module}:{','.join([variant, *args] if variant else args)}" if args else name
+
+
 def choose(scored: Sequence[Mapping[str, Any]], higher_is_better: bool,
            rule: Optional[SmallestWithin] = None) -> int:
     """The index of the best mean (the first of equal ones, in grid order); diverged points (mean None) never.
@@ -154,7 +166,8 @@ def select(configs: Mapping[str, Callable[[], Any]], name: str, grid: Mapping[st
            command: str = "", rule: Optional[SmallestWithin] = None) -> dict:
     """Trains every grid point under every config and seed; returns (and writes to `out_path`) the scored grid.
 
-    `configs` maps each config's folder name to a function making it; a
+    `configs` maps each config's folder name to a function making it (given the point's
+    `arg.` values as ["NAME=value", ...] when it has any, as config_spec joins them); a
     point's score is the mean of `metric` over configs and seeds ("values"
     holds the per-seed means over configs, "per_config" each config's values).
     Each point also keeps its runs' reported-split metrics ("reported": per
@@ -226,9 +239,11 @@ def _run(make_config: Callable[[], Any], folder: str, point: Mapping[str, Any], 
     from experiments import reproduce, train
     from experiments.report.common import get_path, is_number
 
-    config = make_config()
+    args = [f"{key[len(ARG):]}={value}" for key, value in point.items() if key.startswith(ARG)]
+    config = make_config(args) if args else make_config()
     for key, value in point.items():
-        reproduce.apply_override(config, f"{key}={json.dumps(value)}")
+        if not key.startswith(ARG):
+            reproduce.apply_override(config, f"{key}={json.dumps(value)}")
     config.seed = seed
     if not config.dataset.get("selection_size", 0) and config.dataset.get("selection_offset", -1) == -1:
         raise ValueError(f"{folder} has no selection split, and choices need one: set "
@@ -270,7 +285,8 @@ def main(argv: list[str]) -> None:
     reproduce.check_committed(FLAGS.out)
     rule = SmallestWithin(FLAGS.smallest, FLAGS.within) if FLAGS.smallest or FLAGS.within is not None else None
     name = choice_name(FLAGS.config, FLAGS.name)
-    configs = {c.replace(":", "_"): (lambda c=c: reproduce.load_config(c)) for c in FLAGS.config}
+    configs = {c.replace(":", "_"): (lambda args=(), c=c: reproduce.load_config(config_spec(c, args)))
+               for c in FLAGS.config}
     select(configs, name, parse_grid(FLAGS.grid), [int(s) for s in FLAGS.seeds], FLAGS.metric, FLAGS.runs,
            os.path.join(FLAGS.out, f"{name}.json"), " ".join(["python -m experiments.select"] + sys.argv[1:]), rule)
 

@@ -162,3 +162,33 @@ def test_the_qat_recipe_is_chosen_from_a_baseline_that_never_saw_the_selection_s
                                                                                recipe["schedule"])
     assert reported.train.num_steps == recipe["epochs"] * 468
     assert sweep.get_config("ptq_3").train.num_steps == 0
+
+
+@pytest.mark.parametrize("model", ["lenet300", "lenet5"])
+def test_deep_compression_prunes_at_a_chosen_scale_of_the_papers_rates_and_clusters_that_run(model):
+    from configs.han2015_lenet300 import scaled_sparsity
+    from experiments import reproduce, select
+
+    han2015 = importlib.import_module(f"configs.han2015_{model}")
+    dc = importlib.import_module(f"configs.han2016_deep_compression_{model}")
+    finals = lambda c: {s["select"]: s["sparsity"]["sparsities"][-1] for s in c.compression.stages}
+    # kept_scale 1 is the paper's rates, exactly han2015's `sgd` run.
+    assert han2015.get_config("sgd,kept_scale=1").to_json() == han2015.get_config("sgd").to_json()
+    assert finals(han2015.get_config("sgd")) == han2015.FINAL_SPARSITY
+    # Each layer keeps K times the paper's kept fraction, at most all of it: 0.92 keeps 8 % -> 12 % at 1.5.
+    assert scaled_sparsity({"a": 0.92, "b": 0.34}, 1.5) == {"a": 0.88, "b": 0.01}
+    assert scaled_sparsity({"a": 0.34}, 2.0) == {"a": 0.0}
+    pruned = reproduce.load_config(select.config_spec(f"han2016_deep_compression_{model}:pruned", ["kept_scale=1.5"]))
+    assert finals(pruned) == scaled_sparsity(han2015.FINAL_SPARSITY, 1.5) != han2015.FINAL_SPARSITY
+    assert dc.get_config("pruned").to_json() == han2015.get_config(f"sgd,kept_scale={dc.KEPT_SCALE}").to_json()
+    # The clustered run starts from the pruned run of its own scale, a folder experiments.reproduce writes.
+    names = reproduce.experiment_configs()
+    for spec, scale in (("huffman", dc.KEPT_SCALE), ("clustered_quick,kept_scale=2", 2.0)):
+        start = dc.get_config(spec).init_from.replace("{seed}", "1")
+        producer = reproduce.producer_of(start, names)
+        assert producer.seed == 1 and producer.config.startswith(f"han2016_deep_compression_{model}:pruned")
+        assert finals(reproduce.load_config(producer.config)) == finals(
+            dc.get_config(("pruned_quick" if "quick" in spec else "pruned") + f",kept_scale={scale}"))
+    with pytest.raises(ValueError, match="kept_scale=0.0: each layer keeps kept_scale times"):
+        dc.get_config("pruned,kept_scale=0")
+

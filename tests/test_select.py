@@ -113,3 +113,25 @@ def test_select_records_each_points_size_and_chooses_by_the_rule(tmp_path):
     with pytest.raises(ValueError, match="has no number at 'compression.no_such_field'"):
         select.select({"tiny": config}, "tiny", grid, [0], "selection_loss", str(tmp_path / "runs"),
                       rule=select.SmallestWithin("compression.no_such_field", 0.0))
+
+
+def test_a_grid_key_arg_dot_name_sets_the_configs_own_argument(tmp_path):
+    assert select.config_spec("han2016_x:pruned", ["kept_scale=0.5"]) == "han2016_x:pruned,kept_scale=0.5"
+    assert select.config_spec("baseline_x", ["quick=true"]) == "baseline_x:quick=true"
+    assert select.config_spec("baseline_x:quick", []) == "baseline_x:quick"
+    given = []
+
+    def config(args=()):
+        given.append(list(args))
+        c = tiny_config(num_steps=int(dict(a.split("=") for a in args).get("steps", 2)))
+        c.dataset.selection_size = 64
+        return c
+
+    report = select.select({"tiny": config}, "tiny", {"arg.steps": [2, 3], "optimizer.learning_rate": [1e-3]}, [0],
+                           "selection_loss", str(tmp_path / "runs"))
+    assert given == [["steps=2"], ["steps=3"]]
+    assert [p["point"] for p in report["points"]] == [{"arg.steps": 2, "optimizer.learning_rate": 1e-3},
+                                                      {"arg.steps": 3, "optimizer.learning_rate": 1e-3}]
+    finished = json.loads((tmp_path / "runs" / "tiny" / "arg.steps=3,optimizer.learning_rate=0.001" / "seed_0"
+                           / "results.json").read_text())
+    assert finished["timing"]["steps_trained"] == 3

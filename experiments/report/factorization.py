@@ -20,7 +20,7 @@ from typing import Mapping
 from experiments.report.common import (MISSING, TRANSFORMER_BASELINE, Group, References, ReportInputs,
                                        accuracy_percents, column, compare, format_stat, latency_table,
                                        loss_text, markdown_table, mean_or_none, not_run_yet, published_text,
-                                       recorded_commands, transformer_baseline_loss, val_losses)
+                                       recorded_commands, transformer_baseline_loss, val_losses, within)
 
 SECTION = "Factorization and sharing"
 RESULTS_NAME = "factorization and sharing"
@@ -30,6 +30,10 @@ DRONE = "chen2021_drone_char_transformer"
 MOBILENET = "howard2017_mobilenet_cnn"
 PREFIXES = (f"{DEEP_COMPRESSION}_", f"{ALBERT}_", f"{DRONE}_", f"{MOBILENET}_")
 DRONE_RANKS = (8, 16, 32, 48)
+# Issue 19's aim for the Huffman-coded export against the dense one: at least this much smaller
+# (bytes on disk), within this many points of its accuracy.
+DEEP_COMPRESSION_AIM_RATIO = 35.0
+DEEP_COMPRESSION_AIM_POINTS = 1.0
 # RESULTS/<dir>/latency.json, written by experiments/benchmark_inference.py --out.
 DRONE_LATENCY = "drone_latency"
 MOBILENET_LATENCY = "mobilenet_latency"
@@ -49,7 +53,7 @@ def deep_compression_part(inputs: ReportInputs, groups: Mapping[str, Group], ref
     """Han et al. 2016's stage-by-stage table: dense, pruned, clustered, Huffman-coded."""
     out, shown = [], []
     for model in ("lenet300", "lenet5"):
-        stages = (("dense (SGD)", f"han2015_{model}_sgd_dense"), ("pruned", f"han2015_{model}_sgd"),
+        stages = (("dense (SGD)", f"han2015_{model}_sgd_dense"), ("pruned", f"{DEEP_COMPRESSION}_{model}_pruned"),
                   ("+ k-means sharing", f"{DEEP_COMPRESSION}_{model}_clustered"),
                   ("+ Huffman coding", f"{DEEP_COMPRESSION}_{model}_huffman"))
         dense = _bytes(groups.get(stages[0][1], []))
@@ -62,15 +66,32 @@ def deep_compression_part(inputs: ReportInputs, groups: Mapping[str, Group], ref
                          format_stat(accuracy_percents(members)),
                          format_stat(column(members, "compression.bytes_exported"), "{:,.0f}", collapse_equal=True),
                          f"{dense / size:.1f}×" if dense and size else MISSING])
-        out += [f"**{'LeNet-300-100' if model == 'lenet300' else 'LeNet-5'}** (Fashion-MNIST):",
+        label = "LeNet-300-100" if model == "lenet300" else "LeNet-5"
+        out += [f"**{label}** (Fashion-MNIST):",
                 markdown_table(["stage", "runs", "test accuracy (%)", "bytes", "against dense"], rows),
+                _deep_compression_aim(label, groups.get(stages[0][1], []), groups.get(stages[-1][1], [])),
                 "Published (MNIST): " + published_text(inputs, refs, f"han2016_{model}_dense_size",
                                               f"han2016_{model}_compressed_size", f"han2016_{model}_compression",
                                               f"han2016_{model}_pq_compression") + "."]
     if not any(shown):
-        return (f"Not run yet: `python -m experiments.reproduce --configs={DEEP_COMPRESSION}_lenet300:huffman "
-                f"--seeds=0,1,2` (it trains han2015_lenet300:sgd first), and the same for LeNet-5.")
-    return "\n\n".join(out + [recorded_commands([m for m in shown if m])])
+        return (f"Not run yet: `python -m experiments.reproduce --configs={DEEP_COMPRESSION}_lenet300:pruned,"
+                f"{DEEP_COMPRESSION}_lenet300:clustered,{DEEP_COMPRESSION}_lenet300:huffman --seeds=0,1,2`, "
+                "and the same for LeNet-5.")
+    return "\n\n".join([part for part in out if part] + [recorded_commands([m for m in shown if m])])
+
+
+def _deep_compression_aim(label: str, dense: Group, coded: Group) -> str:
+    """Whether the Huffman-coded export is DEEP_COMPRESSION_AIM_RATIO times smaller than the dense one
+    and within DEEP_COMPRESSION_AIM_POINTS of its accuracy (common.within, over seeds); "" until both ran."""
+    dense_bytes, coded_bytes = _bytes(dense), _bytes(coded)
+    check = within(accuracy_percents(coded), accuracy_percents(dense), DEEP_COMPRESSION_AIM_POINTS)
+    if not dense_bytes or not coded_bytes or check is None:
+        return ""
+    ratio = dense_bytes / coded_bytes
+    size = (f"{ratio:.1f}× smaller (at least {DEEP_COMPRESSION_AIM_RATIO:.0f}×: "
+            f"{'holds' if ratio >= DEEP_COMPRESSION_AIM_RATIO else 'fails'})")
+    return (f"Aim on {label}: the Huffman-coded export is {size}; its accuracy against the dense model's is "
+            f"{check.text()}.")
 
 
 ALBERT_ROWS = (("none", "not shared"), ("all", "all shared"), ("attention", "attention shared"),
