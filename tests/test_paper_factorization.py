@@ -1,6 +1,8 @@
 """The report's Factorization and sharing section (experiments/report/factorization.py) from hand-made results."""
 from __future__ import annotations
 
+import json
+
 from tests.test_build_paper import build, cells, latency_row, make_latency, make_result, table_row, write, write_latency
 
 
@@ -28,8 +30,26 @@ def test_deep_compression_stages_albert_drone_and_mobilenet_tables(tmp_path):
         for rank, svd, drone in ((16, 5.85, 3.29), (48, 2.66, 1.76)):
             write(results, f"chen2021_drone_char_transformer_svd_{rank}/seed_{seed}", lm(svd, 500_000))
             write(results, f"chen2021_drone_char_transformer_drone_{rank}/seed_{seed}", lm(drone + 0.01 * seed, 500_000))
+    choice = {"config": "han2016_deep_compression_lenet300_pruned", "metric": "selection_accuracy",
+              "command": "python -m experiments.select --config=han2016_deep_compression_lenet300:pruned",
+              "rule": {"smallest": "compression.bytes_exported", "within": 0.005},
+              "chosen": {"arg.kept_scale": 1.5},
+              "points": [{"point": {"arg.kept_scale": 1}, "seeds": [0], "mean": 0.8821, "size": 90_000},
+                         {"point": {"arg.kept_scale": 1.5}, "seeds": [0], "mean": 0.8870, "size": 120_000},
+                         {"point": {"arg.kept_scale": 2}, "seeds": [0], "mean": 0.8900, "size": 160_000},
+                         {"point": {"arg.kept_scale": 4}, "seeds": [0], "mean": None, "diverged": "non-finite"}]}
+    (tmp_path / "selection").mkdir()
+    (tmp_path / "selection" / "han2016_deep_compression_lenet300_pruned.json").write_text(json.dumps(choice))
     text = section(build(results, tmp_path / "paper"))
     lenet300 = text.split("**LeNet-5**")[0]
+    assert ("Chosen on the selection split by `python -m experiments.select --config=han2016_deep_compression_lenet300:"
+            "pruned` (the smallest `compression.bytes_exported` among the points within 0.5 points of the best "
+            "selection_accuracy, seed 0; `paper/selection/han2016_deep_compression_lenet300_pruned.json`): "
+            "**kept_scale = 1.5**. Every point (selection_accuracy, compression.bytes_exported): kept_scale = 1: "
+            "88.21 %, 90,000; kept_scale = 1.5: 88.70 %, 120,000; kept_scale = 2: 89.00 %, 160,000; "
+            "kept_scale = 4: diverged." in lenet300)
+    assert ("The bit width is not chosen on the selection split yet (`paper/selection/"
+            "han2016_deep_compression_lenet300_huffman.json`" in lenet300)
     assert cells(table_row(lenet300, "+ Huffman coding"))[2:] == ["88.80 ± 0.10", "32,800", "32.5×"]
     assert cells(table_row(lenet300, "dense (SGD)"))[4] == "1.0×"
     # 1,066,000 / 32,800 bytes; 88.80 ± 0.10 against 89.10 ± 0.10 %: a 0.30-point drop, 2 se = 0.16.

@@ -1155,3 +1155,44 @@ def latency_table(inputs: ReportInputs, latency_dir: str,
         parts.append("Not in the latency run: " + ", ".join(untimed) + ".")
     parts.append(latency_line(path_text, latency))
     return "\n\n".join(parts)
+
+
+# --------------------------------------------------------------------------
+# Choices made by experiments.select, kept at paper/selection/NAME.json.
+
+
+def selection_summary(inputs: ReportInputs, name: str) -> str | None:
+    """One paragraph on a choice experiments.select made (paper/selection/NAME.json, beside the
+    results folder): the rule, the chosen point, and every point's score (and size, under a
+    --smallest rule); None when the file does not exist."""
+    if inputs.results_dir is None:
+        return None
+    path = inputs.results_dir.parent / "selection" / f"{name}.json"
+    if not path.is_file():
+        return None
+    sweep = read_json(path)
+    metric = sweep.get("metric", "")
+    percent = metric == "selection_accuracy"
+    rule = sweep.get("rule")
+
+    def label(point: Mapping[str, Any]) -> str:
+        return ", ".join(f"{k.removeprefix('arg.')} = {v}" for k, v in point.items())
+
+    def score(point: Mapping[str, Any]) -> str:
+        mean = point.get("mean")
+        if not is_number(mean):
+            return "diverged"
+        text = f"{100 * mean:.2f} %" if percent else f"{mean:.4f}"
+        return text + (f", {point['size']:,.0f}" if rule and is_number(point.get("size")) else "")
+
+    if rule:
+        distance = f"{100 * rule['within']:g} points" if percent else f"{rule['within']:g}"
+        how = f"the smallest `{rule['smallest']}` among the points within {distance} of the best {metric}"
+    else:
+        how = f"the best {metric}"
+    seeds = sorted({s for p in sweep.get("points", []) for s in p.get("seeds", [])})
+    return (f"Chosen on the selection split by `{sweep.get('command', '')}` ({how}, seed"
+            f"{'s' if len(seeds) != 1 else ''} {', '.join(map(str, seeds))}; `paper/selection/{name}.json`): "
+            f"**{label(sweep['chosen'])}**. Every point ({metric}"
+            + (f", {rule['smallest']}" if rule else "") + "): "
+            + "; ".join(f"{label(p['point'])}: {score(p)}" for p in sweep.get("points", [])) + ".")

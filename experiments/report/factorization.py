@@ -20,7 +20,8 @@ from typing import Mapping
 from experiments.report.common import (MISSING, TRANSFORMER_BASELINE, Group, References, ReportInputs,
                                        accuracy_percents, column, compare, format_stat, latency_table,
                                        loss_text, markdown_table, mean_or_none, not_run_yet, published_text,
-                                       recorded_commands, transformer_baseline_loss, val_losses, within)
+                                       recorded_commands, selection_summary, transformer_baseline_loss, val_losses,
+                                       within)
 
 SECTION = "Factorization and sharing"
 RESULTS_NAME = "factorization and sharing"
@@ -70,6 +71,10 @@ def deep_compression_part(inputs: ReportInputs, groups: Mapping[str, Group], ref
         out += [f"**{label}** (Fashion-MNIST):",
                 markdown_table(["stage", "runs", "test accuracy (%)", "bytes", "against dense"], rows),
                 _deep_compression_aim(label, groups.get(stages[0][1], []), groups.get(stages[-1][1], [])),
+                *(selection_summary(inputs, f"{DEEP_COMPRESSION}_{model}_{kind}") or
+                  f"The {what} is not chosen on the selection split yet (`paper/selection/"
+                  f"{DEEP_COMPRESSION}_{model}_{kind}.json`; its command is in configs/{DEEP_COMPRESSION}_{model}.py)."
+                  for kind, what in (("pruned", "pruning rate"), ("huffman", "bit width"))),
                 "Published (MNIST): " + published_text(inputs, refs, f"han2016_{model}_dense_size",
                                               f"han2016_{model}_compressed_size", f"han2016_{model}_compression",
                                               f"han2016_{model}_pq_compression") + "."]
