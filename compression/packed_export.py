@@ -25,7 +25,10 @@ relative indices (the `sparse` codec's index formats).
 
 With `huffman=True` the codes and the relative indices are Huffman-coded
 (`compression.huffman`, Deep Compression's last stage) and decoded back to
-their fixed-width form before the values are read.
+their fixed-width form before the values are read. Which layout is stored
+is decided by its final size, after Huffman coding when that is asked for:
+16-bit relative indices, twice a bitmap's size at fixed width for a layer
+that keeps one weight in eight, entropy-code to about half of it.
 
 Encoding checks that decoding gives back exactly the values it was handed
 (the fake-quantized weights), so a loaded export predicts what the trained
@@ -114,7 +117,8 @@ def encode_packed(values: np.ndarray, *, codes: np.ndarray, bits: int, scale: Op
     """Packed codes plus scale/zero point (affine) or codebook; checks they decode to `values` exactly.
 
     index: 'dense' packs every code; 'bitmap' / 'gaps8' / 'gaps16' pack only
-    the nonzero values' codes plus their positions; 'auto' takes the smallest.
+    the nonzero values' codes plus their positions; 'auto' takes the smallest
+    (with `huffman`, the smallest once Huffman-coded).
     huffman: the codes and the relative indices (gaps) are Huffman-coded
     instead of stored at their fixed width (Deep Compression's last stage;
     `compression.huffman`), each with its table of used symbols and code lengths.
@@ -154,7 +158,12 @@ def encode_packed(values: np.ndarray, *, codes: np.ndarray, bits: int, scale: Op
         return tensors, record, decoded
 
     exact = lambda option: np.array_equal(option[2], values.astype(np.float32))
-    size = lambda option: sum(p.nbytes for p in option[0].values())
+
+    def size(option) -> int:
+        # Under Huffman coding a layout is judged by its coded size: relative indices, wider
+        # than a bitmap at fixed width, entropy-code to far less (Deep Compression stores them so).
+        tensors = _huffman_encode(option[0], option[1], values.size)[0] if huffman else option[0]
+        return sum(p.nbytes for p in tensors.values())
     layout = finish({"codes": pack_bits(codes, bits)}, {})
     if index != "dense" and np.any(values == 0):
         sparse = []
