@@ -67,16 +67,20 @@ def test_deep_compression_stages_albert_drone_and_mobilenet_tables(tmp_path):
 
 def test_drone_and_mobilenet_exports_are_timed_beside_the_unfactored_model(tmp_path):
     results = tmp_path / "results"
-    write(results, "baseline_char_transformer/seed_0", lm(1.48, 875_520))
+    write(results, "baseline_char_transformer", lm(1.48, 875_520))
     for rank in (16, 48):
         for method in ("svd", "drone"):
             write(results, f"chen2021_drone_char_transformer_{method}_{rank}_ft/seed_0", lm(1.6, 400_000))
     write(results, "howard2017_mobilenet_cnn_full/seed_0", make_result(0.91))
     sizes = dict(params_total=0, weights_nonzero=0, bytes_exported=0)
-    rows = [latency_row("baseline_char_transformer/seed_0", **sizes, flops=1000, ms1=1.0, ms128=40.0),
+    rows = [latency_row("baseline_char_transformer", **sizes, flops=1000, ms1=1.0, ms128=40.0),
             # rank 16: only the SVD export was timed (either one stands for the rank); 20 % faster
             # at batch 1 but inside the reference's spread at batch 128.
             latency_row("chen2021_drone_char_transformer_svd_16_ft/seed_0", **sizes, flops=400, ms1=0.8, ms128=39.5)]
+    # Before the latency run: the command, the unfactored model's run folder as results.json names it.
+    before = section(build(results, tmp_path / "paper"))
+    assert ("--runs=runs/baseline_char_transformer,runs/chen2021_drone_char_transformer_drone_8_ft/seed_0,"
+            "runs/chen2021_drone_char_transformer_drone_16_ft/seed_0,") in before
     write_latency(results, "drone_latency", make_latency(rows))
     text = section(build(results, tmp_path / "paper"))
     assert cells(table_row(text, "unfactored"))[1:] == ["`baseline_char_transformer`", "0", "1,000", "1.000", "40.000",

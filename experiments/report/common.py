@@ -1120,16 +1120,17 @@ def latency_line(path_text: str, latency: Mapping[str, Any]) -> str:
             f"(> 1 is faster).")
 
 
-def latency_table(inputs: ReportInputs, latency_dir: str,
-                  rows: Sequence[tuple[str, Sequence[str]]]) -> str:
+def latency_table(inputs: ReportInputs, latency_dir: str, rows: Sequence[tuple[str, Sequence[str]]],
+                  groups: Mapping[str, Group]) -> str:
     """Exports timed side by side: one row per (label, candidate groups), timed as the first
     candidate the latency JSON holds, with its parameters, FLOPs, ms per call and speedup
     at each of LATENCY_BATCHES and whether that is faster than the reference by the
     repetitions' ranges (speed_class). Without the JSON: the command that measures it,
-    timing seed 0 of each row's first candidate."""
+    timing each row's first candidate (its first run where it has results, else seed_0)."""
     path_text, latency = read_latency(inputs, latency_dir)
     if latency is None:
-        runs = ",".join(f"runs/{candidates[0]}/seed_0" for _, candidates in rows)
+        runs = ",".join(f"runs/{groups[c][0][0]}" if groups.get(c) else f"runs/{c}/seed_0"
+                        for c in (candidates[0] for _, candidates in rows))
         return (f"No latency measurement (`{path_text}`) yet: run `python -m "
                 f"experiments.benchmark_inference --runs={runs} --out={path_text}` "
                 "(the first run is the reference).")

@@ -158,7 +158,7 @@ def drone_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Referenc
         "rank have the same shapes, so one of them is timed) beside the unfactored one:",
         latency_table(inputs, DRONE_LATENCY, [("unfactored", [TRANSFORMER_BASELINE])] + [
             (f"rank {r}", [f"{DRONE}_{m}_{r}{s}" for s in ("_ft", "") for m in ("drone", "svd")])
-            for r in DRONE_RANKS]),
+            for r in DRONE_RANKS], groups),
         "Published: " + published_text(inputs, refs, "chen2021_mrpc_speedup", "chen2021_mrpc_accuracy_drop") + ".",
         recorded_commands([m for m in shown if m])])
 
@@ -182,7 +182,7 @@ def mobilenet_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Refe
     return "\n\n".join(part for part in [
         markdown_table(["model", "test accuracy (%)", "parameters", "MFLOPs per image", "against full"], rows),
         "Latency of the exports, side by side:",
-        latency_table(inputs, MOBILENET_LATENCY, [(label, [f"{MOBILENET}_{k}"]) for k, label in rows_spec]),
+        latency_table(inputs, MOBILENET_LATENCY, [(label, [f"{MOBILENET}_{k}"]) for k, label in rows_spec], groups),
         "Published (ImageNet): " + published_text(inputs, refs, "howard2017_full_accuracy", "howard2017_separable_accuracy",
                                          "howard2017_full_params", "howard2017_separable_params") + ".",
         not_run_yet(MOBILENET, [k for k, _ in rows_spec], groups),
