@@ -158,13 +158,8 @@ def encode_packed(values: np.ndarray, *, codes: np.ndarray, bits: int, scale: Op
         return tensors, record, decoded
 
     exact = lambda option: np.array_equal(option[2], values.astype(np.float32))
-
-    def size(option) -> int:
-        # Under Huffman coding a layout is judged by its coded size: relative indices, wider
-        # than a bitmap at fixed width, entropy-code to far less (Deep Compression stores them so).
-        tensors = _huffman_encode(option[0], option[1], values.size)[0] if huffman else option[0]
-        return sum(p.nbytes for p in tensors.values())
     layout = finish({"codes": pack_bits(codes, bits)}, {})
+    candidates = [layout]
     if index != "dense" and np.any(values == 0):
         sparse = []
         for fmt in (sparse_export.INDEX_FORMATS if index == "auto" else (index,)):
@@ -172,22 +167,25 @@ def encode_packed(values: np.ndarray, *, codes: np.ndarray, bits: int, scale: Op
             del parts["values"]
             positions = sparse_export.stored_positions(parts, sparse_record, values.size)
             sparse.append(finish({"codes": pack_bits(codes.reshape(-1)[positions], bits), **parts}, sparse_record))
-        # The sparse layout when asked; otherwise the smallest layout that decodes exactly. The
-        # codes may not say zero (a binary codebook [-a, a], or clustered weights, after pruning):
-        # the positions then carry the zeros, and a relative index's filler entries, which must
-        # decode to zero, rule its layout out.
+        # The sparse layout when asked; otherwise the layouts that decode exactly. The codes may
+        # not say zero (a binary codebook [-a, a], or clustered weights, after pruning): the
+        # positions then carry the zeros, and a relative index's filler entries, which must decode
+        # to zero, rule its layout out.
         if index != "auto":
-            layout = sparse[0]
+            candidates = sparse
         else:
-            layout = min([o for o in [layout] + sparse if exact(o)] or [layout], key=size)
-    tensors, record, decoded = layout
-    if not exact(layout):
-        worst = float(np.max(np.abs(decoded - values)))
+            candidates = [o for o in [layout] + sparse if exact(o)] or [layout]
+    # Only a lone candidate can fail to decode exactly: a layout asked for, or no exact one.
+    if not exact(candidates[0]):
+        worst = float(np.max(np.abs(candidates[0][2] - values)))
         raise ValueError(f"packed codes do not decode to the quantized values (max difference {worst}); "
                          f"the quantizer and the codec disagree")
-    if huffman:
-        tensors, record = _huffman_encode(tensors, record, values.size)
-    return tensors, record
+    # Each layout as it would be written, and the smallest of those. Under Huffman coding that is
+    # the coded size: relative indices, wider than a bitmap at fixed width, entropy-code to far
+    # less (Deep Compression stores them so).
+    written = [_huffman_encode(tensors, record, values.size) if huffman else (tensors, record)
+               for tensors, record, _ in candidates]
+    return min(written, key=lambda w: sum(part.nbytes for part in w[0].values()))
 
 
 HUFFMAN_PARTS = ("codes", "gaps")
