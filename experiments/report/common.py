@@ -1162,16 +1162,21 @@ def latency_table(inputs: ReportInputs, latency_dir: str, rows: Sequence[tuple[s
 # Choices made by experiments.select, kept at paper/selection/NAME.json.
 
 
-def selection_summary(inputs: ReportInputs, name: str) -> str | None:
-    """One paragraph on a choice experiments.select made (paper/selection/NAME.json, beside the
-    results folder): the rule, the chosen point, and every point's score (and size, under a
-    --smallest rule); None when the file does not exist."""
+def read_selection(inputs: ReportInputs, name: str) -> dict[str, Any] | None:
+    """paper/selection/NAME.json (the folder beside the results folder), as experiments.select wrote it;
+    None without a results folder or when the choice has not been made."""
     if inputs.results_dir is None:
         return None
     path = inputs.results_dir.parent / "selection" / f"{name}.json"
-    if not path.is_file():
+    return read_json(path) if path.is_file() else None
+
+
+def selection_summary(inputs: ReportInputs, name: str) -> str | None:
+    """One paragraph on a choice experiments.select made (paper/selection/NAME.json): the rule, the
+    chosen point, and every point's score (and size, under a --smallest rule); None when not made."""
+    sweep = read_selection(inputs, name)
+    if sweep is None:
         return None
-    sweep = read_json(path)
     metric = sweep.get("metric", "")
     percent = metric == "selection_accuracy"
     rule = sweep.get("rule")

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from experiments.report.common import (MISSING, Group, References, ReportInputs, ResultsError,
                                        accuracy_percents, column, compare, finish_line_figure, format_published,
                                        format_stat, gap_closed, get_path, is_number, loss_text, markdown_table,
-                                       not_run_yet, ordering, ratio_cell, read_json, recorded_commands,
+                                       not_run_yet, ordering, ratio_cell, read_json, read_selection, recorded_commands,
                                        val_losses)
 
 SECTION = "Distillation"
@@ -64,23 +64,22 @@ def _loss_settings(members: Group) -> str:
     return ", ".join(f"{k} = {'/'.join(f'{v:g}' for v in sorted(vs))}" for k, vs in settings.items() if vs)
 
 
-HINTON_SELECTION = "hinton2015_mlp_distilled.json"  # paper/selection/, by experiments.select
+HINTON_SELECTION = "hinton2015_mlp_distilled"  # paper/selection/NAME.json, by experiments.select
 HINTON_SWEEP_FIGURE = "distillation_hinton_temperature.png"
 
 
 def _sweep_figure(inputs: ReportInputs) -> str:
-    """The T and alpha sweep of experiments.select (paper/selection/HINTON_SELECTION): a figure and the choice.
+    """The T and alpha sweep of experiments.select (paper/selection/HINTON_SELECTION.json): a figure and the choice.
 
     Selection accuracy (what chose) and test accuracy (what is reported) against
     T, one line per alpha; '' when the sweep has not run.
     """
     if inputs.results_dir is None:
         return ""
-    path = inputs.results_dir.parent / "selection" / HINTON_SELECTION
-    if not path.exists():
+    sweep = read_selection(inputs, HINTON_SELECTION)
+    if sweep is None:
         return (f"The temperature and α sweep (`python -m experiments.select --config={HINTON}:distilled "
                 f"--grid=loss.0.temperature=1,2,4,8,20 --grid=loss.0.alpha=0.5,0.9`) has not run yet.")
-    sweep = read_json(path)
     lines: dict[float, list[tuple[float, float, float | None]]] = {}
     for point in sweep["points"]:
         reported = [r.get("test_accuracy") for runs in point.get("reported", {}).values() for r in runs]
@@ -102,7 +101,7 @@ def _sweep_figure(inputs: ReportInputs) -> str:
     chosen = sweep["chosen"]
     seeds = sorted({s for p in sweep["points"] for s in p["seeds"]})
     return (f"T and α were chosen on the selection split over {len(sweep['points'])} points "
-            f"({len(seeds)} seed{'s' if len(seeds) > 1 else ''} each; `paper/selection/{HINTON_SELECTION}`, "
+            f"({len(seeds)} seed{'s' if len(seeds) > 1 else ''} each; `paper/selection/{HINTON_SELECTION}.json`, "
             f"`{sweep.get('command', '')}`): T = {chosen['loss.0.temperature']:g}, α = {chosen['loss.0.alpha']:g}."
             f"\n\n![The distilled student against T and α]({inputs.figure_link(HINTON_SWEEP_FIGURE)})")
 
