@@ -55,7 +55,7 @@ def scaled_sparsity(final_sparsity: dict, kept_scale: float) -> dict:
     if not kept_scale > 0:
         raise ValueError(f"kept_scale={kept_scale!r}: each layer keeps kept_scale times the paper's kept "
                          "fraction, so it must be > 0 (1 is the paper's rates)")
-    if kept_scale == 1:
+    if kept_scale == 1:  # the paper's rates as written, not re-rounded: the han2015 runs stay what they were
         return dict(final_sparsity)
     return {path: round(max(0.0, 1.0 - kept_scale * (1.0 - s)), 4) for path, s in final_sparsity.items()}
 
