@@ -161,7 +161,7 @@ def choose(scored: Sequence[Mapping[str, Any]], higher_is_better: bool,
     return min(near, key=lambda i: scored[i]["size"])
 
 
-def select(configs: Mapping[str, Callable[[], Any]], name: str, grid: Mapping[str, Sequence[Any]],
+def select(configs: Mapping[str, Callable[..., Any]], name: str, grid: Mapping[str, Sequence[Any]],
            seeds: Sequence[int], metric: str, runs_dir: str, out_path: Optional[str] = None,
            command: str = "", rule: Optional[SmallestWithin] = None) -> dict:
     """Trains every grid point under every config and seed; returns (and writes to `out_path`) the scored grid.
@@ -232,7 +232,7 @@ def select(configs: Mapping[str, Callable[[], Any]], name: str, grid: Mapping[st
 SIZE = "size"  # the key _run adds to a run's metrics: the value of the rule's results.json field
 
 
-def _run(make_config: Callable[[], Any], folder: str, point: Mapping[str, Any], seed: int, metric: str,
+def _run(make_config: Callable[..., Any], folder: str, point: Mapping[str, Any], seed: int, metric: str,
          runs_dir: str, rule: Optional[SmallestWithin] = None) -> dict[str, Any]:
     """The metrics of one config at one grid point and seed, trained in runs_dir/folder/POINT/seed_K (resumable);
     with `rule`, also its results.json's rule.field under SIZE."""
