@@ -62,3 +62,54 @@ def test_without_one_shot_results_the_section_is_one_line(tmp_path):
     write(results, "baseline_lenet300", make_result(0.89))
     text = section(build(results, tmp_path / "paper"))
     assert text.startswith("No one-shot results (`frantar2023_sparsegpt_char_transformer_*`")
+
+
+LAYERDROP = "fan2020_layerdrop_char_transformer"
+
+
+def layerdrop_selection(dropped: list[int], losses: list[float]) -> dict:
+    """paper/selection's record of the LayerDrop subset choice, as experiments.select writes it."""
+    key = "compression.stages.0.drop"
+    return {"config": f"{LAYERDROP}_layerdrop_even", "metric": "selection_loss_nats", "higher_is_better": False,
+            "command": "python -m experiments.select --config=fan2020_layerdrop_char_transformer:layerdrop_even ...",
+            "grid": {key: [[2, 3], dropped]}, "chosen": {key: dropped},
+            "points": [{"point": {key: [2, 3]}, "mean": 2.2, "values": [2.2], "seeds": [0, 1, 2],
+                        "reported": {"a": [{"val_loss_nats": 2.3}]}},
+                       {"point": {key: dropped}, "mean": 2.0, "values": [2.0], "seeds": [0, 1, 2],
+                        "reported": {f"seed_{s}": [{"val_loss_nats": v}] for s, v in enumerate(losses)}}]}
+
+
+def test_layerdrop_rows_their_verdicts_and_the_subset_chosen_on_the_selection_works(tmp_path):
+    results = tmp_path / "results"
+    losses = {"layerdrop_all": 1.50, "layerdrop_even": 1.90, "layerdrop_bottom": 2.10, "baseline_all": 1.48,
+              "baseline_even": 2.60, "baseline_bottom": 2.09, "shallow": 1.70}
+    for seed in range(3):
+        for variant, loss in losses.items():
+            spread = 0.05 if variant == "baseline_bottom" else 0.001
+            write(results, f"{LAYERDROP}_{variant}/seed_{seed}", lm_run(loss + spread * seed))
+    text = section(build(results, tmp_path / "paper"))
+    assert cells(table_row(text, "LayerDrop, layers 0 and 2 kept"))[1:] == ["1.901 ± 0.001", "3"]
+    assert ("LayerDrop with layers 0 and 2 kept is worse than the 2-layer model trained from scratch (1.901 "
+            "against 1.701 nats); LayerDrop with layers 0 and 2 kept is better than the baseline with the same "
+            "layers removed (1.901 against 2.601 nats)") in text
+    assert ("LayerDrop with layers 0 and 1 kept is not separated from the baseline with the same layers removed "
+            "(2.101 against 2.140 nats)") in text
+    assert "The subset chosen on the selection works: not chosen yet" in text
+
+    # Chosen: layers 1 and 2 kept (0 and 3 dropped), which no baseline row removes.
+    (tmp_path / "selection").mkdir()
+    (tmp_path / "selection" / f"{LAYERDROP}_layerdrop_even.json").write_text(
+        json.dumps(layerdrop_selection([0, 3], [1.60, 1.62, 1.64])))
+    text = section(build(results, tmp_path / "paper2"))
+    row = cells(table_row(text, "LayerDrop, layers 1 and 2 kept: the subset chosen on the selection works"))
+    assert row[1:] == ["1.620 ± 0.020", "3"]
+    assert ("LayerDrop with the chosen layers (1 and 2) kept is better than the 2-layer model trained from "
+            "scratch (1.620 against 1.701 nats).") in text
+    assert "**compression.stages.0.drop = [0, 3]**" in text and "not chosen yet" not in text
+
+    # Chosen: every other layer, so the baseline with the same layers removed is its comparison too.
+    (tmp_path / "selection" / f"{LAYERDROP}_layerdrop_even.json").write_text(
+        json.dumps(layerdrop_selection([1, 3], [1.90, 1.91, 1.92])))
+    text = section(build(results, tmp_path / "paper3"))
+    assert ("LayerDrop with the chosen layers (0 and 2) kept is better than the baseline with the same layers "
+            "removed (1.910 against 2.601 nats)") in text

@@ -14,12 +14,13 @@ trained from scratch.
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 from experiments.report.common import (MISSING, Group, References, ReportInputs, accuracy_percents, column,
                                        compare, format_seconds, format_stat, is_number,
                                        loss_text, markdown_table, not_run_yet, ordering, published_text,
-                                       read_json, recorded_commands, transformer_baseline_loss, val_losses)
+                                       read_json, read_selection, recorded_commands, selection_summary,
+                                       transformer_baseline_loss, val_losses)
 
 SECTION = "One-shot compression"
 RESULTS_NAME = "one-shot"
@@ -185,33 +186,68 @@ LAYERDROP_ROWS = (("layerdrop_all", "LayerDrop (p = 0.2), all 4 layers"),
                   ("baseline_even", "baseline, layers 0 and 2 kept"),
                   ("baseline_bottom", "baseline, layers 0 and 1 kept"),
                   ("shallow", "2 layers, trained from scratch"))
+LAYERDROP_KEPT = {"even": (0, 2), "bottom": (0, 1)}  # the layers each KEEP of the config leaves
+LAYERDROP_DEPTH = 4  # the baseline Transformer's layers (configs/baseline_char_transformer.py)
+# experiments.select's choice of the subset, made on the selection works (command in the config's docstring).
+LAYERDROP_SELECTION = f"{LAYERDROP}_layerdrop_even"
+
+
+def layers_text(kept: tuple[int, ...]) -> str:
+    return " and ".join(map(str, kept)) if len(kept) <= 2 else ", ".join(map(str, kept))
+
+
+def chosen_layers(inputs: ReportInputs) -> tuple[tuple[int, ...], list[Any]] | None:
+    """The layers kept by the subset experiments.select chose on the selection works, and that
+    point's per-seed validation losses (select keeps each point's reported-split metrics); None
+    before the choice is made."""
+    sweep = read_selection(inputs, LAYERDROP_SELECTION)
+    if sweep is None:
+        return None
+    dropped = set(sweep["chosen"]["compression.stages.0.drop"])
+    point = next(p for p in sweep["points"] if p["point"] == sweep["chosen"])
+    losses = [run.get("val_loss_nats") for runs in point.get("reported", {}).values() for run in runs]
+    return tuple(i for i in range(LAYERDROP_DEPTH) if i not in dropped), losses
 
 
 def layerdrop_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: References) -> str:
-    """LayerDrop: layers removed without fine-tuning, against the baseline and a shallow model."""
+    """LayerDrop: layers removed without fine-tuning, against the baseline and a shallow model, and
+    the subset chosen on the selection works."""
     members = {v: groups.get(_name(LAYERDROP, v), []) for v, _ in LAYERDROP_ROWS}
     if not any(members.values()):
         return not_run_yet(LAYERDROP, [v for v, _ in LAYERDROP_ROWS] + ["train"], groups)
     rows = [[label, loss_text(members[v]) if members[v] else MISSING, str(len(members[v]))]
             for v, label in LAYERDROP_ROWS]
+    # (label, per-seed losses, the baseline row with the same layers removed, if there is one)
+    arms = [(f"LayerDrop with layers {layers_text(kept)} kept", val_losses(members[f"layerdrop_{keep}"]),
+             f"baseline_{keep}") for keep, kept in LAYERDROP_KEPT.items()]
+    chosen = chosen_layers(inputs)
+    if chosen is not None:
+        kept, losses = chosen
+        rows.append([f"LayerDrop, layers {layers_text(kept)} kept: the subset chosen on the selection works",
+                     format_stat(losses, "{:.3f}"), str(len(losses))])
+        same = [keep for keep, k in LAYERDROP_KEPT.items() if k == kept]
+        arms.append((f"LayerDrop with the chosen layers ({layers_text(kept)}) kept", losses,
+                     f"baseline_{same[0]}" if same else None))
     verdicts = []
-    for kept in ("even", "bottom"):
+    for label, losses, baseline in arms:
         for other, what in (("shallow", "the 2-layer model trained from scratch"),
-                            (f"baseline_{kept}", "the baseline with the same layers removed")):
-            c = compare(val_losses(members[f"layerdrop_{kept}"]), val_losses(members[other]), "nats")
+                            (baseline, "the baseline with the same layers removed")):
+            c = compare(losses, val_losses(members[other]), "nats") if other else None
             if c:
-                verdicts.append(f"LayerDrop with layers {'0 and 2' if kept == 'even' else '0 and 1'} kept is "
-                                f"{c.verdict('worse', 'better')} than {what} ({c.mean_a:.3f} against "
-                                f"{c.mean_b:.3f} nats)")
+                relation = f"{c.verdict('worse', 'better')} than" if c.separated else "not separated from"
+                verdicts.append(f"{label} is {relation} {what} ({c.mean_a:.3f} against {c.mean_b:.3f} nats)")
     published = published_text(inputs, refs, "fan2020_layerdrop_rate")
-    return "\n\n".join([
+    return "\n\n".join(part for part in [
         "Validation loss (nats) of 2-layer models cut from 4-layer ones with no training step, beside "
         "the 4-layer models and a 2-layer model trained alone:",
         markdown_table(["model", "val loss", "runs"], rows),
         ("; ".join(verdicts) + ".") if verdicts else "",
+        selection_summary(inputs, LAYERDROP_SELECTION) or
+        (f"The subset chosen on the selection works: not chosen yet (the `experiments.select` command in "
+         f"configs/{LAYERDROP}.py's docstring)."),
         f"Published: {published}.",
         not_run_yet(LAYERDROP, [v for v, _ in LAYERDROP_ROWS], groups),
-        recorded_commands([m for m in members.values() if m])])
+        recorded_commands([m for m in members.values() if m])] if part)
 
 
 PARTS = (("SparseGPT, Wanda and magnitude pruning", pruning_part),
