@@ -51,6 +51,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 import tempfile
 import time
 from typing import Any, Callable
@@ -303,7 +304,10 @@ def main(argv: list[str]) -> None:
 
 
 def write_rows(path: str, rows: list[dict[str, Any]]) -> None:
-    """A benchmark's rows as JSON at `path`, with the jax version and the device they were measured on."""
+    """A benchmark's rows as JSON at `path` (its folder made if missing), with the jax version and the device
+    they were measured on."""
+    # Minutes of measurement must not be lost to a results folder that does not exist yet.
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
         json.dump({"jax": jax.__version__, "device": jax.devices()[0].device_kind, "results": rows}, f, indent=2)
     print(f"wrote {path}")

@@ -101,3 +101,11 @@ def test_each_repetition_starts_with_the_next_loop_in_turn():
     # Each loop runs its short and its long timing back to back; the first loop rotates.
     assert calls == ["a", "a", "b", "b", "c", "c", "b", "b", "c", "c", "a", "a", "c", "c", "a", "a", "b", "b"]
     assert per_step == {name: [1.0, 1.0, 1.0] for name in "abc"}
+
+
+def test_rows_are_written_into_a_results_folder_that_does_not_exist_yet(tmp_path):
+    # A benchmark measures for minutes before it writes; a missing folder must not lose that.
+    out = tmp_path / "results" / "benchmark_x" / "benchmark.json"
+    benchmark_step.write_rows(str(out), [{"model": "m", "ratio": 1.5}])
+    written = json.loads(out.read_text())
+    assert written["results"] == [{"model": "m", "ratio": 1.5}] and written["device"] and written["jax"]
