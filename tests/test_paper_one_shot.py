@@ -95,6 +95,14 @@ def test_layerdrop_rows_their_verdicts_and_the_subset_chosen_on_the_selection_wo
     assert ("LayerDrop with layers 0 and 1 kept is not separated from the baseline with the same layers removed "
             "(2.101 against 2.140 nats)") in text
     assert "The subset chosen on the selection works: not chosen yet" in text
+    assert "**fails** here: worse at 2 of the 2 kept subsets above" in text
+
+    # Every pruned subset as good as the 2-layer model from scratch: the claim holds.
+    for seed in range(3):
+        write(results, f"{LAYERDROP}_shallow/seed_{seed}", lm_run(2.30 + 0.001 * seed))
+    assert "**holds** here: worse at 0 of the 2 kept subsets" in section(build(results, tmp_path / "paper_holds"))
+    for seed in range(3):
+        write(results, f"{LAYERDROP}_shallow/seed_{seed}", lm_run(1.70 + 0.001 * seed))
 
     # Chosen: layers 1 and 2 kept (0 and 3 dropped), which no baseline row removes.
     (tmp_path / "selection").mkdir()
@@ -107,9 +115,13 @@ def test_layerdrop_rows_their_verdicts_and_the_subset_chosen_on_the_selection_wo
             "scratch (1.620 against 1.701 nats).") in text
     assert "**compression.stages.0.drop = [0, 3]**" in text and "not chosen yet" not in text
 
-    # Chosen: every other layer, so the baseline with the same layers removed is its comparison too.
+    assert "**holds** here: worse at 2 of the 3 kept subsets" not in text
+    assert "**fails** here: worse at 2 of the 3 kept subsets above" in text
+
+    # Chosen: every other layer, a row of its own already compared: its row is shown, not counted twice.
     (tmp_path / "selection" / f"{LAYERDROP}_layerdrop_even.json").write_text(
         json.dumps(layerdrop_selection([1, 3], [1.90, 1.91, 1.92])))
     text = section(build(results, tmp_path / "paper3"))
-    assert ("LayerDrop with the chosen layers (0 and 2) kept is better than the baseline with the same layers "
-            "removed (1.910 against 2.601 nats)") in text
+    row = cells(table_row(text, "LayerDrop, layers 0 and 2 kept: the subset chosen on the selection works"))
+    assert row[1:] == ["1.910 ± 0.010", "3"]
+    assert "chosen layers" not in text and "**fails** here: worse at 2 of the 2 kept subsets above" in text
