@@ -211,9 +211,11 @@ def chosen_layers(inputs: ReportInputs) -> tuple[tuple[int, ...], list[Any]] | N
 
 def layerdrop_steps(groups: Mapping[str, Group]) -> str:
     """`, each trained 4,000 steps` when the LayerDrop and 2-layer trainings agree on their steps, else nothing."""
-    steps = {v for variant in ("train", "shallow")
-             for v in column(groups.get(_name(LAYERDROP, variant), []), "config.train.num_steps")}
-    return f", each trained {steps.pop():,} steps" if len(steps) == 1 and is_number(next(iter(steps))) else ""
+    steps = sorted({v for variant in ("train", "shallow")
+                    for v in column(groups.get(_name(LAYERDROP, variant), []), "config.train.num_steps")})
+    if len(steps) != 1 or not is_number(steps[0]):
+        return ""
+    return f", each trained {steps[0]:,} steps"
 
 
 def layerdrop_claim(against_scratch: list[Comparison]) -> str:
@@ -260,7 +262,7 @@ def layerdrop_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Refe
     return "\n\n".join(part for part in [
         "Validation loss (nats) of 2-layer models cut from 4-layer ones with no training step, beside "
         "the 4-layer models and a 2-layer model trained alone" + layerdrop_steps(groups) + ". The LayerDrop "
-        "model and the 2-layer one hold out the 4 selection works; the baseline was trained on them too.",
+        "model and the 2-layer one hold out the selection works; the baseline was trained on them too.",
         markdown_table(["model", "val loss", "runs"], rows),
         ("; ".join(verdicts) + ".") if verdicts else "",
         layerdrop_claim(against_scratch),
@@ -269,7 +271,8 @@ def layerdrop_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Refe
          f"configs/{LAYERDROP}.py's docstring)."),
         f"Published: {published}.",
         not_run_yet(LAYERDROP, [v for v, _ in LAYERDROP_ROWS], groups),
-        recorded_commands([m for m in members.values() if m])] if part)
+        recorded_commands([m for m in [groups.get(_name(LAYERDROP, "train"), []), *members.values()] if m])]
+        if part)
 
 
 PARTS = (("SparseGPT, Wanda and magnitude pruning", pruning_part),
