@@ -14,7 +14,10 @@ trained from scratch.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
+
+from configs import baseline_char_transformer
+from configs import fan2020_layerdrop_char_transformer as layerdrop_config
 
 from experiments.report.common import (MISSING, Comparison, Group, References, ReportInputs, accuracy_percents, column,
                                        compare, format_seconds, format_stat, is_number,
@@ -179,21 +182,29 @@ def _solver_timing(inputs: ReportInputs) -> str:
         "GPT-2 small's 72 kernels: " + "; ".join(f"{k} {v:.0f} s" for k, v in totals.items()) + "."])
 
 
-LAYERDROP_ROWS = (("layerdrop_all", "LayerDrop (p = 0.2), all 4 layers"),
-                  ("layerdrop_even", "LayerDrop, layers 0 and 2 kept"),
-                  ("layerdrop_bottom", "LayerDrop, layers 0 and 1 kept"),
-                  ("baseline_all", "baseline, all 4 layers"),
-                  ("baseline_even", "baseline, layers 0 and 2 kept"),
-                  ("baseline_bottom", "baseline, layers 0 and 1 kept"),
-                  ("shallow", "2 layers, trained from scratch"))
-LAYERDROP_KEPT = {"even": (0, 2), "bottom": (0, 1)}  # the layers each KEEP of the config leaves
-LAYERDROP_DEPTH = 4  # the baseline Transformer's layers (configs/baseline_char_transformer.py)
+# The config's depth and the layers each of its KEEP variants drops, so the labels say what was run.
+LAYERDROP_DEPTH = baseline_char_transformer.get_config().model.num_layers
+SHALLOW_DEPTH = layerdrop_config.get_config("shallow").model.num_layers
 # experiments.select's choice of the subset, made on the selection works (command in the config's docstring).
 LAYERDROP_SELECTION = f"{LAYERDROP}_layerdrop_even"
 
 
+def kept_layers(dropped: Iterable[int]) -> tuple[int, ...]:
+    dropped = set(dropped)
+    return tuple(i for i in range(LAYERDROP_DEPTH) if i not in dropped)
+
+
 def layers_text(kept: tuple[int, ...]) -> str:
     return " and ".join(map(str, kept)) if len(kept) <= 2 else ", ".join(map(str, kept))
+
+
+LAYERDROP_KEPT = {keep: kept_layers(dropped) for keep, dropped in layerdrop_config.DROPPED.items() if dropped}
+LAYERDROP_ROWS = (
+    ("layerdrop_all", f"LayerDrop (p = {layerdrop_config.RATE:g}), all {LAYERDROP_DEPTH} layers"),
+    *((f"layerdrop_{k}", f"LayerDrop, layers {layers_text(kept)} kept") for k, kept in LAYERDROP_KEPT.items()),
+    ("baseline_all", f"baseline, all {LAYERDROP_DEPTH} layers"),
+    *((f"baseline_{k}", f"baseline, layers {layers_text(kept)} kept") for k, kept in LAYERDROP_KEPT.items()),
+    ("shallow", f"{SHALLOW_DEPTH} layers, trained from scratch"))
 
 
 def chosen_layers(inputs: ReportInputs) -> tuple[tuple[int, ...], list[Any]] | None:
@@ -203,10 +214,9 @@ def chosen_layers(inputs: ReportInputs) -> tuple[tuple[int, ...], list[Any]] | N
     sweep = read_selection(inputs, LAYERDROP_SELECTION)
     if sweep is None:
         return None
-    dropped = set(sweep["chosen"]["compression.stages.0.drop"])
     point = next(p for p in sweep["points"] if p["point"] == sweep["chosen"])
     losses = [run.get("val_loss_nats") for runs in point.get("reported", {}).values() for run in runs]
-    return tuple(i for i in range(LAYERDROP_DEPTH) if i not in dropped), losses
+    return kept_layers(sweep["chosen"]["compression.stages.0.drop"]), losses
 
 
 def layerdrop_steps(groups: Mapping[str, Group]) -> str:
@@ -250,7 +260,7 @@ def layerdrop_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Refe
             arms.append((f"LayerDrop with the chosen layers ({layers_text(kept)}) kept", losses, None))
     verdicts, against_scratch = [], []
     for label, losses, baseline in arms:
-        for other, what in (("shallow", "the 2-layer model trained from scratch"),
+        for other, what in (("shallow", f"the {SHALLOW_DEPTH}-layer model trained from scratch"),
                             (baseline, "the baseline with the same layers removed")):
             c = compare(losses, val_losses(members[other]), "nats") if other else None
             if c:
@@ -260,9 +270,10 @@ def layerdrop_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Refe
                     against_scratch.append(c)
     published = published_text(inputs, refs, "fan2020_layerdrop_rate")
     return "\n\n".join(part for part in [
-        "Validation loss (nats) of 2-layer models cut from 4-layer ones with no training step, beside "
-        "the 4-layer models and a 2-layer model trained alone" + layerdrop_steps(groups) + ". The LayerDrop "
-        "model and the 2-layer one hold out the selection works; the baseline was trained on them too.",
+        f"Validation loss (nats) of {SHALLOW_DEPTH}-layer models cut from {LAYERDROP_DEPTH}-layer ones with no "
+        f"training step, beside the {LAYERDROP_DEPTH}-layer models and a {SHALLOW_DEPTH}-layer model trained alone"
+        + layerdrop_steps(groups) + f". The LayerDrop model and the {SHALLOW_DEPTH}-layer one hold out the selection "
+        "works; the baseline was trained on them too.",
         markdown_table(["model", "val loss", "runs"], rows),
         ("; ".join(verdicts) + ".") if verdicts else "",
         layerdrop_claim(against_scratch),
