@@ -1171,6 +1171,12 @@ def read_selection(inputs: ReportInputs, name: str) -> dict[str, Any] | None:
     return read_json(path) if path.is_file() else None
 
 
+def reported_values(point: Mapping[str, Any], key: str) -> list[Any]:
+    """A selection point's reported-split metric `key`, one per run (experiments.select keeps each run's
+    reported-split metrics under the point's "reported", by config)."""
+    return [run.get(key) for runs in point.get("reported", {}).values() for run in runs]
+
+
 def selection_summary(inputs: ReportInputs, name: str) -> str | None:
     """One paragraph on a choice experiments.select made (paper/selection/NAME.json): the rule, the
     chosen point, and every point's score (and size, under a --smallest rule); None when not made."""

@@ -17,7 +17,7 @@ from experiments.report.common import (MISSING, Group, References, ReportInputs,
                                        accuracy_percents, column, compare, finish_line_figure, format_published,
                                        format_stat, gap_closed, get_path, is_number, loss_text, markdown_table,
                                        not_run_yet, ordering, ratio_cell, read_json, read_selection, recorded_commands,
-                                       val_losses)
+                                       reported_values, val_losses)
 
 SECTION = "Distillation"
 RESULTS_NAME = "distillation"
@@ -82,7 +82,7 @@ def _sweep_figure(inputs: ReportInputs) -> str:
                 f"--grid=loss.0.temperature=1,2,4,8,20 --grid=loss.0.alpha=0.5,0.9`) has not run yet.")
     lines: dict[float, list[tuple[float, float, float | None]]] = {}
     for point in sweep["points"]:
-        reported = [r.get("test_accuracy") for runs in point.get("reported", {}).values() for r in runs]
+        reported = reported_values(point, "test_accuracy")
         test = 100 * sum(reported) / len(reported) if reported and None not in reported else None
         lines.setdefault(point["point"]["loss.0.alpha"], []).append(
             (point["point"]["loss.0.temperature"], 100 * point["mean"], test))

@@ -22,7 +22,7 @@ from configs import fan2020_layerdrop_char_transformer as layerdrop_config
 from experiments.report.common import (MISSING, Comparison, Group, References, ReportInputs, accuracy_percents, column,
                                        compare, format_seconds, format_stat, is_number,
                                        loss_text, markdown_table, not_run_yet, ordering, published_text,
-                                       read_json, read_selection, recorded_commands, selection_summary,
+                                       read_json, read_selection, recorded_commands, reported_values, selection_summary,
                                        transformer_baseline_loss, val_losses)
 
 SECTION = "One-shot compression"
@@ -215,8 +215,7 @@ def chosen_layers(inputs: ReportInputs) -> tuple[tuple[int, ...], list[Any]] | N
     if sweep is None:
         return None
     point = next(p for p in sweep["points"] if p["point"] == sweep["chosen"])
-    losses = [run.get("val_loss_nats") for runs in point.get("reported", {}).values() for run in runs]
-    return kept_layers(sweep["chosen"]["compression.stages.0.drop"]), losses
+    return kept_layers(sweep["chosen"]["compression.stages.0.drop"]), reported_values(point, "val_loss_nats")
 
 
 def layerdrop_steps(groups: Mapping[str, Group]) -> str:
