@@ -61,6 +61,7 @@ from absl import app, flags, logging
 
 from compression import accounting, export
 from experiments import models
+from experiments import workdir as workdir_lib
 
 FLAGS = flags.FLAGS
 EXPORT = os.path.join("export", "params.safetensors")
@@ -242,9 +243,7 @@ def main(argv: list[str]) -> Optional[int]:
           f"{result['load_average_after'][0]:.1f}), jax {result['jax']}; median of {result['repeats']} "
           f"interleaved repetitions. Sparse exports are densified at load: they run the dense shapes.")
     if FLAGS.out:
-        os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
-        with open(FLAGS.out, "w") as f:
-            json.dump(result, f, indent=2)
+        workdir_lib.write_json(FLAGS.out, result)
         print(f"wrote {FLAGS.out}")
     return None
 

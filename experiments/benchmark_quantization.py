@@ -66,7 +66,6 @@ jax version as JSON.
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
 import sys
@@ -83,6 +82,7 @@ from compression.transform import export_model
 from compression.selection import leaves_by_path
 from configs import baseline_lenet300, baseline_lenet5, quantization_common as qc
 from experiments import benchmark_step, models
+from experiments import workdir as workdir_lib
 from experiments import data as data_lib
 
 FLAGS = flags.FLAGS
@@ -364,9 +364,7 @@ def main(argv: list[str]) -> None:
         print(format_bytes_table(rows))
     if FLAGS.out:
         result["command"] = " ".join(["python -m experiments.benchmark_quantization"] + sys.argv[1:])
-        os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
-        with open(FLAGS.out, "w") as f:
-            json.dump(result, f, indent=2)
+        workdir_lib.write_json(FLAGS.out, result)
         print(f"wrote {FLAGS.out}")
 
 

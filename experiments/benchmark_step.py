@@ -49,9 +49,7 @@ the per-repetition ratios.
 from __future__ import annotations
 
 import functools
-import json
 import math
-import os
 import tempfile
 import time
 from typing import Any, Callable
@@ -64,6 +62,7 @@ from absl import app, flags, logging
 from configs import baseline_char_transformer, baseline_lenet5, baseline_lenet300, gpt2_small
 from experiments import data as data_lib
 from experiments import models, train
+from experiments import workdir as workdir_lib
 from experiments.metrics_log import MetricsLog
 
 FLAGS = flags.FLAGS
@@ -306,10 +305,8 @@ def main(argv: list[str]) -> None:
 def write_rows(path: str, rows: list[dict[str, Any]]) -> None:
     """A benchmark's rows as JSON at `path` (its folder made if missing), with the jax version and the device
     they were measured on."""
-    # Minutes of measurement must not be lost to a results folder that does not exist yet.
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump({"jax": jax.__version__, "device": jax.devices()[0].device_kind, "results": rows}, f, indent=2)
+    # workdir_lib.write_json makes the folder: minutes of measurement must not be lost to a missing one.
+    workdir_lib.write_json(path, {"jax": jax.__version__, "device": jax.devices()[0].device_kind, "results": rows})
     print(f"wrote {path}")
 
 
