@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from experiments.report.common import (MISSING, TRANSFORMER_BASELINE, Group, References, ReportInputs,
+from experiments.report.common import (MISSING, TRANSFORMER_BASELINE, Comparison, Group, References, ReportInputs,
                                        accuracy_percents, column, compare, format_stat, latency_table,
                                        loss_text, markdown_table, mean_or_none, not_run_yet, published_text,
                                        recorded_commands, selection_summary, transformer_baseline_loss, val_losses,
@@ -131,9 +131,27 @@ def albert_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Referen
         recorded_commands([m for m in runs.values() if m])] if part)
 
 
+def drone_claim(plain: list[tuple[int, Comparison]], tuned: list[tuple[int, Comparison]]) -> str:
+    """Chen et al.'s claim, DRONE no worse than SVD at every rank, judged on the ranks with results, without and
+    with the fine-tune: fails where DRONE is worse (separated), else holds (the separation rule)."""
+    def judged(pairs: list[tuple[int, Comparison]], what: str) -> str:
+        worse = [rank for rank, c in pairs if c.separated and c.sign > 0]
+        level = [rank for rank, c in pairs if not c.separated]
+        notes = [f"{word} at rank {', '.join(map(str, ranks))}"
+                 for word, ranks in (("worse", worse), ("not separated", level)) if ranks]
+        return (f"{what} it **{'fails' if worse else 'holds'}** on the {len(pairs)} ranks with results"
+                + (f" ({'; '.join(notes)})" if notes else ""))
+    parts = [judged(pairs, what) for pairs, what in ((plain, "without fine-tuning"), (tuned, "after the fine-tune"))
+             if pairs]
+    if not parts:
+        return ""
+    return "The published claim, DRONE no worse than SVD at every rank: " + "; ".join(parts) + "."
+
+
 def drone_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: References) -> str:
     """DRONE against SVD at each rank, without and with the fine-tune."""
     rows, shown = [], []
+    against_svd: dict[str, list[tuple[int, Comparison]]] = {"": [], "_ft": []}
     for rank in DRONE_RANKS:
         cells = [str(rank)]
         for suffix in ("", "_ft"):
@@ -142,6 +160,8 @@ def drone_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Referenc
             c = compare(val_losses(drone), val_losses(svd), "nats")
             cells += [loss_text(svd) if svd else MISSING, loss_text(drone) if drone else MISSING,
                       c.verdict("worse", "better") if c else MISSING]
+            if c:
+                against_svd[suffix].append((rank, c))
         members = next((m for m in shown[-4:] if m), [])
         cells.append(format_stat(column(members, "compression.params_exported"), "{:,.0f}", collapse_equal=True))
         rows.append(cells)
@@ -159,6 +179,7 @@ def drone_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Referenc
         latency_table(inputs, DRONE_LATENCY, [("unfactored", [TRANSFORMER_BASELINE])] + [
             (f"rank {r}", [f"{DRONE}_{m}_{r}{s}" for s in ("_ft", "") for m in ("drone", "svd")])
             for r in DRONE_RANKS], groups),
+        drone_claim(against_svd[""], against_svd["_ft"]),
         "Published: " + published_text(inputs, refs, "chen2021_mrpc_speedup", "chen2021_mrpc_accuracy_drop") + ".",
         not_run_yet(DRONE, variants, groups, total=len(variants)),
         recorded_commands([m for m in shown if m])] if part)
