@@ -168,9 +168,9 @@ def encode_packed(values: np.ndarray, *, codes: np.ndarray, bits: int, scale: Op
             positions = sparse_export.stored_positions(parts, sparse_record, values.size)
             sparse.append(finish({"codes": pack_bits(codes.reshape(-1)[positions], bits), **parts}, sparse_record))
         # The sparse layout when asked; otherwise the layouts that decode exactly. The codes may
-        # not say zero (a binary codebook [-a, a], or clustered weights, after pruning): the
-        # positions then carry the zeros, and a relative index's filler entries, which must decode
-        # to zero, rule its layout out.
+        # not say zero (a binary codebook [-a, a], or clustered weights, after pruning): the sparse
+        # layouts' positions then carry the zeros (a long gap's skips store no code), and the
+        # dense layout is ruled out.
         if index != "auto":
             candidates = sparse
         else:

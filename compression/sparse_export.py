@@ -7,8 +7,12 @@ array at hand:
 - `bitmap`: one bit per entry (np.packbits), n/8 bytes whatever the density;
 - `gaps`: relative indices as in Deep Compression (Han, Mao, Dally 2016):
   the distance from the previous nonzero in `bits`-bit unsigned integers
-  (uint8 or uint16); a gap that does not fit is bridged by explicit zero
-  entries (filler values), so decoding is a cumulative sum.
+  (uint8 or uint16). A gap that does not fit is bridged by zero entries in
+  the index, each moving on 2**bits - 1 positions and storing no value
+  (Deep Compression stores a filler zero weight there instead; a value-free
+  skip costs no value and needs no code for zero, which k-means centroids
+  lack). A real gap is never 0, so files written with filler values
+  (earlier versions) decode by the same rule.
 
 Decoding restores the dense array exactly (zeros included).
 """
@@ -24,19 +28,15 @@ INDEX_FORMATS = ("bitmap", "gaps8", "gaps16")
 
 
 def _gap_encoding(flat: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
-    """Values and gaps with zero fillers wherever a gap exceeds 2**bits - 1."""
+    """The nonzero values and their gaps, a gap above 2**bits - 1 preceded by value-free skips (zero gaps)."""
     limit = (1 << bits) - 1
     positions = np.flatnonzero(flat)
     gaps = np.diff(np.concatenate([[-1], positions]))
-    # A gap g > limit needs ceil(g / limit) - 1 fillers, each standing on a stored zero.
-    fillers = np.maximum(0, -(-gaps // limit) - 1)
-    per_nonzero = fillers + 1  # its fillers, then itself
-    owner = np.repeat(np.arange(len(positions)), per_nonzero)
-    rank = np.arange(len(owner)) - np.repeat(np.cumsum(per_nonzero) - per_nonzero, per_nonzero)
-    previous = positions - gaps
-    out_positions = np.where(rank < fillers[owner], previous[owner] + limit * (rank + 1), positions[owner])
-    out_gaps = np.diff(np.concatenate([[-1], out_positions])).astype(np.uint8 if bits == 8 else np.uint16)
-    return flat[out_positions], out_gaps
+    # A gap g > limit takes ceil(g / limit) - 1 skips of `limit` each, then what remains (1..limit).
+    skips = np.maximum(0, -(-gaps // limit) - 1)
+    out_gaps = np.zeros(len(positions) + int(skips.sum()), np.uint8 if bits == 8 else np.uint16)
+    out_gaps[np.cumsum(skips + 1) - 1] = gaps - skips * limit
+    return flat[positions], out_gaps
 
 
 def encode_sparse(array: np.ndarray, index: str = "auto", value_bits: int = 0) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -63,10 +63,13 @@ def encode_sparse(array: np.ndarray, index: str = "auto", value_bits: int = 0) -
 
 
 def stored_positions(tensors: Mapping[str, np.ndarray], record: Mapping[str, Any], n: int) -> np.ndarray:
-    """The flat positions whose values are stored (the nonzeros, plus gap fillers), in order."""
+    """The flat positions whose values are stored, in order (with an earlier version's filler zeros)."""
     if record["index"] == "bitmap":
         return np.flatnonzero(np.unpackbits(tensors["bitmap"], count=n))
-    return np.cumsum(tensors["gaps"].astype(np.int64)) - 1
+    gaps = np.asarray(tensors["gaps"])
+    steps = gaps.astype(np.int64)
+    ends = np.cumsum(np.where(steps == 0, np.iinfo(gaps.dtype).max, steps)) - 1
+    return ends[steps != 0]
 
 
 def decode_sparse(tensors: Mapping[str, np.ndarray], record: Mapping[str, Any]) -> np.ndarray:

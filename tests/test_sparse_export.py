@@ -20,13 +20,28 @@ def test_sparse_codec_round_trips_exactly(index, density):
     np.testing.assert_array_equal(back.reshape(a.shape), a)
 
 
-def test_gaps_longer_than_the_index_width_are_bridged_by_zero_fillers():
+def test_gaps_longer_than_the_index_width_are_bridged_by_value_free_skips():
     a = np.zeros(600, np.float32)
-    a[[3, 560]] = [1.5, -2.0]  # gaps 4 and 557 > 255: two fillers of 255 bridge the second
+    a[[3, 560]] = [1.5, -2.0]  # gaps 4 and 557 > 255: two skips of 255 (zero gaps), then 47
     parts, back = _roundtrip(a, "gaps8")
     assert parts["gaps"].dtype == np.uint8
-    np.testing.assert_array_equal(parts["gaps"], [4, 255, 255, 47])
-    np.testing.assert_array_equal(parts["values"], [1.5, 0.0, 0.0, -2.0])
+    np.testing.assert_array_equal(parts["gaps"], [4, 0, 0, 47])
+    np.testing.assert_array_equal(parts["values"], [1.5, -2.0])
+    np.testing.assert_array_equal(back, a)
+    # A gap of exactly two widths: one skip, then 255.
+    b = np.zeros(600, np.float32)
+    b[[0, 510]] = 1.0
+    parts, back = _roundtrip(b, "gaps8")
+    np.testing.assert_array_equal(parts["gaps"], [1, 0, 255])
+    np.testing.assert_array_equal(back, b)
+
+
+def test_an_earlier_versions_filler_zeros_decode_to_the_same_array():
+    # Files written before the skips stored a filler zero value at every 255th position of a long gap.
+    a = np.zeros(600, np.float32)
+    a[[3, 560]] = [1.5, -2.0]
+    old = {"values": np.array([1.5, 0.0, 0.0, -2.0], np.float32), "gaps": np.array([4, 255, 255, 47], np.uint8)}
+    back = decode_sparse(old, {"index": "gaps8", "shape": [600], "dtype": "float32"})
     np.testing.assert_array_equal(back, a)
 
 

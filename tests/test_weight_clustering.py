@@ -113,8 +113,8 @@ def test_packed_codebook_with_huffman_decodes_exactly_and_is_smaller_when_the_co
 
 def test_under_huffman_the_layout_is_chosen_by_its_coded_size_so_relative_indices_win_at_deep_compression_density():
     # LeNet-300-100's first kernel after pruning: 12 % kept, whole input rows (border pixels) pruned, so some
-    # gaps exceed 255 and 8-bit relative indices would need fillers, which k-means centroids (no zero) cannot
-    # decode. At fixed width a bitmap (1 bit a position) is smallest; 16-bit gaps take 16 bits a kept weight.
+    # gaps exceed 255 and 8-bit relative indices need skips. At fixed width 8-bit gaps (8 bits a kept weight
+    # and a few skips) just beat the bitmap (8.3); Huffman-coded, relative indices take about 4.5 bits.
     codebook = np.array([-0.3, -0.2, -0.1, 0.05, 0.1, 0.2, 0.3, 0.4], np.float32)
     codes = RNG.integers(0, 8, size=(784, 300)).astype(np.uint32)
     values = codebook[codes]
@@ -122,23 +122,26 @@ def test_under_huffman_the_layout_is_chosen_by_its_coded_size_so_relative_indice
     values[:2] = 0.0  # two all-pruned input rows: a gap of more than 600
     nbytes = lambda tensors: sum(t.nbytes for t in tensors.values())
     plain, plain_record = encode_packed(values, codes=codes, bits=3, codebook=codebook)
-    assert plain_record["index"] == "bitmap"
+    assert plain_record["index"] == "gaps8"
     coded, record = encode_packed(values, codes=codes, bits=3, codebook=codebook, huffman=True)
-    # Huffman-coded, the gaps take about 4.5 bits a kept weight against the bitmap's 8.3.
-    assert record["index"] == "gaps16" and set(record["huffman"]) == {"codes", "gaps"}
+    assert record["index"] in ("gaps8", "gaps16") and set(record["huffman"]) == {"codes", "gaps"}
     each = {index: nbytes(encode_packed(values, codes=codes, bits=3, codebook=codebook, huffman=True, index=index)[0])
-            for index in ("bitmap", "gaps16")}  # dense and 8-bit gaps cannot say zero with these centroids
+            for index in ("bitmap", "gaps8", "gaps16")}  # dense cannot say zero with these centroids
     assert nbytes(coded) == min(each.values()) < 0.8 * each["bitmap"]
     np.testing.assert_array_equal(decode_packed(coded, {**record, "shape": [784, 300], "dtype": "float32"}), values)
 
 
-def test_a_codebook_without_zero_never_takes_a_relative_index_whose_fillers_would_decode_nonzero():
+def test_a_codebook_without_zero_takes_a_relative_index_whose_long_gaps_are_skipped_without_a_code():
+    # Deep Compression stores a filler zero weight in a gap too long for the index; k-means centroids
+    # have no zero to store, so the skips carry no code at all.
     codebook = np.array([0.25, 0.75], np.float32)
     values = np.zeros(3000, np.float32)
-    values[[5, 2900]] = 0.75  # a gap of 2,895 needs fillers in 8-bit gaps
+    kept = np.r_[np.arange(5, 400, 7), np.arange(2900, 3000, 9)]  # then a gap of 2,503 (9 skips of 255)
+    values[kept] = 0.75
     codes = (values == 0.75).astype(np.uint32)
     tensors, record = encode_packed(values, codes=codes, bits=1, codebook=codebook)
-    assert record["index"] != "gaps8"
+    assert record["index"] == "gaps8"
+    assert len(tensors["gaps"]) == len(kept) + 9 and np.count_nonzero(tensors["gaps"] == 0) == 9
     np.testing.assert_array_equal(decode_packed(tensors, {**record, "shape": [3000], "dtype": "float32"}), values)
 
 
