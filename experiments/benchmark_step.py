@@ -39,7 +39,9 @@ pipeline fill and drain) cancel, and what remains is the steady-state cost of
 `steps` >= log_every it is rounded up to a multiple of log_every and
 base = log_every, so the difference holds exactly steps / log_every metric
 fetches and every cadence checkpoint at steps in [base, base + steps) (both counts
-are reported). `--steps=0` (the default) sizes `steps` per model so that one
+are reported, and how long those checkpoints held the driver's loop, by the same
+difference: on an H200 they were about a fifth of the driver's overhead on the char
+Transformer). `--steps=0` (the default) sizes `steps` per model so that one
 hand loop lasts about --seconds_per_run, from a calibration after the
 warm-up; the default finishes in 2-3 minutes on a 2-core CPU. Repetitions
 are interleaved (driver, hand, driver, hand, ...; 5 by default); the table
@@ -139,7 +141,8 @@ def batch_pool(config: Any, dataset: Any, size: int = POOL_SIZE) -> Callable[[in
 
 
 def driver_loop(config: Any, dataset: Any, batches: Callable[[int], dict], progress: bool):
-    """loop(n) -> seconds of one `train.train_loop` call of n steps in a fresh workdir; loop.train_step."""
+    """loop(n) -> seconds of one `train.train_loop` call of n steps in a fresh workdir; loop.train_step;
+    loop.checkpoint_holds: (n, seconds the cadence checkpoints held that call) per call."""
     run = train.build_run(config, dataset)
 
     def loop(num_steps: int) -> float:
@@ -155,9 +158,11 @@ def driver_loop(config: Any, dataset: Any, batches: Callable[[int], dict], progr
                 log.close()
         if timing["steps_this_invocation"] != num_steps:
             raise RuntimeError(f"the driver ran {timing['steps_this_invocation']} steps, not {num_steps}")
+        loop.checkpoint_holds.append((num_steps, timing["checkpoint_hold_s"]))
         return seconds
 
     loop.train_step = run.train_step
+    loop.checkpoint_holds = []
     return loop
 
 
@@ -250,8 +255,13 @@ def benchmark_model(config: Any, dataset: Any, *, name: str = "", repeats: int =
         hand_ms = 1000 * seconds / (calibration // 2)
     base, steps = timed_steps(hand_ms, seconds_per_run, log_every, steps)
 
+    driver.checkpoint_holds.clear()
     per_step = interleaved_ms_per_step({"driver": driver, "hand": hand}, base, steps, repeats)
     driver_ms, hand_ms = float(np.median(per_step["driver"])), float(np.median(per_step["hand"]))
+    # Of the driver's time per step, what its cadence checkpoints held the loop: the same difference of the
+    # long and the short call, repetition by repetition, as the times.
+    held = {n: [s for m, s in driver.checkpoint_holds if m == n] for n in (base, base + steps)}
+    checkpoint_ms = [1000 * (long - short) / steps for short, long in zip(held[base], held[base + steps])]
     return {
         "model": name or config.model.name, "dataset": config.dataset.name,
         "batch_size": int(config.train.batch_size), "device": jax.devices()[0].device_kind,
@@ -262,6 +272,7 @@ def benchmark_model(config: Any, dataset: Any, *, name: str = "", repeats: int =
         "checkpoints_timed": (base + steps - 1) // checkpoint_every - (base - 1) // checkpoint_every,
         "driver_ms_per_step": per_step["driver"], "hand_ms_per_step": per_step["hand"],
         "driver_ms_median": driver_ms, "hand_ms_median": hand_ms, "ratio": driver_ms / hand_ms,
+        "checkpoint_ms_per_step": checkpoint_ms, "checkpoint_ms_median": float(np.median(checkpoint_ms)),
         "ratio_per_repeat": [d / h for d, h in zip(per_step["driver"], per_step["hand"])],
         "driver_compiles": int(driver.train_step._cache_size()),
         "hand_compiles": int(hand.train_step._cache_size()),
@@ -296,7 +307,8 @@ def main(argv: list[str]) -> None:
         print(f"{r['model']}: per repeat driver {[round(v, 3) for v in r['driver_ms_per_step']]} ms, "
               f"hand {[round(v, 3) for v in r['hand_ms_per_step']]} ms; base {r['base_steps']} steps; "
               f"timed difference holds {r['metric_fetches_timed']} metric fetches and "
-              f"{r['checkpoints_timed']} cadence checkpoints; compiles driver {r['driver_compiles']}, "
+              f"{r['checkpoints_timed']} cadence checkpoints (which held the driver "
+              f"{r['checkpoint_ms_median']:.3f} ms/step); compiles driver {r['driver_compiles']}, "
               f"hand {r['hand_compiles']}")
     if FLAGS.out:
         write_rows(FLAGS.out, rows)

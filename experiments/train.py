@@ -950,7 +950,8 @@ def train_loop(run: Run, workdir: str, log: Optional[MetricsLog] = None, progres
     in-memory batches); `on_restored()` runs once the newest checkpoint has
     been restored onto the run's state (or there is none). Returns timing:
     per-step wall times measured after the lag-1 wait, the compile count of
-    the train step, and whether the run reached num_steps.
+    the train step, whether the run reached num_steps, and how long the
+    cadence checkpoints held the loop (`checkpoint_hold_s`).
     """
     manager = _checkpoint_manager(workdir, run.config)
     try:
@@ -985,6 +986,7 @@ def _train_steps(run: Run, manager: ocp.CheckpointManager, log: Optional[Metrics
     pending: list[dict] = []
     last_finite: Optional[dict] = None
     step_times: list[float] = []
+    checkpoint_hold_s = 0.0  # how long the cadence saves held the loop (the writing itself is asynchronous)
     bar = tqdm(total=run.num_steps, initial=start, desc="train", disable=not progress,
                mininterval=1.0, dynamic_ncols=True)
     previous_loss = None
@@ -1022,7 +1024,9 @@ def _train_steps(run: Run, manager: ocp.CheckpointManager, log: Optional[Metrics
                     log.write(step, {f"{split}_{k}": v for k, v in ev.items()})
             # Orbax's own cadence check costs ~40 us a call: ask it only when a save is due.
             if step % checkpoint_every == 0:
+                save_start = time.perf_counter()
                 _save(manager, step, state)
+                checkpoint_hold_s += time.perf_counter() - save_start
             bar.update(1)
     except KeyboardInterrupt:
         # Nothing lost on interruption: keep the state reached so far, then stop.
@@ -1035,7 +1039,7 @@ def _train_steps(run: Run, manager: ocp.CheckpointManager, log: Optional[Metrics
     steady = step_times[2:] if len(step_times) > 4 else step_times
     return {"train_step_ms_median": 1000 * float(np.median(steady)) if steady else None,
             "compiles": int(run.train_step._cache_size()), "steps_this_invocation": step - start,
-            "finished": step >= run.num_steps, "step": step}
+            "finished": step >= run.num_steps, "step": step, "checkpoint_hold_s": checkpoint_hold_s}
 
 
 # ---------------------------------------------------------------- results

@@ -19,7 +19,19 @@ def _check(result, repeats):
     assert all(math.isfinite(ms) for ms in result["driver_ms_per_step"] + result["hand_ms_per_step"])
     assert math.isfinite(result["ratio"])
     assert result["driver_compiles"] == 1 and result["hand_compiles"] == 1
+    assert len(result["checkpoint_ms_per_step"]) == repeats
+    assert all(math.isfinite(ms) for ms in result["checkpoint_ms_per_step"])
     json.dumps(result)  # what --out writes
+
+
+def test_the_time_cadence_checkpoints_hold_the_driver_is_measured():
+    config, dataset = benchmark_step.benchmark_config("lenet300")
+    config.train.checkpoint_every = 10  # the long call saves 10 times more than the short one
+    result = benchmark_step.benchmark_model(config, dataset, name="lenet300", repeats=2, steps=100,
+                                            progress=False)
+    assert result["checkpoints_timed"] == 10
+    # Each save holds the loop for at least the copy of the state to the host: never nothing.
+    assert all(ms > 0 for ms in result["checkpoint_ms_per_step"])
 
 
 def test_lenet300_driver_and_hand_loop_give_positive_times_and_a_ratio():
