@@ -135,7 +135,7 @@ def drone_claim(plain: list[tuple[int, Comparison]], tuned: list[tuple[int, Comp
     """Chen et al.'s claim, DRONE no worse than SVD at every rank, judged on the ranks with results, without and
     with the fine-tune: fails where DRONE is worse (separated), else holds (the separation rule)."""
     def judged(pairs: list[tuple[int, Comparison]], what: str) -> str:
-        worse = [rank for rank, c in pairs if c.separated and c.sign > 0]
+        worse = [rank for rank, c in pairs if c.sign > 0]
         level = [rank for rank, c in pairs if not c.separated]
         notes = [f"{word} at rank {', '.join(map(str, ranks))}"
                  for word, ranks in (("worse", worse), ("not separated", level)) if ranks]

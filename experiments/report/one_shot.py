@@ -232,7 +232,7 @@ def layerdrop_claim(against_scratch: list[Comparison]) -> str:
     from scratch, judged on every kept subset with results: fails where one is worse (separated), else holds."""
     if not against_scratch:
         return ""
-    worse = sum(c.separated and c.sign > 0 for c in against_scratch)
+    worse = sum(c.sign > 0 for c in against_scratch)
     verdict = "fails" if worse else "holds"
     return (f"Fan et al.'s claim that a LayerDrop model pruned to a depth matches or beats a model of that depth "
             f"trained from scratch **{verdict}** here: worse at {worse} of the {len(against_scratch)} kept subsets "
