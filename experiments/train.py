@@ -20,6 +20,8 @@ import logging as logging_lib
 import math
 import os
 import platform
+import signal
+import threading
 import time
 from typing import Any, Callable, Iterator, Optional, Sequence
 
@@ -941,6 +943,34 @@ def _raise_on_nan(step: int, history: list[dict], last_finite: Optional[dict]) -
                 f"last finite metrics: {last_finite}. No results.json was written.")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM received while training: handled as Ctrl-C is (the state reached is checkpointed, then stop)."""
+
+
+@contextlib.contextmanager
+def _termination_interrupts() -> Iterator[None]:
+    """While the loop runs, SIGTERM raises `Terminated` in it instead of killing the process.
+
+    `kill PID`, a job scheduler's stop and a preempted cloud TPU VM all send
+    SIGTERM, and a job started in the background (`nohup ... &`) ignores
+    SIGINT: without this, each of those loses every step since the last
+    cadence checkpoint. Signal handlers can only be set from the main thread;
+    elsewhere SIGTERM keeps its default.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise Terminated(f"signal {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def train_loop(run: Run, workdir: str, log: Optional[MetricsLog] = None, progress: bool = True,
                batches: Optional[Callable[[int], dict]] = None,
                on_restored: Optional[Callable[[], None]] = None) -> dict[str, Any]:
@@ -955,7 +985,7 @@ def train_loop(run: Run, workdir: str, log: Optional[MetricsLog] = None, progres
     """
     manager = _checkpoint_manager(workdir, run.config)
     try:
-        with _orbax_errors_to(os.path.join(workdir, "checkpoint_errors.log")):
+        with _orbax_errors_to(os.path.join(workdir, "checkpoint_errors.log")), _termination_interrupts():
             return _train_steps(run, manager, log, progress, batches, on_restored)
     finally:
         with contextlib.suppress(Exception):  # a failed save re-raises here; it was reported already
@@ -1028,10 +1058,12 @@ def _train_steps(run: Run, manager: ocp.CheckpointManager, log: Optional[Metrics
                 _save(manager, step, state)
                 checkpoint_hold_s += time.perf_counter() - save_start
             bar.update(1)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interruption:
         # Nothing lost on interruption: keep the state reached so far, then stop.
         _save_final(manager, step, state)
         bar.close()
+        print(f"{str(interruption) or 'interrupted'}: stopped at step {step} of {run.num_steps}, checkpointed in "
+              f"{manager.directory}; run the same command again to continue from there")
         raise
     _save_final(manager, step, state)
     bar.close()

@@ -1,12 +1,14 @@
 """The driver: results contract, one compile, export equals training view, sharding, resume, NaN, bad configs."""
 import json
 import os
+import signal
 
 import jax
 import numpy as np
 import pytest
 
 from compression import export
+from experiments import data as data_lib
 from experiments import train
 from tests.helpers import tiny_config
 
@@ -112,6 +114,28 @@ def test_run_stopped_and_resumed_ends_with_the_same_parameters_as_an_uninterrupt
     b = export.load_params(str(tmp_path / "staged" / "export" / "params.safetensors"))
     for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
         np.testing.assert_array_equal(x, y)
+
+
+def test_sigterm_checkpoints_the_step_reached_and_a_rerun_continues_from_it(tmp_path, capsys):
+    # A background job ignores SIGINT and `kill`/a preempted TPU VM sends SIGTERM: neither may lose steps.
+    config = tiny_config(num_steps=12, checkpoint_every=100)  # no cadence save before the signal
+    run = train.build_run(config)
+    before = signal.getsignal(signal.SIGTERM)
+
+    def batches(step):
+        if step == 5:  # asked for once step 5 has been applied
+            os.kill(os.getpid(), signal.SIGTERM)
+        return data_lib.train_batch(run.dataset, int(config.seed), step, int(config.train.batch_size), 0)
+
+    with pytest.raises(train.Terminated, match="SIGTERM"):
+        train.train_loop(run, str(tmp_path), progress=False, batches=batches)
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert "stopped at step 5 of 12" in capsys.readouterr().out
+    manager = train._checkpoint_manager(str(tmp_path), config)
+    assert manager.latest_step() == 5
+    manager.close()
+    timing = train.train_loop(train.build_run(config), str(tmp_path), progress=False)
+    assert timing["steps_this_invocation"] == 7 and timing["finished"]
 
 
 def test_rerunning_a_finished_run_keeps_the_timing_of_the_steps_it_trained(tmp_path):
