@@ -60,7 +60,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from compression import accounting, export
-from experiments import models
+from experiments import models, train
 from experiments import workdir as workdir_lib
 
 FLAGS = flags.FLAGS
@@ -94,10 +94,10 @@ def load_run(run_dir: str, num_classes: int = 10) -> dict[str, Any]:
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} does not exist: --runs takes run workdirs that hold {EXPORT}")
     header = export.read_header(path)
-    model_config = header["metadata"].get("model")
-    if not model_config:
+    if not header["metadata"].get("model"):
         raise ValueError(f"{path} records no model config in its metadata; it cannot be rebuilt")
-    params = export.load_params(path)
+    # The model's other collections (BatchNorm's running statistics) are stored beside its params.
+    model_config, params, model_state = train.read_export(path)
     if model_config.get("name") == "char_transformer":
         # A language model's classes are its vocabulary, which its token embedding holds.
         num_classes = int(np.shape(params["embed"]["embedding"])[0])
@@ -121,13 +121,15 @@ def load_run(run_dir: str, num_classes: int = 10) -> dict[str, Any]:
         "weights_total": accounting.params_total(matrices), "weights_nonzero": accounting.params_nonzero(matrices),
         "bytes_exported": os.path.getsize(path),
         "codecs": sorted({record["codec"] for record in header["params"].values()}),
-        "flops_per_example": accounting.count_flops(lambda p, x: model.apply({"params": p}, x), params, example),
+        "flops_per_example": accounting.count_flops(
+            lambda p, x: models.apply_model(model, p, x, model_state=model_state), params, example),
+        "model_state": model_state,
         "test_accuracy": accuracy, "input": example_input, "output_shape": output_shape,
     }
 
 
 def _forward(module: Any):
-    return jax.jit(lambda params, x: module.apply({"params": params}, x))
+    return jax.jit(lambda variables, x: models.apply_model(module, variables[0], x, model_state=variables[1]))
 
 
 def _time_calls(fn, params, x, calls: int) -> list[float]:
@@ -169,7 +171,7 @@ def benchmark(run_dirs: Sequence[str], batch_sizes: Sequence[int] = (1, 128), re
               for b in batch_sizes}
     for r in runs:
         r["fn"] = _forward(r["module"])
-        r["device_params"] = jax.device_put(r["params"], device)
+        r["device_params"] = jax.device_put((r["params"], r["model_state"]), device)
 
     calls: dict[tuple[int, int], int] = {}
     for i, r in enumerate(runs):

@@ -83,6 +83,23 @@ def test_language_models_are_timed_on_token_windows_and_a_factored_export_costs_
         benchmark_inference.benchmark([dirs[0], tiny_runs[0]], repeats=1, seconds_per_repeat=0.001)
 
 
+def test_batchnorm_models_are_timed_with_the_running_statistics_their_export_stores(tmp_path):
+    # MobileNet's exports keep BatchNorm's statistics beside the params (the header's collections).
+    dirs = []
+    for blocks in ("full", "separable"):
+        config = tiny_config(num_steps=1)
+        config.model = {"name": "mobilenet_cnn", "features": [4, 8, 8], "strides": [1, 2, 1], "blocks": blocks}
+        train.export_run(train.build_run(config), str(tmp_path / blocks))
+        dirs.append(str(tmp_path / blocks))
+    result = benchmark_inference.benchmark(dirs, batch_sizes=(2,), repeats=1, seconds_per_repeat=0.001)
+    full, separable = result["rows"]
+    # Blocks 1-2: full 3x3 convs 4->8 and 8->8 against depthwise 3x3 + pointwise 1x1 pairs, whose
+    # depthwise halves add a BatchNorm (scale and bias) on 4 and 8 channels; statistics are not counted.
+    assert full["params_total"] - separable["params_total"] == (9 * 4 * 8 + 9 * 8 * 8) - (9 * 4 + 4 * 8 + 9 * 8 + 8 * 8) - (4 + 8) * 2
+    assert separable["flops_per_example"] < full["flops_per_example"]
+    assert math.isfinite(separable["speedup"]["2"])
+
+
 def test_benchmark_rejects_a_directory_without_an_export(tmp_path):
     with pytest.raises(FileNotFoundError, match="export"):
         benchmark_inference.benchmark([str(tmp_path)], repeats=1)
