@@ -16,6 +16,10 @@ import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 
+# The name of the nested jit in which a model computes a depthwise convolution as shifted
+# multiply-adds (experiments.models.depthwise_conv): count_flops counts it as that convolution.
+DEPTHWISE_CONV = "depthwise_conv"
+
 
 def params_total(params: Any) -> int:
     """Number of scalar parameters in the pytree."""
@@ -85,6 +89,10 @@ def _jaxpr_flops(jaxpr) -> int:
     total = 0
     for eqn in jaxpr.eqns:
         name = eqn.primitive.name
+        if name in ("jit", "pjit") and eqn.params.get("name") == DEPTHWISE_CONV:
+            # Each output element is a K x K window of its own channel; the body is elementwise.
+            total += 2 * math.prod(eqn.outvars[0].aval.shape) * math.prod(eqn.invars[1].aval.shape[:2])
+            continue
         if name == "dot_general":
             total += _dot_general_flops(eqn)
         elif name == "conv_general_dilated":
@@ -100,8 +108,10 @@ def count_flops(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
 
     Counts from the traced jaxpr, so Dense layers, convolutions and attention
     (einsums lower to dot_general) are counted however a model writes them,
-    including inside jit, remat and scan (times its length). Elementwise ops
-    are not counted, as in the FLOP tables of the papers we reproduce.
+    including inside jit, remat and scan (times its length), and so is a
+    depthwise convolution written as shifted multiply-adds inside a jit named
+    DEPTHWISE_CONV. Elementwise ops are not counted, as in the FLOP tables of
+    the papers we reproduce.
     """
     closed = jax.make_jaxpr(fn)(*args, **kwargs)
     return _jaxpr_flops(closed.jaxpr)

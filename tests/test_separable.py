@@ -1,8 +1,11 @@
 """Depthwise-separable convolutions: the MobileNet-style model and the split of a trained conv (compression/separable.py)."""
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from compression import accounting
 from compression import separable as sep
 from experiments import models, train
 from tests.helpers import tiny_config
@@ -26,6 +29,23 @@ def test_a_kernel_that_cannot_be_split_is_refused():
         sep.rank1_split(np.ones((1, 1, 4, 5)))
     with pytest.raises(ValueError, match="got shape"):
         sep.rank1_split(np.ones((4, 5)))
+
+
+@pytest.mark.parametrize("size, stride", [(9, 1), (9, 2), (8, 2), (7, 3)])
+def test_the_depthwise_conv_is_the_grouped_convolution_with_its_parameter_values_and_flops(size, stride):
+    # Same-padding's split (more after than before on an odd total) and strided windows, against lax.
+    x = jnp.asarray(RNG.normal(size=(2, size, size, 4)), jnp.float32)
+    grouped = nn.Conv(4, (3, 3), (stride, stride), padding="SAME", feature_group_count=4, use_bias=False)
+    ours = models.DepthwiseConv(3, stride)
+    params = grouped.init(jax.random.PRNGKey(1), x)
+    np.testing.assert_array_equal(ours.init(jax.random.PRNGKey(1), x)["params"]["kernel"], params["params"]["kernel"])
+    np.testing.assert_allclose(ours.apply(params, x), grouped.apply(params, x), atol=1e-5)
+    loss = lambda m: jax.grad(lambda p, x: jnp.sum(jnp.sin(m.apply(p, x))), argnums=(0, 1))(params, x)
+    for a, b in zip(jax.tree_util.tree_leaves(loss(ours)), jax.tree_util.tree_leaves(loss(grouped))):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    out = -(-size // stride)
+    flops = accounting.count_flops(lambda p, x: ours.apply(p, x), params, x)
+    assert flops == accounting.count_flops(lambda p, x: grouped.apply(p, x), params, x) == 2 * 2 * out * out * 4 * 9
 
 
 def _mobilenet(blocks):
