@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from compression import accounting, intercept
+from compression import intercept
 
 NORMALIZATIONS = ("none", "layer", "batch")
 # The precision policy's compute dtypes (config.precision.compute). Parameters are stored in
@@ -231,8 +231,9 @@ def depthwise_conv(x: jnp.ndarray, kernel: jnp.ndarray, stride: int) -> jnp.ndar
     out[b, i, j, c] = sum_{u, v} x_pad[b, i*stride + u, j*stride + v, c] * kernel[u, v, 0, c], what
     `lax.conv_general_dilated` computes with feature_group_count = C (equal up to float rounding).
     Written out because XLA:CPU runs grouped convolutions 10-50x slower than these fused
-    elementwise loops (forward and gradient). It stays a named jit so that
-    `compression.accounting.count_flops` counts it as the convolution it is (DEPTHWISE_CONV).
+    elementwise loops (forward and gradient). It stays a jit named depthwise_conv
+    (`compression.accounting.DEPTHWISE_CONV`) so that `count_flops` counts it as the
+    convolution it is.
     """
     kh, kw = kernel.shape[:2]
     height, width = x.shape[1:3]
@@ -245,9 +246,6 @@ def depthwise_conv(x: jnp.ndarray, kernel: jnp.ndarray, stride: int) -> jnp.ndar
         for v in range(kw):
             out = out + x[:, u:u + last_h:stride, v:v + last_w:stride] * kernel[u, v, 0]
     return out
-
-
-assert depthwise_conv.__name__ == accounting.DEPTHWISE_CONV
 
 
 class DepthwiseConv(nn.Module):
