@@ -18,6 +18,7 @@ them on data.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -147,41 +148,70 @@ def init_state(net: Supernet) -> dict:
 def train_supernet(net: Supernet, workdir: str, progress: bool = True) -> dict:
     """Trains the SuperTransformer for config.train.num_steps (resuming from workdir's checkpoints).
 
-    Returns {"state", "widths": the width bucket of each step run, "compiles", "wall_s"}.
+    Stopped by Ctrl-C or SIGTERM, it checkpoints the step reached (as
+    `train.train_loop` does) and re-raises; a rerun continues from there.
+    Returns {"state", "widths": the width bucket of each step run this
+    invocation, "compiles", "wall_s": the wall time of every invocation so
+    far (WORKDIR/timing.json), so an interrupted search still reports its
+    whole cost}.
     """
     config = net.config
     num_steps = int(config.train.num_steps)
     batch_size, seq_len = int(config.train.batch_size), int(config.dataset.seq_len)
     sampling = str(config.nas.get("sampling", "uniform"))
+    checkpoint_every = max(1, int(config.train.checkpoint_every))
     state = init_state(net)
+    os.makedirs(workdir, exist_ok=True)
+    timing_path = os.path.join(workdir, "timing.json")
+    earlier_s = json.load(open(timing_path))["wall_s"] if os.path.exists(timing_path) else 0.0
     manager = train._checkpoint_manager(workdir, config)
-    start = 0
-    if manager.latest_step() is not None:
-        state, start = train.restore_latest(manager, state)
     log_every = max(1, int(config.train.log_every))
     history, widths = [], []
     begin = time.time()
-    steps = range(start, num_steps)
-    if progress:
-        from tqdm import tqdm
-        steps = tqdm(steps, desc="supernet", initial=start, total=num_steps)
-    for step in steps:
-        arch = architecture_at(net.space, int(config.seed), step, sampling)
-        batch = data_lib.train_batch(net.dataset, int(config.seed), step, batch_size, seq_len)
-        state, loss = net.train_step(arch.width)(state, net.masks(state["params"], arch), batch)
-        widths.append(arch.width)
-        history.append(loss)
-        if (step + 1) % log_every == 0 or step + 1 == num_steps:
-            values = [float(v) for v in jax.device_get(history)]  # one host sync per log interval
-            if not all(np.isfinite(values)):
-                raise FloatingPointError(f"supernet training: non-finite loss by step {step + 1}; no results written")
-            train.write_results(os.path.join(workdir, "supernet_log.json"),
-                                {"step": step + 1, "train_loss": float(np.mean(values))})
-            history = []
-        manager.save(step + 1, args=ocp.args.StandardSave(state))
-    manager.wait_until_finished()
-    manager.close()
-    return {"state": state, "widths": widths, "compiles": net.compiles(), "wall_s": time.time() - begin}
+    step = 0
+    try:
+        with train._orbax_errors_to(os.path.join(workdir, "checkpoint_errors.log")), \
+                train._termination_interrupts():
+            state, step = train.restore_latest(manager, state)
+            bar = None
+            if progress:
+                from tqdm import tqdm
+                bar = tqdm(total=num_steps, initial=step, desc="supernet")
+            try:
+                while step < num_steps:
+                    arch = architecture_at(net.space, int(config.seed), step, sampling)
+                    batch = data_lib.train_batch(net.dataset, int(config.seed), step, batch_size, seq_len)
+                    state, loss = net.train_step(arch.width)(state, net.masks(state["params"], arch), batch)
+                    step += 1
+                    widths.append(arch.width)
+                    history.append(loss)
+                    if step % log_every == 0 or step == num_steps:
+                        values = [float(v) for v in jax.device_get(history)]  # one host sync per log interval
+                        if not all(np.isfinite(values)):
+                            raise FloatingPointError(f"supernet training: non-finite loss by step {step}; "
+                                                     f"no results written")
+                        train.write_results(os.path.join(workdir, "supernet_log.json"),
+                                            {"step": step, "train_loss": float(np.mean(values))})
+                        history = []
+                    if step % checkpoint_every == 0:
+                        train._save(manager, step, state)
+                    if bar is not None:
+                        bar.update(1)
+            except KeyboardInterrupt as interruption:
+                train._save_final(manager, step, state)
+                print(f"{str(interruption) or 'interrupted'}: the supernet stopped at step {step} of {num_steps}, "
+                      f"checkpointed in {manager.directory}; run the same command again to continue from there")
+                raise
+            finally:
+                if bar is not None:
+                    bar.close()
+            train._save_final(manager, step, state)
+    finally:
+        train.write_results(timing_path, {"wall_s": earlier_s + time.time() - begin, "step": step})
+        with contextlib.suppress(Exception):  # a failed save re-raises here; it was reported already
+            manager.close()
+    return {"state": state, "widths": widths, "compiles": net.compiles(),
+            "wall_s": earlier_s + time.time() - begin}
 
 
 def fixed_batches(net: Supernet, count: int, split: str = "selection") -> list[dict]:
@@ -328,7 +358,8 @@ def export_architecture(path: str, params: Any, arch: sn.Architecture, supernet:
 def latency_table(net: Supernet, params: Any, path: str, count: int, seed: int, repeats: int,
                   progress: bool = True) -> list[dict]:
     """Measured latency of `count` sampled architectures (plus the largest and the smallest), resumable:
-    the rows already in `path` are kept and the rest measured and appended."""
+    the rows already in `path` are kept and the rest measured and appended; each row records the
+    seconds its measurement took (`measure_s`)."""
     rng = np.random.default_rng((seed, 11))
     archs = [net.space.largest(), net.space.smallest()] + [net.space.sample(rng) for _ in range(count)]
     rows = json.load(open(path)) if os.path.exists(path) else []
@@ -342,8 +373,11 @@ def latency_table(net: Supernet, params: Any, path: str, count: int, seed: int, 
         from tqdm import tqdm
         todo = tqdm(todo, desc="latency", initial=len(rows), total=len(archs))
     for arch in todo:
+        start = time.time()
         ms = measure_latency_ms(arch, net.model_config, params, net.dataset.num_classes, batch, seq_len, repeats)
-        rows.append({"arch": arch.as_dict(), "latency_ms": ms, "device_kind": device})
+        # Each row keeps its own cost, so a table measured over several invocations reports all of it.
+        rows.append({"arch": arch.as_dict(), "latency_ms": ms, "device_kind": device,
+                     "measure_s": time.time() - start})
         train.write_results(path, rows)
     return rows
 
@@ -397,20 +431,21 @@ def run_hat(config: Any, workdir: str, progress: bool = True) -> dict:
     Writes WORKDIR/results.json (and latency_table.json, found/BUDGET/export/params.safetensors); every
     stage resumes from what an interrupted run left.
     """
-    begin = time.time()
     net = build_supernet(config)
     trained = train_supernet(net, os.path.join(workdir, "supernet"), progress)
     params = trained["state"]["params"]
     nas_config = config.nas
     seed = int(config.seed)
     device = jax.devices()[0].device_kind
-    table_start = time.time()
     table = latency_table(net, params, os.path.join(workdir, "latency_table.json"),
                           int(nas_config.latency_samples), seed, int(nas_config.latency_repeats), progress)
+    fit_start = time.time()
     model = fit_latency_model(table, device, int(config.train.eval_batch_size), int(config.dataset.seq_len),
                               seed=seed)
     model.check_device(device)
-    latency_s = time.time() - table_start
+    # Summed over the rows (and the fit now), so a table measured over several invocations counts whole.
+    latency_s = sum(float(r.get("measure_s", 0.0)) for r in table) + time.time() - fit_start
+    rest_start = time.time()
     largest = net.space.largest()
     largest_ms = float(np.median([r["latency_ms"] for r in table if r["arch"] == largest.as_dict()]))
     seq_len, vocab = int(config.dataset.seq_len), net.dataset.num_classes
@@ -460,7 +495,9 @@ def run_hat(config: Any, workdir: str, progress: bool = True) -> dict:
     results = {
         "config": config.to_dict(), "space": dataclasses.asdict(net.space), "metrics": metrics,
         "compression": {"params_total": costs(largest)["params"], "flops_per_example": costs(largest)["flops"]},
-        "timing": {"wall_s": time.time() - begin, "supernet_s": trained["wall_s"], "latency_s": latency_s,
+        # The whole search's cost: the supernet and the latency table over every invocation, then the rest.
+        "timing": {"wall_s": trained["wall_s"] + latency_s + time.time() - rest_start,
+                   "supernet_s": trained["wall_s"], "latency_s": latency_s,
                    "search_s": search_s, "compiles": trained["compiles"]},
         "supernet": {"steps": int(config.train.num_steps), "sampling": str(nas_config.get("sampling", "uniform"))},
         "latency": {"device_kind": device, "measurements": model.measurements, "heldout_mape": model.heldout_mape,

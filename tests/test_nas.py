@@ -1,5 +1,7 @@
 """Architecture search (experiments/nas.py): the SuperTransformer's training and the inherited-weight score."""
 import json
+import os
+import signal
 
 import jax
 import numpy as np
@@ -47,6 +49,33 @@ def test_the_supernet_trains_one_compile_per_width_and_resumes_to_the_same_weigh
     resumed = nas.train_supernet(nas.build_supernet(config(6)), str(tmp_path / "b"), progress=False)
     for a, b in zip(jax.tree_util.tree_leaves(out["state"]["params"]),
                     jax.tree_util.tree_leaves(resumed["state"]["params"])):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_sigterm_checkpoints_the_supernet_step_reached_and_the_rerun_ends_as_an_uninterrupted_run(
+        tmp_path, monkeypatch, capsys):
+    c = config(num_steps=4)
+    c.train.checkpoint_every = 100  # no cadence save before the signal
+    straight = nas.train_supernet(nas.build_supernet(c), str(tmp_path / "straight"), progress=False)
+    batch_of = nas.data_lib.train_batch
+
+    def batches(dataset, seed, step, *args):
+        if step == 2:  # asked for once steps 0 and 1 have been applied
+            os.kill(os.getpid(), signal.SIGTERM)
+        return batch_of(dataset, seed, step, *args)
+
+    monkeypatch.setattr(nas.data_lib, "train_batch", batches)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(train.Terminated, match="SIGTERM"):
+        nas.train_supernet(nas.build_supernet(c), str(tmp_path / "stopped"), progress=False)
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert "the supernet stopped at step 2 of 4" in capsys.readouterr().out
+    first_s = json.loads((tmp_path / "stopped" / "timing.json").read_text())["wall_s"]
+    monkeypatch.setattr(nas.data_lib, "train_batch", batch_of)
+    resumed = nas.train_supernet(nas.build_supernet(c), str(tmp_path / "stopped"), progress=False)
+    assert len(resumed["widths"]) == 2  # steps 2 and 3 only
+    assert resumed["wall_s"] > first_s  # the whole cost, both invocations
+    for a, b in zip(jax.tree_util.tree_leaves(straight["state"]), jax.tree_util.tree_leaves(resumed["state"])):
         np.testing.assert_array_equal(a, b)
 
 
@@ -109,6 +138,11 @@ def test_hat_end_to_end_finds_architectures_within_budget_exports_them_and_reads
     c.nas.update(export="", search=str(tmp_path))
     results = nas.run(c, str(tmp_path), progress=False)
     assert results["latency"]["measurements"] == 12 and results["latency"]["device_kind"]
+    # The search's cost counts every measurement the table holds (it may span invocations) and the supernet.
+    table = json.loads((tmp_path / "latency_table.json").read_text())
+    timing = results["timing"]
+    assert timing["latency_s"] >= sum(r["measure_s"] for r in table) > 0
+    assert timing["wall_s"] >= timing["supernet_s"] + timing["latency_s"]
     space = sn.SearchSpace(**{k: tuple(v) for k, v in SPACE.items()})
     supernet_params = nas.train_supernet(nas.build_supernet(c), str(tmp_path / "supernet"), False)["state"]["params"]
     for name, fraction in (("50", 0.5), ("90", 0.9)):
