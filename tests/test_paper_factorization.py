@@ -10,10 +10,14 @@ def section(report: str) -> str:
     return report.split("## Factorization and sharing\n\n", 1)[1].split("\n\n## ", 1)[0]
 
 
-def lm(loss: float, params: int) -> dict:
+def lm(loss: float, params: int, steps: int | None = None, wall_s: float | None = None) -> dict:
     data = make_result(metrics={"val_loss_nats": loss}, model="char_transformer", dataset="shakespeare",
                        params=params)
     data["compression"]["params_exported"] = params
+    if steps is not None:
+        data["config"]["train"] = {"num_steps": steps}
+    if wall_s is not None:
+        data["timing"] = {"wall_s": wall_s}
     return data
 
 
@@ -26,7 +30,11 @@ def test_deep_compression_stages_albert_drone_and_mobilenet_tables(tmp_path):
             write(results, f"{name}/seed_{seed}", make_result(acc + 0.001 * seed, bytes_exported=size))
         for variant, loss, params in (("none", 1.48, 875_520), ("all", 1.60, 280_704), ("attention", 1.481, 676_608),
                                       ("ffn", 1.55, 479_616)):
-            write(results, f"lan2020_albert_char_transformer_{variant}/seed_{seed}", lm(loss + 0.002 * seed, params))
+            write(results, f"lan2020_albert_char_transformer_{variant}/seed_{seed}",
+                  lm(loss + 0.002 * seed, params, steps=4000, wall_s=60 * (40 + seed)))
+        for variant, steps in (("embed_128", 4000), ("embed_64", 2000)):
+            write(results, f"lan2020_albert_char_transformer_{variant}/seed_{seed}",
+                  lm(5.0, 1_200_000, steps=steps, wall_s=3000))
         for rank, svd, drone in ((16, 5.85, 3.29), (48, 2.66, 1.76)):
             write(results, f"chen2021_drone_char_transformer_svd_{rank}/seed_{seed}", lm(svd, 500_000))
             write(results, f"chen2021_drone_char_transformer_drone_{rank}/seed_{seed}", lm(drone + 0.01 * seed, 500_000))
@@ -58,8 +66,12 @@ def test_deep_compression_stages_albert_drone_and_mobilenet_tables(tmp_path):
     assert "Aim on LeNet-5" not in text
     assert "Han et al. 2016" in text
     # 1.483 against 1.482 nats, std 0.002 each: a difference inside twice its standard error.
-    assert cells(table_row(text, "attention shared"))[1:] == ["676,608", "1.483 ± 0.002", "3", "≈ (not separated)"]
-    assert cells(table_row(text, "all shared"))[4] == "worse"
+    assert cells(table_row(text, "attention shared"))[1:] == ["676,608", "1.483 ± 0.002", "3", "41.0 ± 1.0 min",
+                                                              "≈ (not separated)"]
+    assert "Every sharing row trained 4,000 steps." in text
+    assert "The embedding rows trained different numbers of steps (2,000, 4,000): their losses are not comparable" \
+        in text
+    assert cells(table_row(text, "all shared"))[5] == "worse"
     assert cells(table_row(text, "16"))[1:4] == ["5.850 ± 0.000", "3.300 ± 0.010", "better"]
     assert cells(table_row(text, "16"))[4] == "—"
     assert "Not run yet" in text and "howard2017_mobilenet_cnn_full" in text

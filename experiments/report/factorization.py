@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from experiments.report.common import (MISSING, TRANSFORMER_BASELINE, Comparison, Group, References, ReportInputs,
-                                       accuracy_percents, column, compare, format_stat, latency_table,
+                                       accuracy_percents, column, compare, format_seconds, format_stat, latency_table,
                                        loss_text, markdown_table, mean_or_none, not_run_yet, published_text,
                                        recorded_commands, selection_summary, transformer_baseline_loss, val_losses,
                                        within)
@@ -116,19 +116,33 @@ def albert_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Referen
                                                                                           "ffn") else None
         return [label, format_stat(column(members, "compression.params_exported"), "{:,.0f}", collapse_equal=True),
                 loss_text(members) if members else MISSING, str(len(members)),
-                c.verdict("worse", "better") if c else ""]
-    headers = ["sharing", "parameters", "val loss (nats)", "runs", "against not shared"]
+                format_seconds(column(members, "timing.wall_s")), c.verdict("worse", "better") if c else ""]
+    # Issue 19 asks every row's steps (the same in each, said below the tables) and wall time.
+    costs = ["runs", "wall time"]
     return "\n\n".join(part for part in [
         "Cross-layer sharing (character level, 4 blocks):",
-        markdown_table(headers, [row(v, label) for v, label in ALBERT_ROWS]),
+        markdown_table(["sharing", "parameters", "val loss (nats)", *costs, "against not shared"],
+                       [row(v, label) for v, label in ALBERT_ROWS]),
         "Factorized, tied embeddings (word level, 8,193 tokens, no sharing):",
-        markdown_table(["embedding", "parameters", "val loss (nats)", "runs", ""],
+        markdown_table(["embedding", "parameters", "val loss (nats)", *costs, ""],
                        [row(v, label) for v, label in EMBED_ROWS]),
+        _same_steps(runs, ALBERT_ROWS, "sharing"), _same_steps(runs, EMBED_ROWS, "embedding"),
+        "Wall time: each run's `timing.wall_s` (mean ± std over its seeds) on the machine that trained it, "
+        "which may have run other jobs beside it.",
         "Published (ALBERT-base, E = 768, average of its downstream tasks): " + published_text(
             inputs, refs, "lan2020_albert_e768_not_shared", "lan2020_albert_e768_all_shared",
             "lan2020_albert_e768_attention_shared", "lan2020_albert_e768_ffn_shared") + ".",
         not_run_yet(ALBERT, [v for v, _ in ALBERT_ROWS + EMBED_ROWS], groups),
         recorded_commands([m for m in runs.values() if m])] if part)
+
+
+def _same_steps(runs: Mapping[str, Group], rows: tuple, table: str) -> str:
+    """Whether every run of one ALBERT table trained the same number of steps (the issue's condition)."""
+    steps = {int(v) for variant, _ in rows for v in column(runs[variant], "config.train.num_steps")}
+    if len(steps) > 1:
+        return (f"The {table} rows trained different numbers of steps ({', '.join(f'{n:,}' for n in sorted(steps))}):"
+                f" their losses are not comparable until they match.")
+    return f"Every {table} row trained {steps.pop():,} steps." if steps else ""
 
 
 def drone_claim(plain: list[tuple[int, Comparison]], tuned: list[tuple[int, Comparison]]) -> str:
