@@ -31,8 +31,7 @@ Ours (Fashion-MNIST, LeNet-5 in the Caffe form, 20-50 filters, dense 500):
 Both start from the trained baseline's export,
 runs/baseline_lenet5/seed_0/export/params.safetensors, trained by
 `python -m experiments.reproduce --configs=baseline_lenet5 --seeds=0,1,2`
-(a single `--seeds=0` writes runs/baseline_lenet5/ without the seed_0
-folder; then set `--override=init_from=...` to that export). Fine-tuning:
+(or `--seeds=0` alone). Fine-tuning:
 2 epochs (936 steps) of Adam at a constant 3e-4. Append `_quick` for a 10x
 shorter fine-tune (93 steps); `:quick` alone is `filters_50_quick`.
 """

@@ -112,14 +112,14 @@ def main(argv: list[str]) -> None:
     reproduce.check_committed(FLAGS.results)
     folder = FLAGS.config.replace(":", "_")
     offsets = [float(x) for x in FLAGS.offsets]
-    seeds = [int(s) for s in FLAGS.seeds] or [None]
+    seeds = reproduce.unique_seeds(FLAGS.seeds) or [None]
     command = " ".join(["python -m experiments.omitted_class"] + sys.argv[1:])
     for seed in seeds:
         config = reproduce.load_config(FLAGS.config)
         if seed is not None:
             config.seed = seed
-        # experiments.reproduce's layout: runs/NAME/seed_K when several seeds ran, else runs/NAME.
-        suffix = f"seed_{seed}" if len(seeds) > 1 else ""
+        # experiments.reproduce's layout (reproduce.run_folder): runs/NAME/seed_K for an explicit seed, else runs/NAME.
+        suffix = "" if seed is None else f"seed_{seed}"
         results = analyse(os.path.join(FLAGS.runs, folder, suffix), config, offsets)
         results["command"] = command
         out = os.path.join(FLAGS.results, f"{folder}_bias", suffix, "results.json")

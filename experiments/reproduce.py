@@ -2,10 +2,12 @@
 
 python -m experiments.reproduce --configs=baseline_lenet300,baseline_lenet5 --seeds=0,1,2
 
-Each config runs in runs/NAME[/seed_K] (resumable: rerun the same command
-after an interruption) and its results.json is copied to
+Each config runs in runs/NAME/seed_K for each seed K of --seeds (each once;
+without --seeds, in runs/NAME with the config's own seed), resumable: rerun
+the same command after an interruption. Its results.json is copied to
 paper/results/NAME[/seed_K]/results.json, which is all the paper builder
-reads. The command line that produced the file is recorded in it.
+reads. The command line that produced the file is recorded in it. A seed
+added later (`--seeds=3`) lands beside the earlier ones in seed_3.
 
 Only a committed tree writes the paper's results. Before anything trains,
 the working tree is checked with `git status` for uncommitted changes, staged
@@ -26,7 +28,7 @@ teacher in `config.teacher.export` (an export file or a run folder). When
 that file is missing, the run that writes it is trained first, found from
 the path by the folder convention of this command:
 runs/NAME[/seed_K]/export/params.safetensors is what
-`--configs=NAME --seeds=K` (seed_K when several seeds ran) writes, NAME being
+`--configs=NAME --seeds=K` (without --seeds: no seed_K) writes, NAME being
 a config under configs/ or NAME_VARIANT for `--configs=NAME:VARIANT`. The
 prerequisite trains with the seed its path names (seed_K; without one, the
 config's own seed, as `--configs=NAME` alone runs it), in the folder the path
@@ -68,7 +70,8 @@ LISTED_CHANGES = 10
 def define_flags() -> None:
     """Defines this command's flags (here, not at import, so modules can be imported together)."""
     flags.DEFINE_list("configs", None, "Config names under configs/ (NAME or NAME:variant).")
-    flags.DEFINE_list("seeds", [], "Seeds; with several, each runs in its own seed_K folder.")
+    flags.DEFINE_list("seeds", [], "Seeds, each run once in its own seed_K folder; none: the config's "
+                      "own seed in NAME's folder.")
     flags.DEFINE_list("override", [], "key=value config overrides applied to every run (e.g. train.num_steps=100).")
     flags.DEFINE_string("results", "paper/results",
                         "Where results.json files are kept. Inside paper/ only from a committed tree; "
@@ -272,22 +275,35 @@ class Request:
     before: tuple[Prerequisite, ...]
 
 
+def run_folder(name: str, seed: int | None) -> str:
+    """NAME (":" as "_") for a config's own seed, NAME/seed_K for an explicit seed K.
+
+    An explicit seed always has its own folder, so a seed added later sits
+    beside the earlier ones instead of in NAME's.
+    """
+    folder = name.replace(":", "_")
+    return folder if seed is None else os.path.join(folder, f"seed_{seed}")
+
+
+def unique_seeds(seeds: Iterable[int]) -> list[int]:
+    """Each seed once, in the order given (a repeated seed would only evaluate its finished run again)."""
+    return list(dict.fromkeys(int(s) for s in seeds))
+
+
 def plan(configs: Sequence[str], seeds: Sequence[int], overrides: Sequence[str], *,
          config_names: Iterable[str] | None = None) -> list[Request]:
     """Every requested run with what it needs trained first; raises before anything trains."""
     names = experiment_configs() if config_names is None else list(config_names)
-    chosen: Sequence[int | None] = list(seeds) or [None]
+    chosen: Sequence[int | None] = unique_seeds(seeds) or [None]
     requests = []
     for name in configs:
         for seed in chosen:
             config = load_config(name)
             for assignment in overrides:
                 apply_override(config, assignment)
-            folder = name.replace(":", "_")
             if seed is not None:
                 config.seed = seed
-                if len(chosen) > 1:
-                    folder = os.path.join(folder, f"seed_{seed}")
+            folder = run_folder(name, seed)
             requests.append(Request(name, config.seed, folder, config,
                                     tuple(prerequisites(config, names))))
     return requests

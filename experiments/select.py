@@ -287,7 +287,7 @@ def main(argv: list[str]) -> None:
     name = choice_name(FLAGS.config, FLAGS.name)
     configs = {c.replace(":", "_"): (lambda args=(), c=c: reproduce.load_config(config_spec(c, args)))
                for c in FLAGS.config}
-    select(configs, name, parse_grid(FLAGS.grid), [int(s) for s in FLAGS.seeds], FLAGS.metric, FLAGS.runs,
+    select(configs, name, parse_grid(FLAGS.grid), reproduce.unique_seeds(FLAGS.seeds), FLAGS.metric, FLAGS.runs,
            os.path.join(FLAGS.out, f"{name}.json"), " ".join(["python -m experiments.select"] + sys.argv[1:]), rule)
 
 

@@ -271,6 +271,19 @@ def test_an_export_path_with_seed_follows_each_runs_seed(tmp_path, monkeypatch):
                      ("runs/base/seed_1", 1, 10), ("runs/sweep/seed_1", 1, 1000)]
 
 
+def test_an_explicit_seed_always_has_its_folder_and_a_repeated_seed_runs_once(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    fake_configs(monkeypatch, {"base": {"seed": 7, "train.num_steps": 10}})
+    calls: list = []
+    monkeypatch.setattr(train, "train_and_evaluate", recorder(calls))
+    reproduce.reproduce(["base"], [2, 2], results_dir="out", config_names=["base"])
+    reproduce.reproduce(["base"], results_dir="out", config_names=["base"])
+    # A seed added on its own sits beside the others (seed_2), never in the config's own-seed folder.
+    assert calls == [("runs/base/seed_2", 2, 10), ("runs/base", 7, 10)]
+    kept = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("results.json"))
+    assert kept == ["base/results.json", "base/seed_2/results.json"]
+
+
 def test_an_override_sets_a_dotted_field_or_a_list_entrys_field_and_names_a_wrong_key():
     config = default.get_config()
     config.loss = [{"term": "cross_entropy"}, {"term": "knowledge_distillation", "temperature": 1.0}]
