@@ -18,7 +18,6 @@ them on data.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import json
@@ -163,14 +162,12 @@ def train_supernet(net: Supernet, workdir: str, progress: bool = True) -> dict:
     os.makedirs(workdir, exist_ok=True)
     timing_path = os.path.join(workdir, "timing.json")
     earlier_s = json.load(open(timing_path))["wall_s"] if os.path.exists(timing_path) else 0.0
-    manager = train._checkpoint_manager(workdir, config)
     log_every = max(1, int(config.train.log_every))
     history, widths = [], []
     begin = time.time()
     step = 0
     try:
-        with train._orbax_errors_to(os.path.join(workdir, "checkpoint_errors.log")), \
-                train._termination_interrupts():
+        with train.checkpointing(workdir, config) as manager:
             state, step = train.restore_latest(manager, state)
             bar = None
             if progress:
@@ -193,22 +190,18 @@ def train_supernet(net: Supernet, workdir: str, progress: bool = True) -> dict:
                                             {"step": step, "train_loss": float(np.mean(values))})
                         history = []
                     if step % checkpoint_every == 0:
-                        train._save(manager, step, state)
+                        train.save_checkpoint(manager, step, state)
                     if bar is not None:
                         bar.update(1)
             except KeyboardInterrupt as interruption:
-                train._save_final(manager, step, state)
-                print(f"{str(interruption) or 'interrupted'}: the supernet stopped at step {step} of {num_steps}, "
-                      f"checkpointed in {manager.directory}; run the same command again to continue from there")
+                train.save_interrupted(manager, step, state, num_steps, interruption, "the supernet")
                 raise
             finally:
                 if bar is not None:
                     bar.close()
-            train._save_final(manager, step, state)
+            train.save_final_checkpoint(manager, step, state)
     finally:
         train.write_results(timing_path, {"wall_s": earlier_s + time.time() - begin, "step": step})
-        with contextlib.suppress(Exception):  # a failed save re-raises here; it was reported already
-            manager.close()
     return {"state": state, "widths": widths, "compiles": net.compiles(),
             "wall_s": earlier_s + time.time() - begin}
 

@@ -110,7 +110,6 @@ def main(argv: list[str]) -> None:
         logging.set_verbosity(logging.WARNING)  # TFDS logs every read at INFO
 
     reproduce.check_committed(FLAGS.results)
-    folder = FLAGS.config.replace(":", "_")
     offsets = [float(x) for x in FLAGS.offsets]
     seeds = reproduce.unique_seeds(FLAGS.seeds) or [None]
     command = " ".join(["python -m experiments.omitted_class"] + sys.argv[1:])
@@ -118,14 +117,13 @@ def main(argv: list[str]) -> None:
         config = reproduce.load_config(FLAGS.config)
         if seed is not None:
             config.seed = seed
-        # experiments.reproduce's layout (reproduce.run_folder): runs/NAME/seed_K for an explicit seed, else runs/NAME.
-        suffix = "" if seed is None else f"seed_{seed}"
-        results = analyse(os.path.join(FLAGS.runs, folder, suffix), config, offsets)
+        run_dir = os.path.join(FLAGS.runs, reproduce.run_folder(FLAGS.config, seed))  # where reproduce trained it
+        results = analyse(run_dir, config, offsets)
         results["command"] = command
-        out = os.path.join(FLAGS.results, f"{folder}_bias", suffix, "results.json")
+        out = os.path.join(FLAGS.results, reproduce.run_folder(f"{FLAGS.config}_bias", seed), "results.json")
         train.write_results(out, results)
         m = results["metrics"]
-        print(f"{folder} {suffix}: class {m['omitted_class']}: {m['test_errors_before']} errors "
+        print(f"{run_dir}: class {m['omitted_class']}: {m['test_errors_before']} errors "
               f"({m['test_errors_on_class_before']} on the class) -> bias +{m['bias_offset']}: {m['test_errors']} "
               f"({m['test_errors_on_class']}) -> {out}")
 

@@ -871,13 +871,13 @@ def _root_cause(error: BaseException) -> str:
     return text.split(" Truncating/padding is disabled")[0]
 
 
-def _save(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
+def save_checkpoint(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
     """Starts an asynchronous save of `state` at `step` (the previous save's error surfaces here)."""
     with _save_errors(manager, step):
         manager.save(step, args=ocp.args.StandardSave(state))
 
 
-def _save_final(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
+def save_final_checkpoint(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
     """Checkpoints `state` at `step` unless the cadence already did, and waits for the write."""
     jax.block_until_ready(state)
     with _save_errors(manager, step):
@@ -971,6 +971,36 @@ def _termination_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextlib.contextmanager
+def checkpointing(workdir: str, config: Any) -> Iterator[ocp.CheckpointManager]:
+    """The checkpoint manager of WORKDIR/checkpoints, held while a training loop runs in the block.
+
+    Inside the block SIGTERM interrupts as Ctrl-C does (see
+    `_termination_interrupts`) and orbax's error logs go to
+    WORKDIR/checkpoint_errors.log; on leaving, the manager is closed. Every
+    loop that checkpoints (the trainer's, the supernet's) runs in one, so they
+    handle interruptions and failed saves alike.
+    """
+    manager = _checkpoint_manager(workdir, config)
+    try:
+        with _orbax_errors_to(os.path.join(workdir, "checkpoint_errors.log")), _termination_interrupts():
+            yield manager
+    finally:
+        with contextlib.suppress(Exception):  # a failed save re-raises here; it was reported already
+            manager.close()
+
+
+def save_interrupted(manager: ocp.CheckpointManager, step: int, state: Any, total: int,
+                     interruption: BaseException, what: str = "") -> None:
+    """Checkpoints the state an interrupted loop reached and says where it stopped (the caller re-raises).
+
+    Nothing is lost on interruption: a rerun of the same command resumes at `step`.
+    """
+    save_final_checkpoint(manager, step, state)
+    print(f"{str(interruption) or 'interrupted'}: {what + ' ' if what else ''}stopped at step {step} of {total}, "
+          f"checkpointed in {manager.directory}; run the same command again to continue from there")
+
+
 def train_loop(run: Run, workdir: str, log: Optional[MetricsLog] = None, progress: bool = True,
                batches: Optional[Callable[[int], dict]] = None,
                on_restored: Optional[Callable[[], None]] = None) -> dict[str, Any]:
@@ -983,13 +1013,8 @@ def train_loop(run: Run, workdir: str, log: Optional[MetricsLog] = None, progres
     the train step, whether the run reached num_steps, and how long the
     cadence checkpoints held the loop (`checkpoint_hold_s`).
     """
-    manager = _checkpoint_manager(workdir, run.config)
-    try:
-        with _orbax_errors_to(os.path.join(workdir, "checkpoint_errors.log")), _termination_interrupts():
-            return _train_steps(run, manager, log, progress, batches, on_restored)
-    finally:
-        with contextlib.suppress(Exception):  # a failed save re-raises here; it was reported already
-            manager.close()
+    with checkpointing(workdir, run.config) as manager:
+        return _train_steps(run, manager, log, progress, batches, on_restored)
 
 
 def _train_steps(run: Run, manager: ocp.CheckpointManager, log: Optional[MetricsLog], progress: bool,
@@ -1055,17 +1080,14 @@ def _train_steps(run: Run, manager: ocp.CheckpointManager, log: Optional[Metrics
             # Orbax's own cadence check costs ~40 us a call: ask it only when a save is due.
             if step % checkpoint_every == 0:
                 save_start = time.perf_counter()
-                _save(manager, step, state)
+                save_checkpoint(manager, step, state)
                 checkpoint_hold_s += time.perf_counter() - save_start
             bar.update(1)
     except KeyboardInterrupt as interruption:
-        # Nothing lost on interruption: keep the state reached so far, then stop.
-        _save_final(manager, step, state)
         bar.close()
-        print(f"{str(interruption) or 'interrupted'}: stopped at step {step} of {run.num_steps}, checkpointed in "
-              f"{manager.directory}; run the same command again to continue from there")
+        save_interrupted(manager, step, state, run.num_steps, interruption)
         raise
-    _save_final(manager, step, state)
+    save_final_checkpoint(manager, step, state)
     bar.close()
     run.state = state
     steady = step_times[2:] if len(step_times) > 4 else step_times

@@ -7,6 +7,7 @@ reads records, so imports TensorFlow.
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 from pathlib import Path
 
@@ -92,6 +93,27 @@ def test_a_truncated_record_file_names_the_file_and_the_fix(metadata_dir):
     assert f"python -m experiments.prepare_data --data_dir={metadata_dir} --force" in message
     with pytest.raises(tfds_data.DamagedDataError, match=f"{TEST_RECORDS} is missing"):
         tfds_data.load_image_split("fashion_mnist", "test", str(metadata_dir))
+
+
+@needs_prepared
+def test_a_split_is_decoded_once_per_process_until_its_files_change(metadata_dir, monkeypatch):
+    folder = metadata_dir / "fashion_mnist" / "3.0.1"
+    shutil.copy(PREPARED / TEST_RECORDS, folder / TEST_RECORDS)
+    decodes = []
+    decode = tfds_data._decode_split
+    monkeypatch.setattr(tfds_data, "_decode_split", lambda *a: decodes.append(a[2]) or decode(*a))
+    first = tfds_data.load_image_split("fashion_mnist", "test", str(metadata_dir))
+    first["image"][:] = 0  # the caller's own copy: the next load must not see this
+    second = tfds_data.load_image_split("fashion_mnist", "test", str(metadata_dir))
+    assert decodes == ["test"] and second["image"].shape == (10_000, 28, 28, 1) and second["image"].any()
+    records = bytearray((PREPARED / TEST_RECORDS).read_bytes())
+    records[100] ^= 0xFF  # prepared again, same size, now damaged: served from memory it would hide that
+    (folder / TEST_RECORDS).write_bytes(bytes(records))
+    stat = (folder / TEST_RECORDS).stat()
+    os.utime(folder / TEST_RECORDS, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    with pytest.raises(tfds_data.DamagedDataError, match="is unreadable"):
+        tfds_data.load_image_split("fashion_mnist", "test", str(metadata_dir))
+    assert decodes == ["test", "test"]
 
 
 @needs_prepared
