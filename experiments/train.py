@@ -1086,10 +1086,16 @@ def _train_steps(run: Run, manager: ocp.CheckpointManager, log: Optional[Metrics
     except KeyboardInterrupt as interruption:
         bar.close()
         save_interrupted(manager, step, state, run.num_steps, interruption)
+        # The steps reached are kept, so their cost is too: the caller records it before re-raising.
+        interruption.timing = _loop_timing(run, step_times, start, step, checkpoint_hold_s)
         raise
     save_final_checkpoint(manager, step, state)
     bar.close()
     run.state = state
+    return _loop_timing(run, step_times, start, step, checkpoint_hold_s)
+
+
+def _loop_timing(run: Run, step_times: list[float], start: int, step: int, checkpoint_hold_s: float) -> dict:
     steady = step_times[2:] if len(step_times) > 4 else step_times
     return {"train_step_ms_median": 1000 * float(np.median(steady)) if steady else None,
             "compiles": int(run.train_step._cache_size()), "steps_this_invocation": step - start,
@@ -1238,7 +1244,13 @@ def _train_evaluate_export(run: Run, workdir: str, progress: bool, start_time: f
 
     log = MetricsLog(workdir) if multihost.is_writer() else None
     try:
-        timing = train_loop(run, workdir, log, progress and multihost.is_writer(), on_restored=store_config)
+        try:
+            timing = train_loop(run, workdir, log, progress and multihost.is_writer(), on_restored=store_config)
+        except KeyboardInterrupt as interruption:
+            # An interrupted invocation's steps are checkpointed: its wall time counts toward the run's.
+            if multihost.is_writer() and getattr(interruption, "timing", None):
+                _record_invocation(workdir, interruption.timing, time.time() - start_time)
+            raise
         if multihost.is_writer():
             _record_invocation(workdir, timing, time.time() - start_time)
         if not timing["finished"]:

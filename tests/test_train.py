@@ -138,6 +138,28 @@ def test_sigterm_checkpoints_the_step_reached_and_a_rerun_continues_from_it(tmp_
     assert timing["steps_this_invocation"] == 7 and timing["finished"]
 
 
+def test_an_interrupted_invocation_counts_in_the_finished_runs_timing(tmp_path, monkeypatch):
+    # `kill` at step 5, then a rerun: results.json's timing covers both invocations, not only the rerun's 7 steps.
+    config = tiny_config(num_steps=12, checkpoint_every=100)
+    train_batch = data_lib.train_batch
+
+    def interrupting(dataset, seed, step, *args):
+        if step == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return train_batch(dataset, seed, step, *args)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(data_lib, "train_batch", interrupting)
+        with pytest.raises(train.Terminated):
+            train.train_and_evaluate(config, str(tmp_path), progress=False)
+    first = [json.loads(line) for line in open(tmp_path / train.TIMING_LOG)]
+    assert [line["steps"] for line in first] == [5] and first[0]["wall_s"] > 0
+    results = train.train_and_evaluate(config, str(tmp_path), progress=False)
+    timing = results["timing"]
+    assert timing["steps_this_invocation"] == 7 and timing["steps_trained"] == 12 and timing["invocations"] == 2
+    assert timing["wall_s"] > first[0]["wall_s"]
+
+
 def test_rerunning_a_finished_run_keeps_the_timing_of_the_steps_it_trained(tmp_path):
     config = tiny_config(num_steps=6)
     first = train.train_and_evaluate(config, str(tmp_path), progress=False)
