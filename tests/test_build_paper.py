@@ -996,6 +996,20 @@ def test_unrecoverable_numbers_keep_their_mark_through_arithmetic_and_formatting
     assert not common.is_unrecoverable(common.mean_or_none([0.8912, 0.8812]))
 
 
+def test_a_wall_time_missing_an_interrupted_invocation_reads_as_a_lower_bound():
+    def run(wall_s, steps_trained, num_steps=4000):
+        return ("r", {"timing": {"wall_s": wall_s, "steps_trained": steps_trained},
+                      "config": {"train": {"num_steps": num_steps}}})
+
+    assert common.format_wall_time([run(2700.0, 4000), run(2580.0, 4000)]) == "44.0 ± 1.4 min"
+    # Seed 2 killed at step 3,231 and resumed: only the last 769 steps' time was kept, so it is left out.
+    assert common.format_wall_time([run(2700.0, 4000), run(2580.0, 4000), run(600.0, 769)]) == \
+        "44.0 ± 1.4 min (2 of 3 runs)"
+    assert common.format_wall_time([run(600.0, 769)]) == "≥ 10.0 min"
+    assert common.format_wall_time([("r", {"config": {"train": {"num_steps": 10}}})]) == common.MISSING
+    assert common.format_wall_time([run(60.0, None)]) == "60.0 s"  # results from before steps_trained existed
+
+
 def test_only_a_dirty_runs_measurements_are_marked():
     clean = make_result(0.8912)
     assert common.mark_unrecoverable(clean) is clean

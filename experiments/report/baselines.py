@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from experiments.report.common import (MISSING, Group, References, ReportInputs,
                                        accuracy_percents, distinct_text, format_published,
-                                       format_seconds, format_stat, get_path, is_number,
+                                       format_stat, format_wall_time, get_path, is_number,
                                        markdown_table, mean_std, published_accuracy_percent,
                                        save_figure, short_cite)
 
@@ -93,7 +93,7 @@ def _baseline_row(inputs: ReportInputs, group: str, members: Group,
         format_stat(col("compression.bytes_exported"), "{:,.0f}", collapse_equal=True),
         format_stat(col("compression.bits_per_weight"), "{:.2f}", collapse_equal=True),
         format_stat(col("timing.train_step_ms_median"), "{:.2f}"),
-        format_seconds(col("timing.wall_s")),
+        format_wall_time(members),
     ]
 
 
@@ -157,7 +157,8 @@ def _baselines_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Ref
         "numbers come from other datasets or setups (the papers used MNIST; "
         "the Fashion-MNIST README lists submitted, untested benchmarks), so "
         "they show where a baseline should land, not a number to match. "
-        "Several seeds show as mean ± sample std.",
+        "Several seeds show as mean ± sample std; a wall time leaves out a seed whose timing misses an "
+        "interrupted invocation (\"≥\" where every seed's does).",
         markdown_table(headers, rows),
     ]
     if _baseline_chart(inputs, groups):

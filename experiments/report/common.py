@@ -388,6 +388,23 @@ def format_seconds(values: Iterable[Any]) -> str:
     return f"{format_stat([v / scale for v in numbers], '{:.1f}')} {unit}"
 
 
+def format_wall_time(members: Group) -> str:
+    """format_seconds of the runs' `timing.wall_s`, over the runs whose timing covers every step they trained.
+
+    Before 3f32ecf an invocation stopped by Ctrl-C or SIGTERM kept its steps but not their time, so a resumed
+    run's wall time counts only what came after it. Such runs are left out, and the text says how many runs
+    remain ("(2 of 3 runs)"); where every run is short, their times show as a lower bound ("≥ ...").
+    """
+    short = [is_number(done) and is_number(total) and done < total for done, total in
+             zip(column(members, "timing.steps_trained"), column(members, "config.train.num_steps"))]
+    whole = [m for m, s in zip(members, short) if not s]
+    if not whole:
+        text = format_seconds(column(members, "timing.wall_s"))
+        return text if text == MISSING else f"≥ {text}"
+    text = format_seconds(column(whole, "timing.wall_s"))
+    return f"{text} ({len(whole)} of {len(members)} runs)" if len(whole) < len(members) else text
+
+
 def distinct_text(values: Iterable[Any]) -> str:
     """Distinct non-empty values joined in sorted order, MISSING when none."""
     texts = sorted({str(v) for v in values if v not in (None, "")})

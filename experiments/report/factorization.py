@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from experiments.report.common import (MISSING, TRANSFORMER_BASELINE, Comparison, Group, References, ReportInputs,
-                                       accuracy_percents, column, compare, format_seconds, format_stat, latency_table,
+                                       accuracy_percents, column, compare, format_stat, format_wall_time, latency_table,
                                        loss_text, markdown_table, mean_or_none, not_run_yet, published_text,
                                        recorded_commands, selection_summary, transformer_baseline_loss, val_losses,
                                        within)
@@ -116,7 +116,7 @@ def albert_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Referen
                                                                                           "ffn") else None
         return [label, format_stat(column(members, "compression.params_exported"), "{:,.0f}", collapse_equal=True),
                 loss_text(members) if members else MISSING, str(len(members)),
-                format_seconds(column(members, "timing.wall_s")), c.verdict("worse", "better") if c else ""]
+                format_wall_time(members), c.verdict("worse", "better") if c else ""]
     # Issue 19 asks every row's steps (the same in each, said below the tables) and wall time.
     costs = ["runs", "wall time"]
     return "\n\n".join(part for part in [
@@ -128,7 +128,7 @@ def albert_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Referen
                        [row(v, label) for v, label in EMBED_ROWS]),
         _same_steps(runs, ALBERT_ROWS, "sharing"), _same_steps(runs, EMBED_ROWS, "embedding"),
         "Wall time: each run's `timing.wall_s` (mean ± std over its seeds) on the machine that trained it, "
-        "which may have run other jobs beside it.",
+        "which may have run other jobs beside it; a run whose timing misses an interrupted invocation is left out.",
         "Published (ALBERT-base, E = 768, average of its downstream tasks): " + published_text(
             inputs, refs, "lan2020_albert_e768_not_shared", "lan2020_albert_e768_all_shared",
             "lan2020_albert_e768_attention_shared", "lan2020_albert_e768_ffn_shared") + ".",
