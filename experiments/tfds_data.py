@@ -458,8 +458,8 @@ def load_image_split(name: str, split: str, data_dir: str) -> dict[str, np.ndarr
     files = damaged_files(builder, splits)  # missing, or cut short: found without reading a record
     if files:
         raise DamagedDataError(damaged_message(name, data_dir, files))
-    signature = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for s in splits
-                      for p in map(Path, map(str, builder.info.splits[s].filepaths)))
+    stats = [(str(p), os.stat(str(p))) for s in splits for p in builder.info.splits[s].filepaths]
+    signature = tuple((path, st.st_size, st.st_mtime_ns) for path, st in stats)
     key = (name, split, os.path.abspath(data_dir), signature)
     if key not in _DECODED:
         if len(_DECODED) >= _DECODED_KEPT:

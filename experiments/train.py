@@ -1244,13 +1244,7 @@ def _train_evaluate_export(run: Run, workdir: str, progress: bool, start_time: f
 
     log = MetricsLog(workdir) if multihost.is_writer() else None
     try:
-        try:
-            timing = train_loop(run, workdir, log, progress and multihost.is_writer(), on_restored=store_config)
-        except KeyboardInterrupt as interruption:
-            # An interrupted invocation's steps are checkpointed: its wall time counts toward the run's.
-            if multihost.is_writer() and getattr(interruption, "timing", None):
-                _record_invocation(workdir, interruption.timing, time.time() - start_time)
-            raise
+        timing = train_loop(run, workdir, log, progress and multihost.is_writer(), on_restored=store_config)
         if multihost.is_writer():
             _record_invocation(workdir, timing, time.time() - start_time)
         if not timing["finished"]:
@@ -1260,6 +1254,11 @@ def _train_evaluate_export(run: Run, workdir: str, progress: bool, start_time: f
         metrics = final_metrics(run)
         if log is not None:
             log.write(timing["step"], {f"final_{k}": v for k, v in metrics.items()})
+    except KeyboardInterrupt as interruption:
+        # The training loop checkpointed the steps it reached: their wall time counts toward the run's.
+        if multihost.is_writer() and getattr(interruption, "timing", None):
+            _record_invocation(workdir, interruption.timing, time.time() - start_time)
+        raise
     finally:
         if log is not None:
             log.close()
