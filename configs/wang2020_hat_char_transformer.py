@@ -28,6 +28,9 @@ Variants [_quick]:
   recipe for RETRAIN_STEPS steps (half the baseline's 4,000: 27 runs at 3 seeds);
 - `tune_BUDGET_KIND`: that model fine-tuned from its inherited weights for
   FINETUNE_STEPS steps instead;
+- `found_largest`: the supernet's full-size slice as a standalone export, the
+  reference beside which `experiments.benchmark_inference` times the found
+  models (the latency the budgets are fractions of);
 - `found_sample_I` / `retrain_sample_I` (I < RANK_SAMPLES): architectures drawn
   from the whole space, retrained for RANK_STEPS, for HAT's check that the
   inherited-weight loss ranks architectures as retraining does (Kendall's tau).
@@ -49,7 +52,9 @@ RANK_SAMPLES = 10  # architectures retrained for the inherited-vs-retrained rank
 RANK_STEPS = 1000
 EXPORTS = (*(f"{b}_{k}" for b in BUDGETS for k in KINDS), *(f"sample_{i}" for i in range(RANK_SAMPLES)))
 FINETUNE_STEPS = 500
-VARIANTS = ("search", *(f"{stage}_{name}" for stage in ("found", "retrain", "tune") for name in EXPORTS))
+LARGEST = "largest"  # the supernet's full-size slice, exported as the reference the found models are timed against
+VARIANTS = ("search", *(f"{stage}_{name}" for stage in ("found", "retrain", "tune") for name in EXPORTS),
+            f"found_{LARGEST}")
 
 
 def get_config(arg: str = "search"):

@@ -502,12 +502,41 @@ def run_hat(config: Any, workdir: str, progress: bool = True) -> dict:
     return results
 
 
+LARGEST = "largest"  # nas.export's name for the supernet's full-size slice: the reference the found models are timed against
+
+
+def export_largest(config: Any, search_dir: str, searched: Mapping[str, Any], workdir: str) -> dict:
+    """The finished search's largest architecture (the supernet at full size) as a standalone export at
+    WORKDIR/export/params.safetensors, with its inherited loss on the search's scoring batches: the
+    model whose measured latency the budgets are fractions of, so `benchmark_inference` times the found
+    models beside it."""
+    net = build_supernet(config)
+    supernet_dir = os.path.join(search_dir, "supernet")
+    with train.checkpointing(supernet_dir, config) as manager:
+        state, step = train.restore_latest(manager, init_state(net))
+    if step < int(config.train.num_steps):
+        raise ValueError(f"{supernet_dir} holds the supernet at step {step} of {config.train.num_steps}: "
+                         f"finish the search before exporting from it")
+    arch = net.space.largest()
+    export_architecture(os.path.join(workdir, "export", "params.safetensors"), state["params"], arch,
+                        net.model_config)
+    costs = exact_costs(arch, net.model_config, net.dataset.num_classes, int(config.dataset.seq_len))
+    loss = inherited_loss(net, state["params"], arch, fixed_batches(net, int(config.nas.score_batches)))
+    results = {"config": config.to_dict(), "architecture": arch.as_dict(),
+               "metrics": {"inherited_loss": loss, "measured_latency_ms": searched["latency"]["largest_ms"]},
+               "compression": {"params_total": costs["params"], "flops_per_example": costs["flops"]},
+               "timing": {"wall_s": searched["timing"]["wall_s"]}, "versions": train.versions()}
+    train.write_results(os.path.join(workdir, "results.json"), results)
+    return results
+
+
 def run(config: Any, workdir: str, progress: bool = True) -> dict:
     """config.runner "nas": the search (config.nas.export empty), or the export of one model it found.
 
-    config.nas.export = NAME (BUDGET_KIND, KIND one of FOUND, or sample_I) copies that model of the search run in
-    config.nas.search (runs/NAME_search/seed_{seed}, searched first if it has not finished) to
-    WORKDIR/export/params.safetensors, so a retraining config reads it through `model_from`.
+    config.nas.export = NAME (BUDGET_KIND, KIND one of FOUND, or sample_I) copies that model of the search
+    run in config.nas.search (runs/NAME_search/seed_{seed}, searched first if it has not finished) to
+    WORKDIR/export/params.safetensors, so a retraining config reads it through `model_from`; LARGEST
+    exports the supernet's full-size slice (`export_largest`).
     """
     import copy
     import shutil
@@ -528,6 +557,8 @@ def run(config: Any, workdir: str, progress: bool = True) -> dict:
     search_config.nas.export = ""
     search_dir = provenance.seeded_path(str(config.nas.search), int(config.seed))
     searched = run(search_config, search_dir, progress)
+    if chosen == LARGEST:
+        return export_largest(search_config, search_dir, searched, workdir)
     if chosen not in searched["exports"]:
         raise ValueError(f"nas.export {chosen!r} is not one of the search's models {sorted(searched['exports'])} "
                          f"(a hand-scaled baseline that no budget admits is not exported; see "

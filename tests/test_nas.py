@@ -177,6 +177,17 @@ def test_hat_end_to_end_finds_architectures_within_budget_exports_them_and_reads
     c.nas.export = "90_bigger"
     with pytest.raises(ValueError, match="nas.export '90_bigger' is not one of the search's models"):
         nas.run(c, str(tmp_path / "found2"), progress=False)
+    # The reference the found models are timed against: the supernet itself, as a standalone export.
+    c.nas.export = nas.LARGEST
+    largest = nas.run(c, str(tmp_path / "largest"), progress=False)
+    assert largest["architecture"] == space.largest().as_dict()
+    assert largest["metrics"]["measured_latency_ms"] == results["latency"]["largest_ms"]
+    loaded = export.load_params(str(tmp_path / "largest" / "export" / "params.safetensors"))
+    for a, b in zip(jax.tree_util.tree_leaves(loaded), jax.tree_util.tree_leaves(supernet_params)):
+        np.testing.assert_array_equal(a, b)
+    c.train.num_steps += 1
+    with pytest.raises(ValueError, match=r"supernet at step \d+ of \d+: finish the search"):
+        nas.export_largest(c, str(tmp_path), results, str(tmp_path / "largest2"))
 
 
 def test_hand_scaled_baselines_are_the_deepest_full_layers_and_the_widest_uniform_model_within_budget():

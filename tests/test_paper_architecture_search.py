@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from experiments.report import architecture_search
-from tests.test_build_paper import build, cells, make_result, table_row, write
+from tests.test_build_paper import build, cells, latency_row, make_latency, make_result, table_row, write, write_latency
 
 HAT = "wang2020_hat_char_transformer"
 
@@ -60,6 +60,32 @@ def test_searched_against_baselines_evolution_against_random_and_the_rank_check(
     assert evo[1:] == ["1.990 ± 0.010", "2.210 ± 0.010", "200", "better"]
     assert "Kendall's tau" in text and "0.67 over 4 architectures" in text
     assert "| cost model's held-out error (MAPE) | 6.0 % |" in text
+
+
+def test_found_models_are_timed_beside_the_supernet_at_full_size(tmp_path):
+    results = tmp_path / "results"
+    write(results, f"{HAT}_search/seed_0", search_run(0))
+    write(results, f"{HAT}_found_largest/seed_0", lm(2.5))
+    write(results, f"{HAT}_found_25_evolution/seed_0", lm(2.5))
+    write(results, f"{HAT}_retrain_50_narrow/seed_0", lm(1.9))
+    # Before the latency run: the command, the largest model first, then each found model's run folder.
+    before = section(build(results, tmp_path / "paper"))
+    assert (f"--runs=runs/{HAT}_found_largest/seed_0,runs/{HAT}_found_25_evolution/seed_0,"
+            f"runs/{HAT}_found_25_layers/seed_0,") in before
+    sizes = dict(params_total=875_520, weights_nonzero=0, bytes_exported=0)
+    write_latency(results, "hat_latency", make_latency([
+        latency_row(f"{HAT}_found_largest/seed_0", **sizes, flops=1000, ms1=2.0, ms128=80.0),
+        latency_row(f"{HAT}_found_25_evolution/seed_0", **sizes, flops=250, ms1=1.0, ms128=20.0),
+        latency_row(f"{HAT}_retrain_50_narrow/seed_0", **sizes, flops=500, ms1=1.6, ms128=40.0)]))
+    text = section(build(results, tmp_path / "paper"))
+    assert cells(table_row(text, "largest: the supernet at full size"))[4:] == [
+        "2.000", "80.000", "1.00× (no difference)", "1.00× (no difference)"]
+    assert cells(table_row(text, "25 %, searched"))[1:] == [f"`{HAT}_found_25_evolution`", "875,520", "250", "1.000",
+                                                          "20.000", "2.00× (faster)", "4.00× (faster)"]
+    # A retrained model stands for its found export: the same architecture, so the same shapes to time.
+    assert cells(table_row(text, "50 %, narrower"))[1] == f"`{HAT}_retrain_50_narrow`"
+    assert "Not in the latency run: 25 %, fewer layers, 25 %, narrower, 50 %, searched" in text
+    assert "hat_latency/latency.json" in text
 
 
 def test_without_a_search_the_section_says_how_to_run_it(tmp_path):

@@ -20,8 +20,8 @@ from matplotlib.figure import Figure
 
 from experiments.report.common import (MISSING, Group, References, ReportInputs, column, compare,
                                        finish_line_figure, format_seconds, format_stat,
-                                       is_number, loss_text, markdown_table, mean_or_none, published_text, recorded_commands,
-                                       val_losses)
+                                       is_number, latency_table, loss_text, markdown_table, mean_or_none, published_text,
+                                       recorded_commands, val_losses)
 
 SECTION = "Architecture search"
 RESULTS_NAME = "architecture-search"
@@ -31,6 +31,9 @@ PREFIXES = (f"{HAT}_",)
 BUDGETS = ("25", "50", "75")
 KINDS = (("evolution", "searched"), ("layers", "fewer layers"), ("narrow", "narrower"))
 FIGURE = "architecture_search_hat.png"
+# RESULTS/hat_latency/latency.json, written by experiments/benchmark_inference.py --out: the found models
+# timed beside the supernet's full-size slice (`found_largest`).
+HAT_LATENCY = "hat_latency"
 PUBLISHED = ("wang2020_speedup", "wang2020_size_reduction", "wang2020_search_cost_reduction")
 INTRO = (
     "A SuperTransformer at the baseline Transformer's size is trained once, sampling a "
@@ -98,7 +101,13 @@ def budgets_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Refere
         "its FLOPs where the cost model's held-out error is over 10 %: see below):",
         markdown_table(["budget", "searched", "fewer layers", "narrower", "searched against the best baseline"],
                        rows),
-        claim, figure, f"Published: {published}." if published else "",
+        claim, figure,
+        "Measured latency of the found models (the exports of seed 0's search; a retrained model has the "
+        "same shapes) beside the supernet at full size, the model whose latency the budgets are fractions of:",
+        latency_table(inputs, HAT_LATENCY, [("largest: the supernet at full size", [f"{HAT}_found_largest"])] + [
+            (f"{budget} %, {label}", [f"{HAT}_found_{budget}_{kind}", f"{HAT}_retrain_{budget}_{kind}"])
+            for budget in BUDGETS for kind, label in KINDS], groups),
+        f"Published: {published}." if published else "",
         recorded_commands([m for m in shown if m] + [searches])] if part)
 
 
