@@ -20,8 +20,8 @@ from matplotlib.figure import Figure
 
 from experiments.report.common import (MISSING, Group, References, ReportInputs, column, compare,
                                        finish_line_figure, format_seconds, format_stat,
-                                       is_number, latency_table, loss_text, markdown_table, mean_or_none, published_text,
-                                       recorded_commands, val_losses)
+                                       is_number, latency_by_group, latency_ms, latency_table, loss_text, markdown_table,
+                                       mean_or_none, published_text, read_latency, recorded_commands, val_losses)
 
 SECTION = "Architecture search"
 RESULTS_NAME = "architecture-search"
@@ -34,6 +34,7 @@ FIGURE = "architecture_search_hat.png"
 # RESULTS/hat_latency/latency.json, written by experiments/benchmark_inference.py --out: the found models
 # timed beside the supernet's full-size slice (`found_largest`).
 HAT_LATENCY = "hat_latency"
+FIGURE_BATCH = 128  # the figure's measured latency: at batch 1 a small model's call is mostly fixed overhead
 PUBLISHED = ("wang2020_speedup", "wang2020_size_reduction", "wang2020_search_cost_reduction")
 INTRO = (
     "A SuperTransformer at the baseline Transformer's size is trained once, sampling a "
@@ -63,26 +64,51 @@ def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
     return sum(sign(a[i] - a[j]) * sign(b[i] - b[j]) for i, j in pairs) / len(pairs)
 
 
+def _exported(searches: Group, name: str) -> bool:
+    """Whether any search exported model `name` (a hand-scaled kind that no model fits is not exported)."""
+    return any(isinstance(r.get("exports"), Mapping) and name in r["exports"] for _, r in searches)
+
+
+def budget_share(search: Mapping[str, object], name: str) -> float | None:
+    """Export `name` of a search run as a percentage of the largest model on the measure its budgets were set
+    on (`budget.by`): the cost model's predicted latency, or exact FLOPs or parameters."""
+    budget, entry = search.get("budget"), (search.get("exports") or {}).get(name)
+    if not isinstance(budget, Mapping) or not isinstance(entry, Mapping) or not is_number(budget.get("reference")):
+        return None
+    value = entry.get("predicted_latency_ms" if budget.get("by") == "latency" else str(budget.get("by")))
+    return 100.0 * value / budget["reference"] if is_number(value) else None
+
+
 def budgets_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: References) -> str:
     """Per budget: the searched model and the two hand-scaled baselines, retrained; the verdict."""
     searches = _search_runs(groups)
     if not searches:
         return f"No search yet: `python -m experiments.reproduce --configs={HAT}:search --seeds=0,1,2`."
+    timed = latency_by_group(read_latency(inputs, HAT_LATENCY)[1])
     rows, wins, decided, shown = [], 0, 0, []
-    points = []  # (latency, loss, label) for the figure
+    points = {"measured": [], "share": []}  # (x, loss, label) for the figure: measured ms, or budget share
     for budget in BUDGETS:
         cells = []
         arms = {}
         for kind, label in KINDS:
             members = _retrained(groups, f"{budget}_{kind}")
             shown.append(members)
-            latencies = [r["exports"].get(f"{budget}_{kind}", {}).get("predicted_latency_ms")
-                         for _, r in searches if isinstance(r.get("exports"), Mapping)]
-            cells.append(f"{loss_text(members) if members else MISSING} "
-                         f"({format_stat([v for v in latencies if is_number(v)], '{:.0f}', collapse_equal=True)} ms)")
+            shares = [v for _, r in searches if (v := budget_share(r, f"{budget}_{kind}")) is not None]
             arms[kind] = val_losses(members)
-            if members and (lat := mean_or_none([v for v in latencies if is_number(v)])) is not None:
-                points.append((lat, mean_or_none(val_losses(members)), label))
+            if not members and not _exported(searches, f"{budget}_{kind}"):
+                cells.append("none fits")
+                continue
+            cells.append(f"{loss_text(members) if members else MISSING} "
+                         f"({format_stat(shares, '{:.0f}', collapse_equal=True)} %)")
+            if not members:
+                continue
+            loss = mean_or_none(val_losses(members))
+            row = next((timed[g] for g in (f"{HAT}_found_{budget}_{kind}", f"{HAT}_retrain_{budget}_{kind}")
+                        if g in timed), None)
+            if (ms := latency_ms(row, FIGURE_BATCH)) is not None:
+                points["measured"].append((ms, loss, label))
+            if (share := mean_or_none(shares)) is not None:
+                points["share"].append((share, loss, label))
         best_baseline = min((k for k in ("layers", "narrow") if arms[k]),
                             key=lambda k: mean_or_none(arms[k]), default=None)
         c = compare(arms["evolution"], arms[best_baseline], "nats") if best_baseline else None
@@ -93,25 +119,28 @@ def budgets_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Refere
                      if c else MISSING])
     claim = (f"The searched model beats the best hand-scaled baseline at {wins} of {decided} budgets with results "
              f"(the claim: at least 2 of 3): {'holds' if wins >= 2 else 'fails' if decided == 3 else 'open'}.")
-    figure = _figure(inputs, points)
+    by = ", ".join(sorted({str(v) for v in column(searches, "budget.by") if v}))
+    figure = (_figure(inputs, points["measured"], f"measured latency at batch {FIGURE_BATCH} (ms)")
+              if points["measured"] else _figure(inputs, points["share"], f"share of the largest model's {by} (%)"))
     published = published_text(inputs, refs, *PUBLISHED)
     return "\n\n".join(part for part in [
-        "Validation loss after retraining from scratch (mean ± std over seeds), with each model's latency "
-        "as the cost model predicts it, per budget (a fraction of the largest model's measured latency, or of "
-        "its FLOPs where the cost model's held-out error is over 10 %: see below):",
+        "Validation loss after retraining from scratch (mean ± std over seeds); in brackets each model's share "
+        f"of the largest model on the measure the budgets were set on, here {by} (the cost model's predicted "
+        "latency where its held-out error is at most 10 %, else exact FLOPs: see below); a budget is such a "
+        "share, and \"none fits\" where no model of that kind is within it:",
         markdown_table(["budget", "searched", "fewer layers", "narrower", "searched against the best baseline"],
                        rows),
         claim, figure,
         "Measured latency of the found models (the exports of seed 0's search; a retrained model has the "
-        "same shapes) beside the supernet at full size, the model whose latency the budgets are fractions of:",
+        "same shapes) beside the supernet at full size:",
         latency_table(inputs, HAT_LATENCY, [("largest: the supernet at full size", [f"{HAT}_found_largest"])] + [
             (f"{budget} %, {label}", [f"{HAT}_found_{budget}_{kind}", f"{HAT}_retrain_{budget}_{kind}"])
-            for budget in BUDGETS for kind, label in KINDS], groups),
+            for budget in BUDGETS for kind, label in KINDS if _exported(searches, f"{budget}_{kind}")], groups),
         f"Published: {published}." if published else "",
         recorded_commands([m for m in shown if m] + [searches])] if part)
 
 
-def _figure(inputs: ReportInputs, points: list[tuple[float, float, str]]) -> str:
+def _figure(inputs: ReportInputs, points: list[tuple[float, float, str]], xlabel: str) -> str:
     if not points:
         return ""
     fig = Figure(figsize=(6.0, 3.8))
@@ -125,9 +154,9 @@ def _figure(inputs: ReportInputs, points: list[tuple[float, float, str]]) -> str
             front.append((lat, loss))
             best = loss
     ax.plot([p[0] for p in front], [p[1] for p in front], color="black", linewidth=1, label="Pareto front")
-    finish_line_figure(fig, ax, "predicted latency (ms)", "validation loss (nats)",
-                       "HAT on Shakespeare: loss against latency", inputs.figures_dir / FIGURE)
-    return f"![Loss against latency, with the Pareto front]({inputs.figure_link(FIGURE)})"
+    finish_line_figure(fig, ax, xlabel, "validation loss (nats)",
+                       "HAT on Shakespeare: loss against cost", inputs.figures_dir / FIGURE)
+    return f"![Loss against cost, with the Pareto front]({inputs.figure_link(FIGURE)})"
 
 
 def search_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: References) -> str:
