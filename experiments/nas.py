@@ -300,6 +300,20 @@ class LatencyModel:
 
 
 MAX_MAPE = 0.10
+
+
+def repeat_spread(table: Sequence[Mapping[str, Any]]) -> Optional[dict]:
+    """The latency table's own noise: over the architectures it measured more than once (sampling repeats
+    some), the median and the largest of (slowest - fastest) / median of one architecture's measurements.
+    A cost model cannot be fitted to much below this, so it tells a held-out error over `MAX_MAPE` that
+    comes from the machine from one that comes from the model; None when no architecture repeats."""
+    by_arch: dict[str, list[float]] = {}
+    for row in table:
+        by_arch.setdefault(json.dumps(row["arch"], sort_keys=True), []).append(float(row["latency_ms"]))
+    spreads = [(max(v) - min(v)) / float(np.median(v)) for v in by_arch.values() if len(v) > 1]
+    if not spreads:
+        return None
+    return {"architectures": len(spreads), "median": float(np.median(spreads)), "max": float(max(spreads))}
 BUDGET_KINDS = ("latency", "flops", "params")  # what a budget limits; latency through the fitted cost model
 
 
@@ -493,7 +507,8 @@ def run_hat(config: Any, workdir: str, progress: bool = True) -> dict:
                    "search_s": search_s, "compiles": trained["compiles"]},
         "supernet": {"steps": int(config.train.num_steps), "sampling": str(nas_config.get("sampling", "uniform"))},
         "latency": {"device_kind": device, "measurements": model.measurements, "heldout_mape": model.heldout_mape,
-                    "coefficients": model.coefficients, "largest_ms": largest_ms},
+                    "coefficients": model.coefficients, "largest_ms": largest_ms,
+                    "repeat_spread": repeat_spread(table)},
         "budget": {"by": budget_by, "asked": str(nas_config.get("budget_by", "latency")), "reference": reference,
                    "fractions": list(nas_config.budget_fractions)},
         "searches": searches, "exports": exports, "versions": train.versions(),

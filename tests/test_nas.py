@@ -138,6 +138,7 @@ def test_hat_end_to_end_finds_architectures_within_budget_exports_them_and_reads
     c.nas.update(export="", search=str(tmp_path))
     results = nas.run(c, str(tmp_path), progress=False)
     assert results["latency"]["measurements"] == 12 and results["latency"]["device_kind"]
+    assert results["latency"]["repeat_spread"] == nas.repeat_spread(json.loads((tmp_path / "latency_table.json").read_text()))
     # The search's cost counts every measurement the table holds (it may span invocations) and the supernet.
     table = json.loads((tmp_path / "latency_table.json").read_text())
     timing = results["timing"]
@@ -188,6 +189,17 @@ def test_hat_end_to_end_finds_architectures_within_budget_exports_them_and_reads
     c.train.num_steps += 1
     with pytest.raises(ValueError, match=r"supernet at step \d+ of \d+: finish the search"):
         nas.export_largest(c, str(tmp_path), results, str(tmp_path / "largest2"))
+
+
+def test_repeat_spread_is_the_latency_tables_own_noise_over_repeated_architectures():
+    a, b, c = ({"width": w, "heads": [1], "ffn": [16]} for w in (16, 32, 64))
+    table = [{"arch": a, "latency_ms": 10.0}, {"arch": b, "latency_ms": 20.0}, {"arch": a, "latency_ms": 12.0},
+             {"arch": c, "latency_ms": 5.0}, {"arch": b, "latency_ms": 30.0}, {"arch": a, "latency_ms": 11.0}]
+    # a: (12 - 10) / 11; b: (30 - 20) / 25; c is measured once and tells nothing.
+    spread = nas.repeat_spread(table)
+    assert spread["architectures"] == 2
+    assert spread["median"] == pytest.approx((2 / 11 + 10 / 25) / 2) and spread["max"] == pytest.approx(0.4)
+    assert nas.repeat_spread(table[:2]) is None
 
 
 def test_hand_scaled_baselines_are_the_deepest_full_layers_and_the_widest_uniform_model_within_budget():

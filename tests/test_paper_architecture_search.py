@@ -23,7 +23,8 @@ def search_run(seed: int) -> dict:
     data["exports"] = {**{f"{b}_{k}": entry(2.0, 10.0 * int(b)) for b in ("25", "50", "75")
                           for k in ("evolution", "layers", "narrow")},
                        **{f"sample_{i}": entry(3.0 - 0.1 * i, 5.0) for i in range(4)}}
-    data["latency"] = {"device_kind": "cpu", "measurements": 202, "heldout_mape": 0.06}
+    data["latency"] = {"device_kind": "cpu", "measurements": 202, "heldout_mape": 0.06,
+                       "repeat_spread": {"architectures": 21, "median": 0.15, "max": 0.4}}
     data["budget"] = {"by": "latency", "reference": 1000.0}  # the largest model's measured ms
     data["timing"].update(supernet_s=1500.0, latency_s=480.0, search_s=300.0, wall_s=2300.0)
     data["command"] = f"python -m experiments.reproduce --configs={HAT}:search --seeds=0,1,2"
@@ -61,6 +62,7 @@ def test_searched_against_baselines_evolution_against_random_and_the_rank_check(
     assert evo[1:] == ["1.990 ± 0.010", "2.210 ± 0.010", "200", "better"]
     assert "Kendall's tau" in text and "0.67 over 4 architectures" in text
     assert "| cost model's held-out error (MAPE) | 6.0 % |" in text
+    assert "| the same architecture measured again: spread (max - min) / median | 15 % median, 40 % at most |" in text
 
 
 def test_found_models_are_timed_beside_the_supernet_at_full_size(tmp_path):

@@ -181,6 +181,7 @@ def search_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Referen
          ["latency measurements", format_stat(column(searches, "latency.measurements"), "{:.0f}", collapse_equal=True)],
          ["cost model's held-out error (MAPE)", format_stat([100 * v for v in column(searches, "latency.heldout_mape")
                                                               if is_number(v)], "{:.1f}", collapse_equal=True) + " %"],
+         ["the same architecture measured again: spread (max - min) / median", _spread_text(searches)],
          ["budgets measured by", ", ".join(sorted({str(v) for v in column(searches, "budget.by")}))],
          ["supernet training", format_seconds(column(searches, "timing.supernet_s"))],
          ["latency table", format_seconds(column(searches, "timing.latency_s"))],
@@ -191,6 +192,16 @@ def search_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Referen
         "evaluations, one search per seed:",
         markdown_table(["budget", "evolution", "random", "evaluations", "evolution against random"], rows),
         cost])
+
+
+def _spread_text(searches: Group) -> str:
+    """The latency table's noise (`nas.repeat_spread`): median and largest spread of a repeated architecture."""
+    median, most = ([100 * v for v in column(searches, f"latency.repeat_spread.{k}") if is_number(v)]
+                    for k in ("median", "max"))
+    if not median:
+        return f"{MISSING} (not recorded by this search)"
+    return (f"{format_stat(median, '{:.0f}', collapse_equal=True)} % median, "
+            f"{format_stat(most, '{:.0f}', collapse_equal=True)} % at most")
 
 
 def rank_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: References) -> str:
