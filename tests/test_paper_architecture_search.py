@@ -55,8 +55,8 @@ def test_searched_against_baselines_evolution_against_random_and_the_rank_check(
     budgets, search = text.split("one search per seed:")
     # In brackets: each model's predicted latency as a share of the largest's, 250 of 1000 ms.
     assert cells(table_row(budgets, "25 %")) == ["25 %", "2.001 ± 0.001 (25 %)", "2.101 ± 0.001 (25 %)",
-                                                 "2.201 ± 0.001 (25 %)", "better than fewer layers"]
-    assert cells(table_row(budgets, "50 %"))[4] == "worse than fewer layers"  # 1.80 against 1.79, std 0.001
+                                                 "2.201 ± 0.001 (25 %)", "against fewer layers: better"]
+    assert cells(table_row(budgets, "50 %"))[4] == "against fewer layers: worse"  # 1.80 against 1.79, std 0.001
     assert "beats the best hand-scaled baseline at 2 of 3 budgets with results (the claim: at least 2 of 3): holds" in text
     evo = cells(table_row(search, "25 %"))
     assert evo[1:] == ["1.990 ± 0.010", "2.210 ± 0.010", "200", "better"]

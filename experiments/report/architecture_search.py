@@ -115,7 +115,7 @@ def budgets_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Refere
         if c:
             decided += 1
             wins += c.sign < 0
-        rows.append([f"{budget} %", *cells, c.verdict("worse", "better") + f" than {dict(KINDS)[best_baseline]}"
+        rows.append([f"{budget} %", *cells, f"against {dict(KINDS)[best_baseline]}: {c.verdict('worse', 'better')}"
                      if c else MISSING])
     claim = (f"The searched model beats the best hand-scaled baseline at {wins} of {decided} budgets with results "
              f"(the claim: at least 2 of 3): {'holds' if wins >= 2 else 'fails' if decided == 3 else 'open'}.")
