@@ -314,6 +314,8 @@ def repeat_spread(table: Sequence[Mapping[str, Any]]) -> Optional[dict]:
     if not spreads:
         return None
     return {"architectures": len(spreads), "median": float(np.median(spreads)), "max": float(max(spreads))}
+
+
 BUDGET_KINDS = ("latency", "flops", "params")  # what a budget limits; latency through the fitted cost model
 
 
@@ -517,7 +519,9 @@ def run_hat(config: Any, workdir: str, progress: bool = True) -> dict:
     return results
 
 
-LARGEST = "largest"  # nas.export's name for the supernet's full-size slice: the reference the found models are timed against
+# nas.export's name for the supernet's full-size slice, the reference the found models are timed against
+# (configs/wang2020_hat_char_transformer.py's `found_largest`).
+LARGEST = "largest"
 
 
 def export_largest(config: Any, search_dir: str, searched: Mapping[str, Any], workdir: str) -> dict:

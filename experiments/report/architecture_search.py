@@ -19,8 +19,8 @@ from typing import Mapping, Sequence
 from matplotlib.figure import Figure
 
 from experiments.report.common import (MISSING, Group, References, ReportInputs, column, compare,
-                                       finish_line_figure, format_seconds, format_stat,
-                                       is_number, latency_by_group, latency_ms, latency_table, loss_text, markdown_table,
+                                       finish_line_figure, format_seconds, format_stat, is_number,
+                                       latency_by_group, latency_ms, latency_table, loss_text, markdown_table,
                                        mean_or_none, published_text, read_latency, recorded_commands, val_losses)
 
 SECTION = "Architecture search"
