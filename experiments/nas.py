@@ -541,8 +541,15 @@ def export_largest(config: Any, search_dir: str, searched: Mapping[str, Any], wo
                         net.model_config)
     costs = exact_costs(arch, net.model_config, net.dataset.num_classes, int(config.dataset.seq_len))
     loss = inherited_loss(net, state["params"], arch, fixed_batches(net, int(config.nas.score_batches)))
-    results = {"config": config.to_dict(), "architecture": arch.as_dict(),
-               "metrics": {"inherited_loss": loss, "measured_latency_ms": searched["latency"]["largest_ms"]},
+    return _write_found(config, workdir, searched, arch.as_dict(), costs,
+                        {"inherited_loss": loss, "measured_latency_ms": searched["latency"]["largest_ms"]})
+
+
+def _write_found(config: Any, workdir: str, searched: Mapping[str, Any], arch: Mapping[str, Any],
+                 costs: Mapping[str, Any], metrics: Mapping[str, float]) -> dict:
+    """WORKDIR/results.json of an exported model: its architecture, metrics and exact costs; its wall time
+    is the search's, which made it."""
+    results = {"config": config.to_dict(), "architecture": arch, "metrics": dict(metrics),
                "compression": {"params_total": costs["params"], "flops_per_example": costs["flops"]},
                "timing": {"wall_s": searched["timing"]["wall_s"]}, "versions": train.versions()}
     train.write_results(os.path.join(workdir, "results.json"), results)
@@ -577,7 +584,7 @@ def run(config: Any, workdir: str, progress: bool = True) -> dict:
     search_dir = provenance.seeded_path(str(config.nas.search), int(config.seed))
     searched = run(search_config, search_dir, progress)
     if chosen == LARGEST:
-        return export_largest(search_config, search_dir, searched, workdir)
+        return export_largest(config, search_dir, searched, workdir)
     if chosen not in searched["exports"]:
         raise ValueError(f"nas.export {chosen!r} is not one of the search's models {sorted(searched['exports'])} "
                          f"(a hand-scaled baseline that no budget admits is not exported; see "
@@ -586,10 +593,6 @@ def run(config: Any, workdir: str, progress: bool = True) -> dict:
     target = os.path.join(workdir, "export", "params.safetensors")
     os.makedirs(os.path.dirname(target), exist_ok=True)
     shutil.copyfile(found_export(search_dir, chosen), target)
-    results = {"config": config.to_dict(), "architecture": found["arch"],
-               "metrics": {"inherited_loss": found["inherited_loss"],
-                           "predicted_latency_ms": found["predicted_latency_ms"]},
-               "compression": {"params_total": found["params"], "flops_per_example": found["flops"]},
-               "timing": {"wall_s": searched["timing"]["wall_s"]}, "versions": train.versions()}
-    train.write_results(os.path.join(workdir, "results.json"), results)
-    return results
+    return _write_found(config, workdir, searched, found["arch"], found,
+                        {"inherited_loss": found["inherited_loss"],
+                         "predicted_latency_ms": found["predicted_latency_ms"]})

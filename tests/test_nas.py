@@ -182,6 +182,7 @@ def test_hat_end_to_end_finds_architectures_within_budget_exports_them_and_reads
     c.nas.export = nas.LARGEST
     largest = nas.run(c, str(tmp_path / "largest"), progress=False)
     assert largest["architecture"] == space.largest().as_dict()
+    assert largest["config"]["nas"]["export"] == nas.LARGEST  # its own config, not the search's
     assert largest["metrics"]["measured_latency_ms"] == results["latency"]["largest_ms"]
     loaded = export.load_params(str(tmp_path / "largest" / "export" / "params.safetensors"))
     for a, b in zip(jax.tree_util.tree_leaves(loaded), jax.tree_util.tree_leaves(supernet_params)):
