@@ -18,7 +18,7 @@ from typing import Mapping, Sequence
 
 from matplotlib.figure import Figure
 
-from experiments.report.common import (MISSING, Group, References, ReportInputs, column, compare,
+from experiments.report.common import (MISSING, Group, References, ReportInputs, column, compare, config_text,
                                        finish_line_figure, format_seconds, format_stat, is_number,
                                        latency_by_group, latency_ms, latency_table, loss_text, markdown_table,
                                        mean_or_none, published_text, read_latency, recorded_commands, val_losses)
@@ -123,8 +123,10 @@ def budgets_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Refere
     figure = (_figure(inputs, points["measured"], f"measured latency at batch {FIGURE_BATCH} (ms)")
               if points["measured"] else _figure(inputs, points["share"], f"share of the largest model's {by} (%)"))
     published = published_text(inputs, refs, *PUBLISHED)
+    retrained = [m for m in shown if m]
     return "\n\n".join(part for part in [
-        "Validation loss after retraining from scratch (mean ± std over seeds); in brackets each model's share "
+        f"Validation loss after retraining from scratch ({_recipe(retrained)}; mean ± std over seeds, each seed "
+        "its own search); in brackets each model's share "
         f"of the largest model on the measure the budgets were set on, here {by} (the cost model's predicted "
         "latency where its held-out error is at most 10 %, else exact FLOPs: see below); a budget is such a "
         "share, and \"none fits\" where no model of that kind is within it:",
@@ -137,7 +139,12 @@ def budgets_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Refere
             (f"{budget} %, {label}", [f"{HAT}_found_{budget}_{kind}", f"{HAT}_retrain_{budget}_{kind}"])
             for budget in BUDGETS for kind, label in KINDS if _exported(searches, f"{budget}_{kind}")], groups),
         f"Published: {published}." if published else "",
-        recorded_commands([m for m in shown if m] + [searches])] if part)
+        recorded_commands(retrained + [searches])] if part)
+
+
+def _recipe(groups: Sequence[Group]) -> str:
+    """The retraining the runs in `groups` share: steps and batch size, as their configs record them."""
+    return (f"{config_text(groups, 'train.num_steps')} steps of batch {config_text(groups, 'train.batch_size')}")
 
 
 def _figure(inputs: ReportInputs, points: list[tuple[float, float, str]], xlabel: str) -> str:
@@ -200,31 +207,35 @@ def _spread_text(searches: Group) -> str:
                     for k in ("median", "max"))
     if not median:
         return f"{MISSING} (not recorded by this search)"
+    # Searches from before nas.repeat_spread was recorded say nothing; the text says how many it covers.
+    part = f" ({len(median)} of {len(searches)} searches recorded it)" if len(median) < len(searches) else ""
     return (f"{format_stat(median, '{:.0f}', collapse_equal=True)} % median, "
-            f"{format_stat(most, '{:.0f}', collapse_equal=True)} % at most")
+            f"{format_stat(most, '{:.0f}', collapse_equal=True)} % at most{part}")
 
 
 def rank_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: References) -> str:
     """Kendall's tau between inherited-weight and retrained losses of the sampled architectures."""
     searches = _search_runs(groups)
-    taus = []
+    taus, used = [], []
     for run, result in searches:
         samples = sorted(k for k in result.get("exports", {}) if k.startswith("sample_"))
         inherited, retrained = [], []
         seed = run.rsplit("seed_", 1)[-1] if "seed_" in run else None
         for name in samples:
-            members = [r for n, r in _retrained(groups, name) if seed is None or n.endswith(f"seed_{seed}")]
-            if members and is_number(loss := members[0]["metrics"].get("val_loss_nats")):
+            members = [(n, r) for n, r in _retrained(groups, name) if seed is None or n.endswith(f"seed_{seed}")]
+            if members and is_number(loss := members[0][1]["metrics"].get("val_loss_nats")):
                 inherited.append(result["exports"][name]["inherited_loss"])
                 retrained.append(loss)
+                used.append(members[:1])
         if len(inherited) >= 2:
-            taus.append((kendall_tau(inherited, retrained), len(inherited)))
+            taus.append((kendall_tau(inherited, retrained), len(inherited), seed))
     if not taus:
         return (f"Not run yet: the sampled architectures' retraining (`python -m experiments.reproduce "
                 f"--configs={HAT}:retrain_sample_0,... --seeds=0,1,2`).")
-    return ("Kendall's tau between each sampled architecture's inherited-weight loss and its loss once "
-            "retrained (1: the same ranking): " + "; ".join(f"{t:.2f} over {n} architectures" for t, n in taus)
-            + ".")
+    return (f"Kendall's tau between each sampled architecture's inherited-weight loss and its loss once "
+            f"retrained from scratch ({_recipe(used)}; 1: the same ranking): "
+            + "; ".join(f"{t:.2f} over {n} architectures" + (f" (seed {seed}'s search)" if seed is not None else "")
+                        for t, n, seed in taus) + ".")
 
 
 PARTS = (("Searched against hand-scaled models", budgets_part),
