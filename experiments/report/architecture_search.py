@@ -194,9 +194,14 @@ def search_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Referen
          ["latency table", format_seconds(column(searches, "timing.latency_s"))],
          ["searches (3 budgets, evolution and random)", format_seconds(column(searches, "timing.search_s"))],
          ["the whole search", format_seconds(column(searches, "timing.wall_s"))]])
+    nas = lambda key: config_text([searches], f"nas.{key}")
     return "\n\n".join([
         "Best inherited-weight loss on the selection works, evolution against random search with as many "
-        "evaluations, one search per seed:",
+        f"evaluations, one search per seed. Evolution: a population of {nas('population')}, "
+        f"{nas('generations')} generations, each keeping the {nas('parents')} best and adding "
+        f"{nas('mutations')} mutants, the rest crossovers; each candidate scored on {nas('score_batches')} "
+        "batches of the selection works. An evaluation is a distinct architecture scored (a repeat is not "
+        "scored again); random search samples as many within the budget:",
         markdown_table(["budget", "evolution", "random", "evaluations", "evolution against random"], rows),
         cost])
 
