@@ -50,24 +50,28 @@ def test_searched_against_baselines_evolution_against_random_and_the_rank_check(
         search = search_run(seed)
         if seed == 0:  # a search from before the latency table's spread was recorded
             del search["latency"]["repeat_spread"]
+        else:  # the later searches export another narrow model at 25 %, not retrained
+            search["exports"]["25_narrow"]["predicted_latency_ms"] = 150.0
         write(results, f"{HAT}_search/seed_{seed}", search)
         for b, (searched, layers, narrow) in {"25": (2.00, 2.10, 2.20), "50": (1.80, 1.79, 1.90),
                                               "75": (1.60, 1.70, 1.65)}.items():
             for kind, loss in (("evolution", searched), ("layers", layers), ("narrow", narrow)):
-                write(results, f"{HAT}_retrain_{b}_{kind}/seed_{seed}", lm(loss + 0.001 * seed))
+                if not (b == "25" and kind == "narrow" and seed > 0):
+                    write(results, f"{HAT}_retrain_{b}_{kind}/seed_{seed}", lm(loss + 0.001 * seed))
         for i in range(4):  # retrained losses in the inherited ranking but one swapped pair
             write(results, f"{HAT}_retrain_sample_{i}/seed_{seed}", lm([3.0, 2.8, 2.9, 2.6][i], steps=1000))
     text = section(build(results, tmp_path / "paper"))
     budgets, search = text.split("evolution against random search with as many")
     # In brackets: each model's predicted latency as a share of the largest's, 250 of 1000 ms.
+    # The narrow bracket is seed 0's share alone: the one search whose export was retrained.
     assert cells(table_row(budgets, "25 %")) == ["25 %", "2.001 ± 0.001 (25 %)", "2.101 ± 0.001 (25 %)",
-                                                 "2.201 ± 0.001 (25 %)", "against fewer layers: better"]
+                                                 "2.200 (25 %)", "against fewer layers: better"]
     assert cells(table_row(budgets, "50 %"))[4] == "against fewer layers: worse"  # 1.80 against 1.79, std 0.001
     assert "beats the best hand-scaled baseline at 2 of 3 budgets with results (the claim: at least 2 of 3): holds" in text
     assert ("Evolution: a population of 10, 20 generations, each keeping the 5 best and adding 3 mutants, the rest "
             "crossovers; each candidate scored on 4 batches of the selection works.") in search
     evo = cells(table_row(search, "25 %"))
-    assert evo[1:] == ["1.990 ± 0.010", "2.210 ± 0.010", "200", "better"]
+    assert evo[1:] == ["1.990 ± 0.010", "2.210 ± 0.010", "200", "3 of 3", "better"]
     assert "retraining from scratch (2000 steps of batch 32; mean ± std over seeds, each seed its own search)" in text
     assert ("retrained from scratch (1000 steps of batch 32; 1: the same ranking): 0.67 over 4 architectures "
             "(seed 0's search); 0.67 over 4 architectures (seed 1's search)") in text
