@@ -80,6 +80,12 @@ def test_searched_against_baselines_evolution_against_random_and_the_rank_check(
             "(2 of 3 searches recorded it) |") in text
 
 
+def test_a_timed_export_pairs_with_the_retrained_loss_of_its_own_seed():
+    members = [(f"{HAT}_retrain_75_evolution/seed_{s}", lm(loss)) for s, loss in enumerate((1.58, 1.56, 1.59))]
+    assert architecture_search.loss_of_timed(members, {"run": f"{HAT}_found_75_evolution/seed_1"}) == 1.56
+    assert architecture_search.loss_of_timed(members[:1], {"run": f"{HAT}_found_75_evolution/seed_1"}) is None
+
+
 def test_found_models_are_timed_beside_the_supernet_at_full_size(tmp_path):
     results = tmp_path / "results"
     search = search_run(0)

@@ -70,6 +70,16 @@ def _exported(searches: Group, name: str) -> bool:
     return any(isinstance(r.get("exports"), Mapping) and name in r["exports"] for _, r in searches)
 
 
+def loss_of_timed(members: Group, row: Mapping[str, object]) -> float | None:
+    """The retrained loss of the seed whose export a latency row timed (None when that seed is not retrained).
+
+    Each seed's search finds its own architecture, so a measured latency pairs with that seed's loss alone,
+    not the mean over seeds.
+    """
+    seed = split_seed(str(row["run"]))[1]
+    return mean_or_none(val_losses([(n, r) for n, r in members if split_seed(n)[1] == seed]))
+
+
 def budget_share(search: Mapping[str, object], name: str) -> float | None:
     """Export `name` of a search run as a percentage of the largest model on the measure its budgets were set
     on (`budget.by`): the cost model's predicted latency, or exact FLOPs or parameters."""
@@ -109,8 +119,8 @@ def budgets_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Refere
             loss = mean_or_none(val_losses(members))
             row = next((timed[g] for g in (f"{HAT}_found_{budget}_{kind}", f"{HAT}_retrain_{budget}_{kind}")
                         if g in timed), None)
-            if (ms := latency_ms(row, FIGURE_BATCH)) is not None:
-                points["measured"].append((ms, loss, label))
+            if (ms := latency_ms(row, FIGURE_BATCH)) is not None and (timed_loss := loss_of_timed(members, row)):
+                points["measured"].append((ms, timed_loss, label))
             if (share := mean_or_none(shares)) is not None:
                 points["share"].append((share, loss, label))
         best_baseline = min((k for k in ("layers", "narrow") if arms[k]),
