@@ -67,7 +67,8 @@ def test_searched_against_baselines_evolution_against_random_and_the_rank_check(
     assert cells(table_row(budgets, "25 %")) == ["25 %", "2.001 ± 0.001 (25 %)", "2.101 ± 0.001 (25 %)",
                                                  "2.200 (25 %)", "against fewer layers: better"]
     assert cells(table_row(budgets, "50 %"))[4] == "against fewer layers: worse"  # 1.80 against 1.79, std 0.001
-    assert "beats the best hand-scaled baseline at 2 of 3 budgets with results (the claim: at least 2 of 3): holds" in text
+    assert ("beats the best hand-scaled baseline at 2 of 3 budgets with results (the claim: at least 2 of 3): "
+            "holds") in text
     assert ("Evolution: a population of 10, 20 generations, each keeping the 5 best and adding 3 mutants, the rest "
             "crossovers; each candidate scored on 4 batches of the selection works.") in search
     evo = cells(table_row(search, "25 %"))

@@ -119,7 +119,8 @@ def budgets_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Refere
             loss = mean_or_none(val_losses(members))
             row = next((timed[g] for g in (f"{HAT}_found_{budget}_{kind}", f"{HAT}_retrain_{budget}_{kind}")
                         if g in timed), None)
-            if (ms := latency_ms(row, FIGURE_BATCH)) is not None and (timed_loss := loss_of_timed(members, row)):
+            timed_loss = loss_of_timed(members, row) if row else None
+            if (ms := latency_ms(row, FIGURE_BATCH)) is not None and timed_loss is not None:
                 points["measured"].append((ms, timed_loss, label))
             if (share := mean_or_none(shares)) is not None:
                 points["share"].append((share, loss, label))
@@ -158,7 +159,7 @@ def budgets_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Refere
 
 def _recipe(groups: Sequence[Group]) -> str:
     """The retraining the runs in `groups` share: steps and batch size, as their configs record them."""
-    return (f"{config_text(groups, 'train.num_steps')} steps of batch {config_text(groups, 'train.batch_size')}")
+    return f"{config_text(groups, 'train.num_steps')} steps of batch {config_text(groups, 'train.batch_size')}"
 
 
 def _figure(inputs: ReportInputs, points: list[tuple[float, float, str]], xlabel: str) -> str:
