@@ -7,6 +7,7 @@ from experiments.report import architecture_search
 from tests.test_build_paper import build, cells, latency_row, make_latency, make_result, table_row, write, write_latency
 
 HAT = "wang2020_hat_char_transformer"
+SEARCH_TABLE_INTRO = "evolution against random search with as many"  # where the budgets part ends
 
 
 def section(report: str) -> str:
@@ -61,7 +62,7 @@ def test_searched_against_baselines_evolution_against_random_and_the_rank_check(
         for i in range(4):  # retrained losses in the inherited ranking but one swapped pair
             write(results, f"{HAT}_retrain_sample_{i}/seed_{seed}", lm([3.0, 2.8, 2.9, 2.6][i], steps=1000))
     text = section(build(results, tmp_path / "paper"))
-    budgets, search = text.split("evolution against random search with as many")
+    budgets, search = text.split(SEARCH_TABLE_INTRO)
     # In brackets: each model's predicted latency as a share of the largest's, 250 of 1000 ms.
     # The narrow bracket is seed 0's share alone: the one search whose export was retrained.
     assert cells(table_row(budgets, "25 %")) == ["25 %", "2.001 ± 0.001 (25 %)", "2.101 ± 0.001 (25 %)",
@@ -113,8 +114,8 @@ def test_found_models_are_timed_beside_the_supernet_at_full_size(tmp_path):
     # A retrained model stands for its found export: the same architecture, so the same shapes to time.
     assert cells(table_row(text, "50 %, narrower"))[1] == f"`{HAT}_retrain_50_narrow`"
     assert "Not in the latency run: 25 %, narrower, 50 %, searched" in text
-    assert cells(table_row(text.split("evolution against random search with as many")[0], "25 %"))[2] == "none fits"
-    budgets = text.split("evolution against random search with as many")[0]
+    assert cells(table_row(text.split(SEARCH_TABLE_INTRO)[0], "25 %"))[2] == "none fits"
+    budgets = text.split(SEARCH_TABLE_INTRO)[0]
     assert cells(table_row(budgets, "50 %"))[3] == "1.900 (50 %)"  # 2,000 of the largest's 4,000 FLOPs
     assert "on the measure the budgets were set on, here flops (" in text
     assert "![Loss against cost, with the Pareto front]" in text

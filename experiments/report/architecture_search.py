@@ -70,14 +70,18 @@ def _exported(searches: Group, name: str) -> bool:
     return any(isinstance(r.get("exports"), Mapping) and name in r["exports"] for _, r in searches)
 
 
+def _of_seed(members: Group, seed: int | None) -> Group:
+    """The runs of `members` with seed `seed`: each seed's search finds, and retrains, its own architectures."""
+    return [(n, r) for n, r in members if split_seed(n)[1] == seed]
+
+
 def loss_of_timed(members: Group, row: Mapping[str, object]) -> float | None:
     """The retrained loss of the seed whose export a latency row timed (None when that seed is not retrained).
 
     Each seed's search finds its own architecture, so a measured latency pairs with that seed's loss alone,
     not the mean over seeds.
     """
-    seed = split_seed(str(row["run"]))[1]
-    return mean_or_none(val_losses([(n, r) for n, r in members if split_seed(n)[1] == seed]))
+    return mean_or_none(val_losses(_of_seed(members, split_seed(str(row["run"]))[1])))
 
 
 def budget_share(search: Mapping[str, object], name: str) -> float | None:
@@ -105,8 +109,7 @@ def budgets_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Refere
             members = _retrained(groups, f"{budget}_{kind}")
             shown.append(members)
             # Each seed retrains its own search's export: the shares of the searches whose export was retrained.
-            retrained_seeds = {split_seed(n)[1] for n, _ in members}
-            shares = [v for n, r in searches if (not members or split_seed(n)[1] in retrained_seeds)
+            shares = [v for n, r in searches if (not members or _of_seed(members, split_seed(n)[1]))
                       and (v := budget_share(r, f"{budget}_{kind}")) is not None]
             arms[kind] = val_losses(members)
             if not members and not _exported(searches, f"{budget}_{kind}"):
@@ -244,9 +247,9 @@ def rank_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Reference
     for run, result in searches:
         samples = sorted(k for k in result.get("exports", {}) if k.startswith("sample_"))
         inherited, retrained = [], []
-        seed = run.rsplit("seed_", 1)[-1] if "seed_" in run else None
+        seed = split_seed(run)[1]
         for name in samples:
-            members = [(n, r) for n, r in _retrained(groups, name) if seed is None or n.endswith(f"seed_{seed}")]
+            members = _retrained(groups, name) if seed is None else _of_seed(_retrained(groups, name), seed)
             if members and is_number(loss := members[0][1]["metrics"].get("val_loss_nats")):
                 inherited.append(result["exports"][name]["inherited_loss"])
                 retrained.append(loss)
