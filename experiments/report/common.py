@@ -31,12 +31,14 @@ standard error of the difference:
 
     |mean_a - mean_b| > 2 * SE,   SE = sqrt(s_a^2 / n_a + s_b^2 / n_b)
 
-with s the sample standard deviation (ddof = 1). With one seed on either
-side there is no standard deviation, so no SE; then a margin under
-ONE_SEED_MARGIN[unit] (1 point of accuracy or error, 0.02 nats of loss)
-cannot be called ("one seed: not separated; needs 3 seeds"), and a margin
-of at least that is stated, marked "(one seed)". What is not separated is
-printed as "≈ (not separated)", never as an ordering.
+with s the sample standard deviation (ddof = 1). DESIGN.md asks for 3 seeds
+(MIN_SEEDS) wherever a margin is under ONE_SEED_MARGIN[unit] (1 point of
+accuracy or error, 0.02 nats of loss). So with fewer than 3 seeds on either
+side a margin under that cannot be called ("one seed: not separated; needs
+3 seeds", or "2 seeds: ..."), and a margin of at least that is stated,
+marked "(one seed)" or "(2 seeds)", when it also clears 2 SE where there is
+an SE (two seeds each have a standard deviation, one seed has none). What
+is not separated is printed as "≈ (not separated)", never as an ordering.
 
 A "within N" claim (a falls short of b by at most N: a drop in accuracy,
 a rise in loss) is judged on the shortfall d = mean_b - mean_a (accuracy)
@@ -44,10 +46,12 @@ or mean_a - mean_b (loss) and its interval d ± 2 SE:
   holds          when the whole interval lies within the bound: d + 2 SE <= N;
   fails          when the whole interval lies beyond it:        d - 2 SE >  N;
   not separated  from the N bound otherwise (the interval straddles N).
-A gain (d < 0) is within. With one seed on either side the margin is the
-distance |d - N| from the bound: under ONE_SEED_MARGIN the claim is not
-separated from the bound (needs 3 seeds); otherwise it holds (d <= N) or
-fails (d > N), marked "(one seed)".
+A gain (d < 0) is within. With fewer than 3 seeds on either side the
+margin is the distance |d - N| from the bound: under ONE_SEED_MARGIN the
+claim is not separated from the bound (needs 3 seeds); otherwise the
+interval decides where there is an SE, and d <= N (holds) or d > N (fails)
+where there is none, marked "(one seed)" or "(2 seeds)". `gap_closed`
+treats its margin from the mark the same way.
 
 Timings (latency, step time) have repetitions, not seeds: two are different
 only when their repetitions' ranges do not overlap (every repetition of one
@@ -545,7 +549,17 @@ def finish_line_figure(fig: Any, ax: Any, xlabel: str, ylabel: str, title: str, 
 UNITS = ("points", "nats")
 ONE_SEED_MARGIN = {"points": 1.0, "nats": 0.02}
 NOT_SEPARATED = "not separated"
-NEEDS_SEEDS = "needs 3 seeds"
+MIN_SEEDS = 3
+NEEDS_SEEDS = f"needs {MIN_SEEDS} seeds"
+
+
+def seeds_text(counts: Iterable[int]) -> str:
+    """`one seed`, `2 seeds`, or `under 3 seeds` when the counts differ: what verdicts rest on."""
+    distinct = set(counts)
+    if len(distinct) != 1:
+        return f"under {MIN_SEEDS} seeds"
+    (n,) = distinct
+    return "one seed" if n == 1 else f"{n} seeds"
 
 
 def _unit_format(unit: str) -> str:
@@ -572,8 +586,18 @@ class Comparison:
         return self.mean_a - self.mean_b
 
     @property
-    def one_seed(self) -> bool:
-        return self.se is None
+    def fewest_seeds(self) -> int:
+        return min(self.n_a, self.n_b)
+
+    @property
+    def few_seeds(self) -> bool:
+        """Under MIN_SEEDS on a side: a margin under ONE_SEED_MARGIN is not called."""
+        return self.fewest_seeds < MIN_SEEDS
+
+    @property
+    def seeds(self) -> str:
+        """`one seed`, `2 seeds`: what a few-seed verdict rests on."""
+        return seeds_text([self.fewest_seeds])
 
     @property
     def sign(self) -> int:
@@ -588,11 +612,11 @@ class Comparison:
 
     @property
     def qualifier(self) -> str:
-        """What the verdict rests on: '' (separated over seeds), '(one seed)',
+        """What the verdict rests on: '' (separated over 3 seeds), '(one seed)', '(2 seeds)',
         '(not separated)', '(one seed: not separated; needs 3 seeds)'."""
         if self.separated:
-            return "(one seed)" if self.one_seed else ""
-        return (f"(one seed: {NOT_SEPARATED}; {NEEDS_SEEDS})" if self.one_seed
+            return f"({self.seeds})" if self.few_seeds else ""
+        return (f"({self.seeds}: {NOT_SEPARATED}; {NEEDS_SEEDS})" if self.few_seeds
                 else f"({NOT_SEPARATED})")
 
     @property
@@ -611,10 +635,10 @@ class Comparison:
         """The verdict without brackets, to sit inside them: `worse, one seed`,
         `≈, not separated`, `≈, one seed: not separated, needs 3 seeds`."""
         if not self.separated:
-            return (f"≈, one seed: {NOT_SEPARATED}, {NEEDS_SEEDS}" if self.one_seed
+            return (f"≈, {self.seeds}: {NOT_SEPARATED}, {NEEDS_SEEDS}" if self.few_seeds
                     else f"≈, {NOT_SEPARATED}")
         word = above if self.sign > 0 else below
-        return f"{word}, one seed" if self.one_seed else word
+        return f"{word}, {self.seeds}" if self.few_seeds else word
 
 
 def compare(a_values: Iterable[Any], b_values: Iterable[Any], unit: str = "points"
@@ -626,12 +650,11 @@ def compare(a_values: Iterable[Any], b_values: Iterable[Any], unit: str = "point
     if not a or not b:
         return None
     (mean_a, std_a), (mean_b, std_b) = mean_std(a), mean_std(b)
-    if std_a is None or std_b is None:
-        se = None
-        separated = abs(mean_a - mean_b) >= ONE_SEED_MARGIN[unit] - CLAIM_EPS
-    else:
-        se = math.sqrt(float(std_a) ** 2 / len(a) + float(std_b) ** 2 / len(b))
-        separated = abs(mean_a - mean_b) > 2.0 * se + CLAIM_EPS
+    se = (None if std_a is None or std_b is None
+          else math.sqrt(float(std_a) ** 2 / len(a) + float(std_b) ** 2 / len(b)))
+    margin = abs(mean_a - mean_b)
+    separated = (se is None or margin > 2.0 * se + CLAIM_EPS) and (
+        min(len(a), len(b)) >= MIN_SEEDS or margin >= ONE_SEED_MARGIN[unit] - CLAIM_EPS)
     return Comparison(mean_a, mean_b, len(a), len(b), unit, se, separated)
 
 
@@ -640,24 +663,26 @@ def ordering(arms: Sequence[tuple[str, Iterable[Any]]], unit: str = "points") ->
 
     Arms without values are left out; MISSING when fewer than two remain.
     Neighbours that are not separated join with `≈`; a trailing note names the
-    pairs that rest on one seed: `FP > TWN ≈ BWN (one seed, needs 3 seeds:
-    TWN ≈ BWN)`, `gradual > one-shot (one seed: gradual > one-shot)`.
+    pairs that rest on fewer than 3 seeds: `FP > TWN ≈ BWN (one seed, needs 3 seeds:
+    TWN ≈ BWN)`, `gradual > one-shot (one seed: gradual > one-shot)`, `2 seeds` likewise.
     """
     known = [(label, vals) for label, values in arms if (vals := _plain_numbers(values))]
     if len(known) < 2:
         return MISSING
     known.sort(key=lambda t: -float(statistics.fmean(map(float, t[1]))))
     text = known[0][0]
-    open_pairs, called_pairs = [], []
+    open_pairs: dict[str, list[str]] = {}
+    called_pairs: dict[str, list[str]] = {}
     for (prev_label, prev), (label, values) in zip(known, known[1:]):
         c = compare(prev, values, unit)
         assert c is not None
         symbol = ">" if c.separated else "≈"
         text += f" {symbol} {label}"
-        if c.one_seed:
-            (called_pairs if c.separated else open_pairs).append(f"{prev_label} {symbol} {label}")
-    notes = ([f"one seed, {NEEDS_SEEDS}: {', '.join(open_pairs)}"] if open_pairs else []) + (
-        [f"one seed: {', '.join(called_pairs)}"] if called_pairs else [])
+        if c.few_seeds:
+            (called_pairs if c.separated else open_pairs).setdefault(c.seeds, []).append(
+                f"{prev_label} {symbol} {label}")
+    notes = ([f"{seeds}, {NEEDS_SEEDS}: {', '.join(pairs)}" for seeds, pairs in open_pairs.items()]
+             + [f"{seeds}: {', '.join(pairs)}" for seeds, pairs in called_pairs.items()])
     return text + (f" ({'; '.join(notes)})" if notes else "")
 
 
@@ -669,10 +694,16 @@ class BoundCheck:
     unit: str
     se: float | None
     outcome: str      # "holds", "fails" or NOT_SEPARATED
+    fewest_seeds: int  # of either arm
 
     @property
-    def one_seed(self) -> bool:
-        return self.se is None
+    def few_seeds(self) -> bool:
+        """Under MIN_SEEDS on a side: a margin from the bound under ONE_SEED_MARGIN is not called."""
+        return self.fewest_seeds < MIN_SEEDS
+
+    @property
+    def seeds(self) -> str:
+        return seeds_text([self.fewest_seeds])
 
     @property
     def holds(self) -> bool:
@@ -690,7 +721,8 @@ class BoundCheck:
         """`within 1.0 points (drop 0.65 ± 0.23)`, `not within 0.3 points (drop 1.07 ± 0.23)`,
         `not separated from the 1.0-point bound (drop 0.81 ± 0.40)`, and with one seed
         `within 2.0 points (drop 0.73; one seed, 1.27 inside the bound)` or
-        `one seed: not separated from the 1.0-point bound (drop 0.41, 0.59 from it; needs 3 seeds)`."""
+        `one seed: not separated from the 1.0-point bound (drop 0.41, 0.59 from it; needs 3 seeds)`
+        (with two, `2 seeds` and the drop's ± 2 SE)."""
         fmt = _unit_format(self.unit)
         number = ("{:.3f}" if self.unit == "nats" else "{:.1f}").format(self.bound)
         singular = self.unit[:-1]
@@ -698,13 +730,13 @@ class BoundCheck:
         the_bound = f"the {number}-{singular} bound"
         what = self._shortfall_text(worse, better)
         margin = fmt.format(abs(self.bound - self.shortfall))
-        if self.one_seed:
+        if self.few_seeds:
             if self.outcome == NOT_SEPARATED:
-                return (f"one seed: {NOT_SEPARATED} from {the_bound} "
+                return (f"{self.seeds}: {NOT_SEPARATED} from {the_bound} "
                         f"({what}, {margin} from it; {NEEDS_SEEDS})")
             where = "inside" if self.holds else "beyond"
             head = "within" if self.holds else "not within"
-            return f"{head} {bound} ({what}; one seed, {margin} {where} the bound)"
+            return f"{head} {bound} ({what}; {self.seeds}, {margin} {where} the bound)"
         if self.outcome == NOT_SEPARATED:
             return f"{NOT_SEPARATED} from {the_bound} ({what})"
         return f"{'within' if self.holds else 'not within'} {bound} ({what})"
@@ -717,19 +749,17 @@ def within(values: Iterable[Any], reference: Iterable[Any], bound: float, unit: 
     if c is None:
         return None
     shortfall = -c.difference if higher_is_better else c.difference
-    if c.se is None:
-        margin = abs(bound - shortfall)
-        if margin < ONE_SEED_MARGIN[unit] - CLAIM_EPS:
-            outcome = NOT_SEPARATED
-        else:
-            outcome = "holds" if shortfall <= bound + CLAIM_EPS else "fails"
+    if c.few_seeds and abs(bound - shortfall) < ONE_SEED_MARGIN[unit] - CLAIM_EPS:
+        outcome = NOT_SEPARATED
+    elif c.se is None:
+        outcome = "holds" if shortfall <= bound + CLAIM_EPS else "fails"
     elif shortfall + 2.0 * c.se <= bound + CLAIM_EPS:
         outcome = "holds"
     elif shortfall - 2.0 * c.se > bound + CLAIM_EPS:
         outcome = "fails"
     else:
         outcome = NOT_SEPARATED
-    return BoundCheck(shortfall, bound, unit, c.se, outcome)
+    return BoundCheck(shortfall, bound, unit, c.se, outcome, c.fewest_seeds)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -741,6 +771,12 @@ class GapCheck:
     unit: str
     se: float | None  # of the margin; None with one seed in any arm
     outcome: str      # "holds", "fails" or NOT_SEPARATED
+    fewest_seeds: int  # of any arm
+
+    @property
+    def few_seeds(self) -> bool:
+        """Under MIN_SEEDS in an arm: a margin from the mark under ONE_SEED_MARGIN is not called."""
+        return self.fewest_seeds < MIN_SEEDS
 
     @property
     def holds(self) -> bool:
@@ -751,10 +787,10 @@ class GapCheck:
         fmt = _unit_format(self.unit)
         where = "past" if self.margin >= 0 else "short of"
         mark = f"{fmt.format(abs(self.margin))}" + (f" ± {fmt.format(2.0 * self.se)}" if self.se is not None else "")
-        verdict = self.outcome if self.se is not None or self.outcome != NOT_SEPARATED else (
-            f"one seed: {NOT_SEPARATED}; {NEEDS_SEEDS}")
-        if self.se is None and self.outcome != NOT_SEPARATED:
-            verdict += ", one seed"
+        seeds = seeds_text([self.fewest_seeds])
+        verdict = self.outcome if not self.few_seeds else (
+            f"{seeds}: {NOT_SEPARATED}; {NEEDS_SEEDS}" if self.outcome == NOT_SEPARATED
+            else f"{self.outcome}, {seeds}")
         return (f"closes {100 * self.closed:.0f} % of the gap (at least {100 * self.target:.0f} %: {verdict}; "
                 f"{mark} {self.unit} {where} the {100 * self.target:.0f} % mark)")
 
@@ -765,9 +801,9 @@ def gap_closed(values: Iterable[Any], low: Iterable[Any], high: Iterable[Any], t
 
     The separation rule on the margin m = mean - (mean_low + target · (mean_high - mean_low)):
     with seeds on every arm, its standard error is sqrt(s²/n + (1-target)² s_low²/n_low +
-    target² s_high²/n_high) and it holds where m > 2 SE, fails where m < -2 SE; with one seed
-    anywhere it is called only a point (0.02 nats) or more from the mark. None when an arm is
-    empty or the gap is zero.
+    target² s_high²/n_high) and it holds where m > 2 SE, fails where m < -2 SE; with fewer than
+    3 seeds anywhere it is called only a point (0.02 nats) or more from the mark (and, with two,
+    past 2 SE too). None when an arm is empty or the gap is zero.
     """
     if unit not in UNITS:
         raise ValueError(f"unit must be one of {UNITS}, not {unit!r}")
@@ -781,14 +817,13 @@ def gap_closed(values: Iterable[Any], low: Iterable[Any], high: Iterable[Any], t
         return None
     margin = mean - (mean_low + target * gap)
     weights = (1.0, 1.0 - target, target)
-    if any(std is None for _, std in stats):
-        se = None
-        separated = abs(margin) >= ONE_SEED_MARGIN[unit] - CLAIM_EPS
-    else:
-        se = math.sqrt(sum((w * float(std)) ** 2 / len(a) for w, (_, std), a in zip(weights, stats, arms)))
-        separated = abs(margin) > 2.0 * se + CLAIM_EPS
+    se = (None if any(std is None for _, std in stats) else
+          math.sqrt(sum((w * float(std)) ** 2 / len(a) for w, (_, std), a in zip(weights, stats, arms))))
+    fewest = min(len(a) for a in arms)
+    separated = (se is None or abs(margin) > 2.0 * se + CLAIM_EPS) and (
+        fewest >= MIN_SEEDS or abs(margin) >= ONE_SEED_MARGIN[unit] - CLAIM_EPS)
     outcome = NOT_SEPARATED if not separated else ("holds" if margin > 0 else "fails")
-    return GapCheck((mean - mean_low) / gap, target, margin, unit, se, outcome)
+    return GapCheck((mean - mean_low) / gap, target, margin, unit, se, outcome, fewest)
 
 
 NO_DIFFERENCE = "no difference"

@@ -18,12 +18,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping, Sequence
 
-from experiments.report.common import (FASTER, LATENCY_BATCHES, MISSING, NO_DIFFERENCE, NOT_JUDGED,
+from experiments.report.common import (FASTER, LATENCY_BATCHES, MISSING, NEEDS_SEEDS, NO_DIFFERENCE, NOT_JUDGED,
                                        SLOWER, Comparison, Group, References, ReportInputs,
                                        accuracy_percents, column, compare, format_stat,
                                        is_number, latency_by_group, latency_line, latency_speedup,
                                        markdown_table, mean_accuracy, mean_or_none, latency_ms,
-                                       read_latency, signed_points, speed_class)
+                                       read_latency, seeds_text, signed_points, speed_class)
 
 SECTION = "Pruning"
 RESULTS_NAME = "pruning"
@@ -209,11 +209,12 @@ def _speed_text(kind: str, values: Mapping[int, float], classes: Mapping[int, st
 
 
 def _levels_list(levels: Sequence[int], comparisons: Mapping[int, Comparison]) -> str:
-    """`25 %; 50, 75 %: one seed`: levels, those that rest on one seed said so."""
-    many = [p for p in levels if not comparisons[p].one_seed]
-    one = [p for p in levels if comparisons[p].one_seed]
+    """`25 %; 50, 75 %: one seed`: levels, those that rest on under 3 seeds said so."""
+    many = [p for p in levels if not comparisons[p].few_seeds]
+    few = [p for p in levels if comparisons[p].few_seeds]
+    seeds = seeds_text(comparisons[p].fewest_seeds for p in few)
     parts = ([f"{', '.join(map(str, many))} %"] if many else []) + (
-        [f"{', '.join(map(str, one))} %: one seed"] if one else [])
+        [f"{', '.join(map(str, few))} %: {seeds}"] if few else [])
     return "; ".join(parts)
 
 
@@ -224,12 +225,13 @@ def _accuracy_sentence(study: StructuredAblation, both: Sequence[int],
     wins = {u_kind: [p for p in both if comparisons[p].sign > 0],
             s_kind: [p for p in both if comparisons[p].sign < 0]}
     ties = [p for p in both if comparisons[p].sign == 0]
-    many = ", ".join(str(p) for p in ties if not comparisons[p].one_seed)
-    one = ", ".join(str(p) for p in ties if comparisons[p].one_seed)
+    many = ", ".join(str(p) for p in ties if not comparisons[p].few_seeds)
+    few = [p for p in ties if comparisons[p].few_seeds]
+    seeds = seeds_text(comparisons[p].fewest_seeds for p in few)
     tie_text = " and ".join(
         ([f"not separated at {many} %"] if many else [])
-        + ([f"{'' if many else 'not separated '}at {one} % (one seed: needs 3 seeds)"]
-           if one else []))
+        + ([f"{'' if many else 'not separated '}at {', '.join(map(str, few))} % ({seeds}: {NEEDS_SEEDS})"]
+           if few else []))
     winners = [k for k in (u_kind, s_kind) if wins[k]]
     if len(winners) == 1:
         (kind,) = winners

@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 
 from matplotlib.figure import Figure
 
-from experiments.report.common import (CLAIM_EPS, MISSING, BoundCheck, Group, References,
+from experiments.report.common import (CLAIM_EPS, MISSING, NEEDS_SEEDS, BoundCheck, Group, References,
                                        ReportInputs, accuracy_line, accuracy_percents, column,
                                        compare, finish_line_figure, format_published, format_stat,
                                        format_times, is_number, markdown_table, mean_accuracy,
@@ -228,8 +228,8 @@ def _zhu_claim(values: Mapping[str, Sequence[float]]) -> str:
     c = compare(values.get("gradual", []), values.get("smalldense", []))
     if c is None:
         return MISSING
-    seeds = ("" if not c.one_seed else "; one seed" if c.separated
-             else "; one seed, needs 3 seeds")
+    seeds = ("" if not c.few_seeds else f"; {c.seeds}" if c.separated
+             else f"; {c.seeds}, {NEEDS_SEEDS}")
     return {1: "yes", -1: "no", 0: "not separated"}[c.sign] + f" ({c.difference:+.2f} points{seeds})"
 
 

@@ -17,12 +17,12 @@ from typing import Mapping
 from matplotlib.figure import Figure
 
 from configs import quantization_common
-from experiments.report.common import (CLAIM_EPS, MISSING, NOT_SEPARATED, UNRECOVERABLE_MARK, Group,
+from experiments.report.common import (CLAIM_EPS, MISSING, NEEDS_SEEDS, NOT_SEPARATED, UNRECOVERABLE_MARK, Group,
                                        References, ReportInputs, accuracy_line,
                                        accuracy_percents, column, compare, config_text,
                                        finish_line_figure, format_stat, loss_change, loss_text,
                                        markdown_table, mean_or_none, mean_std, not_run_yet,
-                                       recorded_commands, signed_nats, val_losses, with_mark,
+                                       recorded_commands, seeds_text, signed_nats, val_losses, with_mark,
                                        within)
 
 SECTION = "Quantization"
@@ -130,12 +130,14 @@ def _fewest_bits_near_float(found: Mapping[int, Mapping[str, Group]]) -> str:
         holds = [b for b, c in checks.items() if c.holds]
         open_ = [b for b, c in checks.items() if c.outcome == NOT_SEPARATED
                  and (not holds or b < min(holds))]
-        one = all(checks[b].one_seed for b in open_)
-        text = (f"{label} {min(holds)} bits" + (" (one seed)" if checks[min(holds)].one_seed else "")
+        few = all(checks[b].few_seeds for b in open_)
+        text = (f"{label} {min(holds)} bits" + (f" ({checks[min(holds)].seeds})" if checks[min(holds)].few_seeds
+                                                else "")
                 if holds else f"{label} none ({len(checks)} run{'s' if len(checks) > 1 else ''})")
         if open_:
+            seeds = seeds_text(checks[b].fewest_seeds for b in open_)
             text += (f", not separated from the bound at {', '.join(map(str, sorted(open_, reverse=True)))} "
-                     f"bits" + (" (one seed: needs 3 seeds)" if one else ""))
+                     f"bits" + (f" ({seeds}: {NEEDS_SEEDS})" if few else ""))
         texts.append(text)
     if not texts:
         return ""

@@ -20,7 +20,7 @@ from experiments.report.common import (MISSING, NOT_SEPARATED, Group, References
                                        compare, config_text, format_published, format_stat,
                                        format_times, markdown_table, mean_or_none, not_run_yet,
                                        ordering, published_accuracy_percent, recorded_commands,
-                                       signed_points, within)
+                                       seeds_text, signed_points, within)
 
 SECTION = "Quantization"
 INTRO = (
@@ -177,24 +177,26 @@ def _twn_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: Reference
         notes.append(f"The FP baseline `{TWN_FP_GROUP}` is not run yet, so no change or "
                      "claim is shown.")
     # DESIGN.md: 3 seeds where a claim's margin (its distance from the bound) is under a
-    # point; with one seed the one-seed rule of common.within decides it or leaves it open.
+    # point; with fewer seeds the few-seed rule of common.within decides it or leaves it open.
     checks = [(v, m, within(accuracy_percents(m), accuracy_percents(fp_members),
                             v.max_drop_points)) for v, m in found]
-    one_seed = [(v, m, c) for v, m, c in checks if c is not None and c.one_seed]
+    few_seeds = [(v, m, c) for v, m, c in checks if c is not None and c.few_seeds]
 
     def margin(v: LowBitVariant, m: Group, c) -> str:
         return (f"{v.label.split(' ')[0]} ({_seeds(m)}, margin "
                 f"{abs(c.bound - c.shortfall):.2f} points)")
 
-    short = [margin(v, m, c) for v, m, c in one_seed if c.outcome == NOT_SEPARATED]
-    enough = [margin(v, m, c) for v, m, c in one_seed if c.outcome != NOT_SEPARATED]
-    if short:
-        notes.append("One seed, not separated from the bound: " + ", ".join(short)
+    open_ = [(v, m, c) for v, m, c in few_seeds if c.outcome == NOT_SEPARATED]
+    called = [(v, m, c) for v, m, c in few_seeds if c.outcome != NOT_SEPARATED]
+    if open_:
+        notes.append(f"{seeds_text(c.fewest_seeds for *_, c in open_).capitalize()}, "
+                     "not separated from the bound: " + ", ".join(margin(*t) for t in open_)
                      + "; DESIGN.md asks for mean ± std over 3 seeds where a claim's margin is "
                      "under one point.")
-    if enough:
-        notes.append("One seed suffices where the claim's margin is a point or more: "
-                     + ", ".join(enough) + ".")
+    if called:
+        seeds = seeds_text(c.fewest_seeds for *_, c in called)
+        notes.append(f"{seeds.capitalize()} {'suffices' if seeds == 'one seed' else 'suffice'} where the "
+                     "claim's margin is a point or more: " + ", ".join(margin(*t) for t in called) + ".")
     if not_run:
         notes.append(not_run)
     parts.append(" ".join(notes))
