@@ -779,6 +779,10 @@ class GapCheck:
         return self.fewest_seeds < MIN_SEEDS
 
     @property
+    def seeds(self) -> str:
+        return seeds_text([self.fewest_seeds])
+
+    @property
     def holds(self) -> bool:
         return self.outcome == "holds"
 
@@ -787,10 +791,9 @@ class GapCheck:
         fmt = _unit_format(self.unit)
         where = "past" if self.margin >= 0 else "short of"
         mark = f"{fmt.format(abs(self.margin))}" + (f" ± {fmt.format(2.0 * self.se)}" if self.se is not None else "")
-        seeds = seeds_text([self.fewest_seeds])
         verdict = self.outcome if not self.few_seeds else (
-            f"{seeds}: {NOT_SEPARATED}; {NEEDS_SEEDS}" if self.outcome == NOT_SEPARATED
-            else f"{self.outcome}, {seeds}")
+            f"{self.seeds}: {NOT_SEPARATED}; {NEEDS_SEEDS}" if self.outcome == NOT_SEPARATED
+            else f"{self.outcome}, {self.seeds}")
         return (f"closes {100 * self.closed:.0f} % of the gap (at least {100 * self.target:.0f} %: {verdict}; "
                 f"{mark} {self.unit} {where} the {100 * self.target:.0f} % mark)")
 
