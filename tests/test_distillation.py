@@ -327,6 +327,27 @@ def test_recovery_twins_differ_only_by_the_dense_teacher():
         assert taught.loss[0]["term"] == "knowledge_distillation" and alone.loss == [{"term": "cross_entropy"}]
 
 
+def test_tinybert_in_two_stages_trains_the_layer_losses_then_the_soft_targets_in_as_many_steps():
+    from configs import distillation_common
+    from configs import jiao2020_tinybert_char_transformer as tinybert
+    from experiments import reproduce
+    from experiments.provenance import seeded_path
+
+    for quick, scale in (("", 1), ("_quick", 10)):
+        layers, staged = tinybert.get_config(f"layers{quick}"), tinybert.get_config(f"staged{quick}")
+        one_stage = tinybert.get_config(f"tinybert{quick}")
+        assert [t["term"] for t in layers.loss] == ["hidden_mse", "attention_mse"]
+        assert layers.loss == one_stage.loss[1:] and staged.loss == one_stage.loss[:1]
+        assert layers.train.num_steps + staged.train.num_steps == one_stage.train.num_steps \
+            == distillation_common.STUDENT_STEPS // scale
+        assert staged.teacher.export == layers.teacher.export == one_stage.teacher.export
+        assert staged.model == layers.model == one_stage.model
+        # The second stage starts from the first stage's export of its own seed, which reproduce trains first.
+        producer = reproduce.producer_of(seeded_path(staged.init_from, 2), reproduce.experiment_configs())
+        assert (producer.config, producer.seed) == (f"jiao2020_tinybert_char_transformer:layers{quick}", 2)
+        assert all(c.train.checkpoint_every <= c.train.num_steps for c in (layers, staged))
+
+
 def test_the_omitted_class_analysis_by_hand():
     from experiments import omitted_class
 

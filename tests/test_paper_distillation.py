@@ -86,6 +86,9 @@ def test_omitted_class_transformer_fitnets_and_recovery_parts(tmp_path):
     for seed, (a, b) in enumerate(((1.60, 1.58), (1.61, 1.57), (1.62, 1.59))):
         write(results, f"jiao2020_tinybert_char_transformer_alone/seed_{seed}", lm_run(a, 2, 96, 250_000))
         write(results, f"jiao2020_tinybert_char_transformer_logits/seed_{seed}", lm_run(b, 2, 96, 250_000))
+    # The two-stage row: 1,000 steps of layer losses, then 3,000 of soft targets (one seed).
+    write(results, "jiao2020_tinybert_char_transformer_layers/seed_0", lm_run(3.1, 2, 96, 250_000, steps=1000))
+    write(results, "jiao2020_tinybert_char_transformer_staged/seed_0", lm_run(1.575, 2, 96, 250_000, steps=3000))
     for kind, acc in (("teacher", 0.92), ("student", 0.90), ("fitnet", 0.915)):
         write(results, f"romero2015_fitnets_cnn_{kind}", make_result(acc, model="vgg"))
     for seed in range(3):
@@ -104,8 +107,15 @@ def test_omitted_class_transformer_fitnets_and_recovery_parts(tmp_path):
     assert cells(table_row(lm, "soft targets"))[1:] == ["`jiao2020_tinybert_char_transformer_logits` (3 seeds)",
                                                         "2 x 96", "250,000", "1.580 ± 0.010"]
     # 1.580 vs 1.610, std 0.01 each: 0.03 apart, 2 SE = 0.016: separated.
-    assert "Every student row trains 4000 steps. Best first" in lm
-    assert ": soft targets > student alone (labels)." in lm
+    assert ("Every one-stage student row trains 4000 steps. The two-stage row trains 1000 on the layer losses "
+            "alone (`jiao2020_tinybert_char_transformer_layers`), then 3000 on the soft targets from there. "
+            "Best first") in lm
+    # The first stage's own loss (an untrained head) is not a row; the staged row is, on one seed.
+    assert "3.100" not in lm
+    assert cells(table_row(lm, "TinyBERT in two stages: the layer losses, then soft targets"))[4] == "1.575"
+    assert (": TinyBERT in two stages: the layer losses, then soft targets ≈ soft targets > student alone (labels) "
+            "(one seed, needs 3 seeds: TinyBERT in two stages: the layer losses, then soft targets ≈ soft targets)."
+            ) in lm
     assert "Not run yet: `jiao2020_tinybert_char_transformer_tinybert`, " in lm
 
     fitnets = subsection(text, "FitNets")

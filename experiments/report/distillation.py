@@ -193,8 +193,11 @@ TRANSFORMER_ROWS: tuple[tuple[str, str, str], ...] = (
     (TINYBERT, "alone", "student alone (labels)"),
     (TINYBERT, "logits", "soft targets"),
     (TINYBERT, "tinybert", "TinyBERT: soft targets + embeddings, hidden states, attention"),
+    (TINYBERT, "staged", "TinyBERT in two stages: the layer losses, then soft targets"),
     (DISTILBERT, "distilbert", "DistilBERT: every other teacher layer, soft targets + labels + cosine"),
 )
+# `staged` starts from this first stage (the layer losses alone; its own loss is not a row).
+TINYBERT_FIRST_STAGE = "layers"
 TRANSFORMER_TEACHER = "baseline_char_transformer"
 
 
@@ -206,6 +209,21 @@ def _model_text(members: Group) -> str:
 
 def _negated(values: list) -> list:
     return [-v for v in values]
+
+
+def _steps(members: Group) -> str:
+    return ", ".join(sorted({str(v) for v in column(members, "config.train.num_steps")})) or MISSING
+
+
+def _steps_text(found: Mapping[tuple[str, str], Group], first_stage: Group) -> str:
+    """How many steps the rows train: one number for the one-stage rows; the staged row's two stages."""
+    one_stage = [m for (_, kind), m in found.items() if kind != "staged"]
+    text = f"Every one-stage student row trains {_steps([r for m in one_stage for r in m])} steps."
+    if found.get((TINYBERT, "staged")):
+        text += (f" The two-stage row trains {_steps(first_stage)} on the layer losses alone "
+                 f"(`{TINYBERT}_{TINYBERT_FIRST_STAGE}`), then {_steps(found[(TINYBERT, 'staged')])} "
+                 f"on the soft targets from there.")
+    return text
 
 
 def _transformer_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: References) -> str:
@@ -225,15 +243,15 @@ def _transformer_part(inputs: ReportInputs, groups: Mapping[str, Group], refs: R
                      loss_text(members)])
     headers = ["row", "run", "layers x width", "parameters", "val loss (nats/char)"]
     arms = [(label, _negated(val_losses(found[(config, kind)]))) for config, kind, label in TRANSFORMER_ROWS]
-    steps = {str(v) for members in found.values() for v in column(members, "config.train.num_steps")}
+    first_stage = groups.get(f"{TINYBERT}_{TINYBERT_FIRST_STAGE}", [])
     entries = [inputs.published_by_id(i) for i in ("jiao2020_tinybert4_retained", "sanh2019_distilbert_retained")]
-    notes = [f"Every student row trains {', '.join(sorted(steps))} steps. Best first (lower loss; neighbours "
-             f"the seeds do not separate by 0.02 nats or twice their standard error are joined by ≈): "
+    notes = [f"{_steps_text(found, first_stage)} Best first (lower loss; neighbours the seeds do not separate "
+             f"by 0.02 nats, or with 3 seeds by twice their standard error, are joined by ≈): "
              f"{ordering(arms, unit='nats')}.",
              f"Published: {refs.cite(entries[0])}: TinyBERT-4 keeps {format_published(entries[0])} on GLUE; "
              f"{refs.cite(entries[1])}: DistilBERT keeps {format_published(entries[1])}.",
              f"Not run yet: {', '.join(not_run)}." if not_run else "",
-             recorded_commands([teacher, *found.values()])]
+             recorded_commands([teacher, first_stage, *found.values()])]
     return "\n\n".join([markdown_table(headers, rows), " ".join(n for n in notes if n)])
 
 
