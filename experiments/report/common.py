@@ -570,8 +570,23 @@ def _plain_numbers(values: Iterable[Any]) -> list[Any]:
     return [v for v in values if is_number(v)]
 
 
+class _RestsOnSeeds:
+    """What a verdict rests on, from its `fewest_seeds` (the fewest seeds of any arm it compares)."""
+    fewest_seeds: int
+
+    @property
+    def few_seeds(self) -> bool:
+        """Under MIN_SEEDS in an arm: a margin under ONE_SEED_MARGIN is not called."""
+        return self.fewest_seeds < MIN_SEEDS
+
+    @property
+    def seeds(self) -> str:
+        """`one seed`, `2 seeds`: what a few-seed verdict rests on."""
+        return seeds_text([self.fewest_seeds])
+
+
 @dataclasses.dataclass(frozen=True)
-class Comparison:
+class Comparison(_RestsOnSeeds):
     """Arm a against arm b under the separation rule (see the section comment above)."""
     mean_a: float
     mean_b: float
@@ -588,16 +603,6 @@ class Comparison:
     @property
     def fewest_seeds(self) -> int:
         return min(self.n_a, self.n_b)
-
-    @property
-    def few_seeds(self) -> bool:
-        """Under MIN_SEEDS on a side: a margin under ONE_SEED_MARGIN is not called."""
-        return self.fewest_seeds < MIN_SEEDS
-
-    @property
-    def seeds(self) -> str:
-        """`one seed`, `2 seeds`: what a few-seed verdict rests on."""
-        return seeds_text([self.fewest_seeds])
 
     @property
     def sign(self) -> int:
@@ -687,7 +692,7 @@ def ordering(arms: Sequence[tuple[str, Iterable[Any]]], unit: str = "points") ->
 
 
 @dataclasses.dataclass(frozen=True)
-class BoundCheck:
+class BoundCheck(_RestsOnSeeds):
     """Whether arm a falls short of arm b by at most `bound` (see the section comment above)."""
     shortfall: float  # b - a for accuracy, a - b for loss: positive is worse
     bound: float
@@ -695,15 +700,6 @@ class BoundCheck:
     se: float | None
     outcome: str      # "holds", "fails" or NOT_SEPARATED
     fewest_seeds: int  # of either arm
-
-    @property
-    def few_seeds(self) -> bool:
-        """Under MIN_SEEDS on a side: a margin from the bound under ONE_SEED_MARGIN is not called."""
-        return self.fewest_seeds < MIN_SEEDS
-
-    @property
-    def seeds(self) -> str:
-        return seeds_text([self.fewest_seeds])
 
     @property
     def holds(self) -> bool:
@@ -763,7 +759,7 @@ def within(values: Iterable[Any], reference: Iterable[Any], bound: float, unit: 
 
 
 @dataclasses.dataclass(frozen=True)
-class GapCheck:
+class GapCheck(_RestsOnSeeds):
     """Whether an arm closes at least `target` of the gap from a `low` arm to a `high` arm."""
     closed: float     # (mean - mean_low) / (mean_high - mean_low)
     target: float
@@ -772,15 +768,6 @@ class GapCheck:
     se: float | None  # of the margin; None with one seed in any arm
     outcome: str      # "holds", "fails" or NOT_SEPARATED
     fewest_seeds: int  # of any arm
-
-    @property
-    def few_seeds(self) -> bool:
-        """Under MIN_SEEDS in an arm: a margin from the mark under ONE_SEED_MARGIN is not called."""
-        return self.fewest_seeds < MIN_SEEDS
-
-    @property
-    def seeds(self) -> str:
-        return seeds_text([self.fewest_seeds])
 
     @property
     def holds(self) -> bool:
