@@ -6,7 +6,7 @@ states and attention maps, and the predictions. Ours: the character model,
 validation loss in nats per character, every row trained for
 distillation_common.STUDENT_STEPS steps from scratch with the same recipe.
 
-Variants (append `_quick` for a CPU check: 400 steps from the teacher's quick run):
+Variants (append `_quick` for a CPU check: 10x fewer steps, from the teacher's quick run):
 - `alone`: the student on the labels only;
 - `logits`: the student on the teacher's soft targets (`knowledge_distillation`
   at TEMPERATURE, weight ALPHA on the soft targets);
