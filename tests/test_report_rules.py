@@ -117,6 +117,13 @@ def test_ordering_joins_unseparated_neighbours_with_approx():
         "FitNet ≈ alone ≈ KD > AT (2 seeds, needs 3 seeds: FitNet ≈ alone; one seed, needs 3 seeds: "
         "alone ≈ KD; one seed: KD > AT)")
     assert common.ordering([("a", [1.0]), ("b", [])]) == common.MISSING
+    # ≈ is not transitive: the Transformer students' val losses (nats), where the ends of the chain
+    # are 0.021 apart against 2 SE = 0.014, while each neighbour pair is within its 2 SE.
+    chain = [("staged", [1.5624, 1.5570, 1.5549]), ("alone", [1.5478, 1.5563, 1.5368]),
+             ("logits", [1.5424, 1.5449, 1.5233])]
+    assert common.ordering(chain, unit="nats") == (
+        "staged ≈ alone ≈ logits (separated beyond neighbours: staged > logits)")
+    assert common.ordering(chain[:2] + [("far", [1.40, 1.41, 1.39])], unit="nats") == "staged ≈ alone > far"
 
 
 # --------------------------------------------------------------------------

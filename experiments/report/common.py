@@ -670,6 +670,8 @@ def ordering(arms: Sequence[tuple[str, Iterable[Any]]], unit: str = "points") ->
     Neighbours that are not separated join with `≈`; a trailing note names the
     pairs that rest on fewer than 3 seeds: `FP > TWN ≈ BWN (one seed, needs 3 seeds:
     TWN ≈ BWN)`, `gradual > one-shot (one seed: gradual > one-shot)`, `2 seeds` likewise.
+    Since `≈` is not transitive, arms of one `≈` chain that are separated are named:
+    `a ≈ b ≈ c (separated beyond neighbours: a > c)`.
     """
     known = [(label, vals) for label, values in arms if (vals := _plain_numbers(values))]
     if len(known) < 2:
@@ -688,7 +690,28 @@ def ordering(arms: Sequence[tuple[str, Iterable[Any]]], unit: str = "points") ->
                 f"{prev_label} {symbol} {label}")
     notes = ([f"{seeds}, {NEEDS_SEEDS}: {', '.join(pairs)}" for seeds, pairs in open_pairs.items()]
              + [f"{seeds}: {', '.join(pairs)}" for seeds, pairs in called_pairs.items()])
+    apart = _separated_within_chains(known, unit)
+    if apart:
+        notes.append(f"separated beyond neighbours: {', '.join(apart)}")
     return text + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def _separated_within_chains(known: Sequence[tuple[str, list]], unit: str) -> list[str]:
+    """`a > c` for each pair two or more places apart, joined by `≈` links, that `compare` separates."""
+    pairs = []
+    for i, (label_a, a) in enumerate(known):
+        for j in range(i + 1, len(known)):
+            if not _joined(known, i, j, unit):
+                break
+            c = compare(a, known[j][1], unit)
+            if j - i > 1 and c is not None and c.separated:
+                pairs.append(f"{label_a} > {known[j][0]}" + (f" ({c.seeds})" if c.few_seeds else ""))
+    return pairs
+
+
+def _joined(known: Sequence[tuple[str, list]], i: int, j: int, unit: str) -> bool:
+    """Whether every neighbour pair from arm i to arm j is `≈` (not separated)."""
+    return all(not compare(known[k][1], known[k + 1][1], unit).separated for k in range(i, j))
 
 
 @dataclasses.dataclass(frozen=True)
