@@ -680,38 +680,36 @@ def ordering(arms: Sequence[tuple[str, Iterable[Any]]], unit: str = "points") ->
     text = known[0][0]
     open_pairs: dict[str, list[str]] = {}
     called_pairs: dict[str, list[str]] = {}
+    chains = [[known[0]]]  # runs of arms joined by ≈
     for (prev_label, prev), (label, values) in zip(known, known[1:]):
         c = compare(prev, values, unit)
         assert c is not None
         symbol = ">" if c.separated else "≈"
         text += f" {symbol} {label}"
+        if c.separated:
+            chains.append([])
+        chains[-1].append((label, values))
         if c.few_seeds:
             (called_pairs if c.separated else open_pairs).setdefault(c.seeds, []).append(
                 f"{prev_label} {symbol} {label}")
     notes = ([f"{seeds}, {NEEDS_SEEDS}: {', '.join(pairs)}" for seeds, pairs in open_pairs.items()]
              + [f"{seeds}: {', '.join(pairs)}" for seeds, pairs in called_pairs.items()])
-    apart = _separated_within_chains(known, unit)
+    apart = _separated_within_chains(chains, unit)
     if apart:
         notes.append(f"separated beyond neighbours: {', '.join(apart)}")
     return text + (f" ({'; '.join(notes)})" if notes else "")
 
 
-def _separated_within_chains(known: Sequence[tuple[str, list]], unit: str) -> list[str]:
-    """`a > c` for each pair two or more places apart, joined by `≈` links, that `compare` separates."""
+def _separated_within_chains(chains: Sequence[Sequence[tuple[str, list]]], unit: str) -> list[str]:
+    """`a > c` for each pair of arms two or more places apart in one `≈` chain that `compare` separates."""
     pairs = []
-    for i, (label_a, a) in enumerate(known):
-        for j in range(i + 1, len(known)):
-            if not _joined(known, i, j, unit):
-                break
-            c = compare(a, known[j][1], unit)
-            if j - i > 1 and c is not None and c.separated:
-                pairs.append(f"{label_a} > {known[j][0]}" + (f" ({c.seeds})" if c.few_seeds else ""))
+    for chain in chains:
+        for i, (label_a, a) in enumerate(chain):
+            for label_c, c_values in chain[i + 2:]:
+                c = compare(a, c_values, unit)
+                if c is not None and c.separated:
+                    pairs.append(f"{label_a} > {label_c}" + (f" ({c.seeds})" if c.few_seeds else ""))
     return pairs
-
-
-def _joined(known: Sequence[tuple[str, list]], i: int, j: int, unit: str) -> bool:
-    """Whether every neighbour pair from arm i to arm j is `≈` (not separated)."""
-    return all(not compare(known[k][1], known[k + 1][1], unit).separated for k in range(i, j))
 
 
 @dataclasses.dataclass(frozen=True)
